@@ -1,0 +1,113 @@
+//! The portable instruction set: `wide`'s 8-lane vectors, in safe code.
+//!
+//! `wide` picks SSE2, AVX, NEON, wasm simd128 or plain arrays from the target features the crate
+//! is compiled with; this path is therefore as fast as the build allows and runs everywhere.
+
+use wide::{f32x8, i16x8, i32x8, u16x8, u32x8};
+
+use crate::simd::Simd;
+
+/// Token of the portable path: always available.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Portable;
+
+impl Simd<8> for Portable {
+    type F32 = f32x8;
+    type U32 = u32x8;
+
+    #[inline(always)]
+    fn splat(self, x: f32) -> f32x8 {
+        f32x8::splat(x)
+    }
+    #[inline(always)]
+    fn add(self, a: f32x8, b: f32x8) -> f32x8 {
+        a + b
+    }
+    #[inline(always)]
+    fn sub(self, a: f32x8, b: f32x8) -> f32x8 {
+        a - b
+    }
+    #[inline(always)]
+    fn mul(self, a: f32x8, b: f32x8) -> f32x8 {
+        a * b
+    }
+    #[inline(always)]
+    fn sign(self, x: f32x8) -> f32x8 {
+        // Comparisons with NaN are false, so NaN (like ±0) selects neither and gives +0.
+        let pos = x.simd_gt(f32x8::ZERO) & f32x8::ONE;
+        let neg = x.simd_lt(f32x8::ZERO) & f32x8::splat(-1.0);
+        pos | neg
+    }
+
+    #[inline(always)]
+    fn to_bits(self, x: f32x8) -> u32x8 {
+        bytemuck::must_cast(x)
+    }
+    #[inline(always)]
+    fn from_bits(self, u: u32x8) -> f32x8 {
+        bytemuck::must_cast(u)
+    }
+    #[inline(always)]
+    fn splat_u32(self, x: u32) -> u32x8 {
+        u32x8::splat(x)
+    }
+    #[inline(always)]
+    fn add_u32(self, a: u32x8, b: u32x8) -> u32x8 {
+        a + b
+    }
+    #[inline(always)]
+    fn sub_u32(self, a: u32x8, b: u32x8) -> u32x8 {
+        a - b
+    }
+    #[inline(always)]
+    fn and(self, a: u32x8, b: u32x8) -> u32x8 {
+        a & b
+    }
+    #[inline(always)]
+    fn or(self, a: u32x8, b: u32x8) -> u32x8 {
+        a | b
+    }
+    #[inline(always)]
+    fn xor(self, a: u32x8, b: u32x8) -> u32x8 {
+        a ^ b
+    }
+    #[inline(always)]
+    fn shl<const S: i32>(self, a: u32x8) -> u32x8 {
+        a << S as u32
+    }
+    #[inline(always)]
+    fn shr<const S: i32>(self, a: u32x8) -> u32x8 {
+        a >> S as u32
+    }
+    #[inline(always)]
+    fn gt_i32(self, a: u32x8, b: u32x8) -> u32x8 {
+        let (a, b): (i32x8, i32x8) = (bytemuck::must_cast(a), bytemuck::must_cast(b));
+        bytemuck::must_cast(a.simd_gt(b))
+    }
+    #[inline(always)]
+    fn eq_u32(self, a: u32x8, b: u32x8) -> u32x8 {
+        a.simd_eq(b)
+    }
+    #[inline(always)]
+    fn select(self, mask: u32x8, a: u32x8, b: u32x8) -> u32x8 {
+        mask.select(a, b)
+    }
+
+    #[inline(always)]
+    fn load_f32(self, src: &[f32; 8]) -> f32x8 {
+        f32x8::from(*src)
+    }
+    #[inline(always)]
+    fn store_f32(self, v: f32x8, dst: &mut [f32; 8]) {
+        *dst = v.to_array();
+    }
+    #[inline(always)]
+    fn load_u16(self, src: &[u16; 8]) -> u32x8 {
+        u32x8::from(u16x8::from(*src))
+    }
+    #[inline(always)]
+    fn store_u16(self, v: u32x8, dst: &mut [u16; 8]) {
+        let narrow = i16x8::from_i32x8_truncate(bytemuck::must_cast(v));
+        *dst = bytemuck::must_cast(narrow);
+    }
+}

@@ -1,0 +1,115 @@
+//! The implementations ("paths") of a step, and the choice among them.
+
+use core::fmt;
+
+use crate::arch::portable::Portable;
+use crate::element::Element;
+use crate::error::check_lengths;
+use crate::{Error, Hyperparams, kernel, reference};
+
+/// An implementation of the Lion step. All of them give **bit-identical** results.
+///
+/// [`step`](crate::step) takes the fastest path available ([`Path::detect`]); tests, benchmarks
+/// and curious users can run any available path explicitly with [`Path::step`], the way BLAKE3
+/// exposes its per-platform implementations.
+///
+/// ```
+/// use lion_optim::{Hyperparams, Path};
+///
+/// let hp = Hyperparams::default();
+/// let (mut p1, mut m1) = (vec![0.5f32; 100], vec![0.0f32; 100]);
+/// let (mut p2, mut m2) = (p1.clone(), m1.clone());
+/// let g = vec![0.25f32; 100];
+/// Path::Portable.step(&mut p1, &g, &mut m1, &hp)?;
+/// Path::Scalar.step(&mut p2, &g, &mut m2, &hp)?;
+/// assert_eq!((p1, m1), (p2, m2));
+/// println!("lion_optim::step runs on the {} path", Path::detect());
+/// # Ok::<(), lion_optim::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Path {
+    /// The scalar specification, [`reference::step`]: one element at a time.
+    Scalar,
+    /// `wide`'s 8-lane vectors in safe code, for the target features of the build: SSE2 on a
+    /// default x86_64 build, AVX2 with `-C target-cpu=x86-64-v3`, NEON on aarch64, simd128 on
+    /// wasm32 with `+simd128`, plain arrays elsewhere.
+    Portable,
+}
+
+impl Path {
+    /// Every path this version of the crate knows, available here or not.
+    pub const ALL: &'static [Path] = &[Path::Scalar, Path::Portable];
+
+    /// The path [`step`](crate::step) takes on this machine.
+    ///
+    /// ```
+    /// assert!(lion_optim::Path::detect().is_available());
+    /// ```
+    pub fn detect() -> Path {
+        Path::Portable
+    }
+
+    /// Whether this path can run on this machine and build.
+    ///
+    /// ```
+    /// assert!(lion_optim::Path::Portable.is_available());
+    /// ```
+    pub fn is_available(self) -> bool {
+        match self {
+            Path::Scalar | Path::Portable => true,
+        }
+    }
+
+    /// A short lower-case name: `"scalar"`, `"portable"`.
+    ///
+    /// ```
+    /// assert_eq!(lion_optim::Path::Portable.name(), "portable");
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Scalar => "scalar",
+            Path::Portable => "portable",
+        }
+    }
+
+    /// Runs one Lion step on this path; the contract is [`step`](crate::step)'s.
+    ///
+    /// Returns [`Error::PathUnavailable`] (and touches nothing) if the path cannot run here.
+    ///
+    /// ```
+    /// use lion_optim::{Hyperparams, Path};
+    ///
+    /// let mut p = [1.0f32; 3];
+    /// let mut m = [0.0f32; 3];
+    /// Path::Portable.step(&mut p, &[1.0f32; 3], &mut m, &Hyperparams::default())?;
+    /// assert_eq!(p, [1.0 - 1e-4f64 as f32; 3]);
+    /// # Ok::<(), lion_optim::Error>(())
+    /// ```
+    pub fn step<P: Element, G: Element, M: Element>(
+        self,
+        params: &mut [P],
+        grads: &[G],
+        momentum: &mut [M],
+        hp: &Hyperparams,
+    ) -> Result<(), Error> {
+        if !self.is_available() {
+            return Err(Error::PathUnavailable(self));
+        }
+        let k = hp.constants()?;
+        check_lengths(params.len(), grads.len(), momentum.len())?;
+        match self {
+            Path::Scalar => reference::step(params, grads, momentum, hp),
+            Path::Portable => {
+                kernel::lion(Portable, params, grads, momentum, &k);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl fmt::Display for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}

@@ -1,0 +1,213 @@
+//! The one error type of the crate.
+
+use core::fmt;
+
+use crate::Dtype;
+
+/// Why a call was refused.
+///
+/// Every fallible function of this crate checks all of its inputs **before** it writes anything:
+/// when it returns an `Error`, every buffer it was given is exactly as it was.
+///
+/// ```
+/// use lion_optim::{Error, Hyperparams};
+///
+/// let mut params = [1.0f32; 4];
+/// let mut momentum = [0.0f32; 4];
+/// let err = lion_optim::step(&mut params, &[0.5f32; 3], &mut momentum, &Hyperparams::default())
+///     .unwrap_err();
+/// assert_eq!(err, Error::LengthMismatch { what: "grads", expected: 4, found: 3 });
+/// assert_eq!(err.to_string(), "grads has 3 elements, expected 4 (the length of params)");
+/// assert_eq!(params, [1.0; 4]);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Error {
+    /// A slice does not have the length of the parameters it goes with.
+    LengthMismatch {
+        /// Which input: `"grads"` or `"momentum"`.
+        what: &'static str,
+        /// The length of the parameters.
+        expected: usize,
+        /// The length that was passed.
+        found: usize,
+    },
+    /// A hyperparameter is outside its domain.
+    InvalidHyperparameter {
+        /// The field: `"lr"`, `"beta1"`, `"beta2"`, `"weight_decay"`, ...
+        name: &'static str,
+        /// The value that was passed.
+        value: f64,
+        /// The rule it breaks, e.g. `"must be finite and >= 0"`.
+        rule: &'static str,
+    },
+    /// The optimizer was given a different number of tensors than it holds state for.
+    TensorCount {
+        /// How many tensors the optimizer holds momentum for.
+        expected: usize,
+        /// How many were passed.
+        found: usize,
+    },
+    /// A tensor of the optimizer does not match the momentum buffer it holds for it.
+    TensorMismatch {
+        /// Index of the tensor.
+        index: usize,
+        /// The underlying problem (a length mismatch).
+        expected: usize,
+        /// The length that was passed.
+        found: usize,
+    },
+    /// An index does not name a tensor of the optimizer.
+    NoSuchTensor {
+        /// The index that was passed.
+        index: usize,
+        /// How many tensors the optimizer holds.
+        count: usize,
+    },
+    /// Data does not have the element type it must have.
+    DtypeMismatch {
+        /// The element type required.
+        expected: Dtype,
+        /// The element type given.
+        found: Dtype,
+    },
+    /// A checkpoint could not be read; nothing was changed.
+    Checkpoint(CheckpointError),
+    /// An output buffer is too small.
+    BufferTooSmall {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes available.
+        available: usize,
+    },
+    /// The instruction-set path that was asked for is not available on this CPU or build.
+    PathUnavailable(crate::Path),
+}
+
+/// What is wrong with a checkpoint passed to [`Lion::load_state`](crate::Lion::load_state).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// It does not start with the magic bytes `LIONOPT1`.
+    BadMagic,
+    /// It ends before the data its header announces.
+    Truncated,
+    /// It has bytes after the data its header announces.
+    TrailingBytes,
+    /// It stores a different number of tensors than the optimizer holds.
+    TensorCount {
+        /// Tensors in the optimizer.
+        expected: usize,
+        /// Tensors in the checkpoint.
+        found: usize,
+    },
+    /// A tensor in it has another length or element type than the optimizer's.
+    TensorShape {
+        /// Index of the tensor.
+        index: usize,
+    },
+    /// A dtype tag is not one this version knows.
+    UnknownDtype(u8),
+    /// Its hyperparameters are invalid.
+    Hyperparams,
+}
+
+impl fmt::Display for CheckpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::BadMagic => f.write_str("not a lion-optim checkpoint (bad magic bytes)"),
+            Self::Truncated => f.write_str("checkpoint is truncated"),
+            Self::TrailingBytes => f.write_str("checkpoint has trailing bytes"),
+            Self::TensorCount { expected, found } => {
+                write!(
+                    f,
+                    "checkpoint holds {found} tensors, the optimizer {expected}"
+                )
+            }
+            Self::TensorShape { index } => write!(
+                f,
+                "tensor {index} of the checkpoint differs in length or dtype from the optimizer's"
+            ),
+            Self::UnknownDtype(tag) => write!(f, "unknown dtype tag {tag} in checkpoint"),
+            Self::Hyperparams => f.write_str("checkpoint holds invalid hyperparameters"),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::LengthMismatch {
+                what,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{what} has {found} elements, expected {expected} (the length of params)"
+            ),
+            Self::InvalidHyperparameter { name, value, rule } => {
+                write!(f, "invalid hyperparameter {name} = {value}: {rule}")
+            }
+            Self::TensorCount { expected, found } => write!(
+                f,
+                "{found} tensors were passed, the optimizer holds state for {expected}"
+            ),
+            Self::TensorMismatch {
+                index,
+                expected,
+                found,
+            } => write!(
+                f,
+                "tensor {index}: {found} parameters were passed, its momentum holds {expected}"
+            ),
+            Self::NoSuchTensor { index, count } => {
+                write!(f, "no tensor {index}: the optimizer holds {count}")
+            }
+            Self::DtypeMismatch { expected, found } => {
+                write!(f, "element type {found} where {expected} is required")
+            }
+            Self::Checkpoint(e) => write!(f, "{e}"),
+            Self::BufferTooSmall { needed, available } => {
+                write!(
+                    f,
+                    "buffer of {available} bytes is too small, {needed} are needed"
+                )
+            }
+            Self::PathUnavailable(p) => {
+                write!(
+                    f,
+                    "the {} path is not available on this CPU or build",
+                    p.name()
+                )
+            }
+        }
+    }
+}
+
+impl core::error::Error for Error {}
+impl core::error::Error for CheckpointError {}
+
+impl From<CheckpointError> for Error {
+    fn from(e: CheckpointError) -> Self {
+        Self::Checkpoint(e)
+    }
+}
+
+/// Checks that `grads` and `momentum` have the length of `params`.
+pub(crate) fn check_lengths(params: usize, grads: usize, momentum: usize) -> Result<(), Error> {
+    if grads != params {
+        return Err(Error::LengthMismatch {
+            what: "grads",
+            expected: params,
+            found: grads,
+        });
+    }
+    if momentum != params {
+        return Err(Error::LengthMismatch {
+            what: "momentum",
+            expected: params,
+            found: momentum,
+        });
+    }
+    Ok(())
+}

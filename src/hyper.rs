@@ -1,0 +1,211 @@
+//! Hyperparameters, their validation, and the f32 constants a step computes from them.
+
+use crate::Error;
+
+/// The hyperparameters of one Lion step.
+///
+/// Frameworks and the Python reference pass hyperparameters as double-precision numbers; so does
+/// this crate. Each step turns them into f32 constants, each **computed in f64 and rounded once**
+/// (`f32(1 - lr*wd)`, `f32(1 - beta1)`, ...), exactly as the reference PyTorch code does.
+///
+/// The defaults are those of the paper's reference code: `lr = 1e-4`, `betas = (0.9, 0.99)`,
+/// `weight_decay = 0`.
+///
+/// ```
+/// use lion_optim::Hyperparams;
+///
+/// let hp = Hyperparams { lr: 3e-4, weight_decay: 0.1, ..Hyperparams::default() };
+/// assert_eq!((hp.beta1, hp.beta2), (0.9, 0.99));
+/// assert!(hp.validate().is_ok());
+/// assert!(Hyperparams { beta2: 1.0, ..hp }.validate().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Hyperparams {
+    /// Learning rate: each step moves a parameter by exactly `±lr` (after decay). Finite, `>= 0`,
+    /// and small enough to be a finite f32.
+    pub lr: f64,
+    /// Interpolation factor between momentum and gradient that decides the update's sign.
+    /// In `[0, 1)`.
+    pub beta1: f64,
+    /// Decay rate of the momentum. In `[0, 1)`.
+    pub beta2: f64,
+    /// Decoupled weight decay: parameters are multiplied by `1 - lr * weight_decay` before the
+    /// update. Finite and `>= 0`.
+    pub weight_decay: f64,
+}
+
+impl Default for Hyperparams {
+    /// `lr = 1e-4`, `beta1 = 0.9`, `beta2 = 0.99`, `weight_decay = 0` (the reference's defaults).
+    fn default() -> Self {
+        Self {
+            lr: 1e-4,
+            beta1: 0.9,
+            beta2: 0.99,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+impl Hyperparams {
+    /// Checks every field against its domain; the error names the first field that is wrong.
+    ///
+    /// ```
+    /// use lion_optim::{Error, Hyperparams};
+    ///
+    /// let hp = Hyperparams { lr: -1e-3, ..Hyperparams::default() };
+    /// assert!(matches!(hp.validate(), Err(Error::InvalidHyperparameter { name: "lr", .. })));
+    /// ```
+    pub fn validate(&self) -> Result<(), Error> {
+        self.constants().map(|_| ())
+    }
+
+    /// Validates and computes the per-step f32 constants.
+    pub(crate) fn constants(&self) -> Result<Consts, Error> {
+        let bad = |name, value, rule| Err(Error::InvalidHyperparameter { name, value, rule });
+        let Self {
+            lr,
+            beta1,
+            beta2,
+            weight_decay: wd,
+        } = *self;
+        if !(lr.is_finite() && lr >= 0.0) {
+            return bad("lr", lr, "must be finite and >= 0");
+        }
+        if !(lr as f32).is_finite() {
+            return bad("lr", lr, "must be a finite f32 (<= 3.4e38)");
+        }
+        if !(0.0..1.0).contains(&beta1) {
+            return bad("beta1", beta1, "must be in [0, 1)");
+        }
+        if !(0.0..1.0).contains(&beta2) {
+            return bad("beta2", beta2, "must be in [0, 1)");
+        }
+        if !(wd.is_finite() && wd >= 0.0) {
+            return bad("weight_decay", wd, "must be finite and >= 0");
+        }
+        let decay = 1.0 - lr * wd;
+        if !(decay as f32).is_finite() {
+            return bad("weight_decay", wd, "lr * weight_decay must be a finite f32");
+        }
+        Ok(Consts {
+            decay: decay as f32,
+            lr: lr as f32,
+            beta1: beta1 as f32,
+            one_minus_beta1: (1.0 - beta1) as f32,
+            beta2: beta2 as f32,
+            one_minus_beta2: (1.0 - beta2) as f32,
+        })
+    }
+}
+
+/// The f32 constants of one step, each computed in f64 from [`Hyperparams`] and rounded once.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Consts {
+    /// `f32(1 - lr * weight_decay)`
+    pub decay: f32,
+    /// `f32(lr)`
+    pub lr: f32,
+    /// `f32(beta1)`
+    pub beta1: f32,
+    /// `f32(1 - beta1)`
+    pub one_minus_beta1: f32,
+    /// `f32(beta2)`
+    pub beta2: f32,
+    /// `f32(1 - beta2)`
+    pub one_minus_beta2: f32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constants_are_rounded_once_from_f64() {
+        let k = Hyperparams::default().constants().unwrap();
+        // The reference's 1 - 0.9 computed in double precision, then rounded: 0x3dcccccd,
+        // where 1.0f32 - 0.9f32 would give 0x3dccccd0.
+        assert_eq!(k.one_minus_beta1.to_bits(), 0x3dcc_cccd);
+        assert_eq!((1.0f32 - 0.9f32).to_bits(), 0x3dcc_ccd0);
+        assert_eq!(k.decay, 1.0);
+        assert_eq!(k.lr, 1e-4f64 as f32);
+    }
+
+    #[test]
+    fn every_domain_edge() {
+        let ok = Hyperparams::default();
+        let cases: [(Hyperparams, &str); 12] = [
+            (Hyperparams { lr: -1e-9, ..ok }, "lr"),
+            (Hyperparams { lr: f64::NAN, ..ok }, "lr"),
+            (
+                Hyperparams {
+                    lr: f64::INFINITY,
+                    ..ok
+                },
+                "lr",
+            ),
+            (Hyperparams { lr: 1e39, ..ok }, "lr"),
+            (Hyperparams { beta1: 1.0, ..ok }, "beta1"),
+            (Hyperparams { beta1: -0.1, ..ok }, "beta1"),
+            (
+                Hyperparams {
+                    beta1: f64::NAN,
+                    ..ok
+                },
+                "beta1",
+            ),
+            (Hyperparams { beta2: 1.0, ..ok }, "beta2"),
+            (
+                Hyperparams {
+                    beta2: f64::NAN,
+                    ..ok
+                },
+                "beta2",
+            ),
+            (
+                Hyperparams {
+                    weight_decay: -1.0,
+                    ..ok
+                },
+                "weight_decay",
+            ),
+            (
+                Hyperparams {
+                    weight_decay: f64::INFINITY,
+                    ..ok
+                },
+                "weight_decay",
+            ),
+            (
+                Hyperparams {
+                    lr: 1e30,
+                    weight_decay: 1e30,
+                    ..ok
+                },
+                "weight_decay",
+            ),
+        ];
+        for (hp, field) in cases {
+            match hp.validate() {
+                Err(Error::InvalidHyperparameter { name, .. }) => assert_eq!(name, field, "{hp:?}"),
+                other => panic!("{hp:?} gave {other:?}"),
+            }
+        }
+        let edges = [
+            Hyperparams {
+                lr: 0.0,
+                beta1: 0.0,
+                beta2: 0.0,
+                weight_decay: 0.0,
+            },
+            Hyperparams {
+                lr: 1.0,
+                beta1: 0.999_999,
+                beta2: 0.999_999,
+                weight_decay: 1e6,
+            },
+        ];
+        for hp in edges {
+            assert!(hp.validate().is_ok(), "{hp:?}");
+        }
+    }
+}

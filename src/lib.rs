@@ -1,0 +1,149 @@
+//! The [Lion optimizer](https://arxiv.org/abs/2302.06675) step, fused into one pass over memory,
+//! vectorized, and **bit-identical** on every instruction set to a plain scalar specification.
+//!
+//! Lion keeps one momentum buffer per parameter (Adam keeps two) and moves every parameter by
+//! exactly `±lr`. This crate performs the whole step — decoupled weight decay, sign update and
+//! momentum update — in a single pass: per element three reads (parameter, gradient, momentum)
+//! and two writes (parameter, momentum), for `f32`, [`f16`] and [`bf16`] in any combination.
+//!
+//! ```
+//! use lion_optim::{Hyperparams, bf16};
+//!
+//! let hp = Hyperparams { lr: 1e-3, weight_decay: 0.1, ..Hyperparams::default() };
+//! let mut params = vec![bf16::from_f32(0.5); 1000];
+//! let grads = vec![0.01f32; 1000];                      // f32 gradients
+//! let mut momentum = vec![0.0f32; 1000];                // f32 momentum
+//! lion_optim::step(&mut params, &grads, &mut momentum, &hp)?;
+//! assert!(params[0] < bf16::from_f32(0.5));
+//! # Ok::<(), lion_optim::Error>(())
+//! ```
+//!
+//! For a framework's training loop, [`Lion`] holds the hyperparameters, one momentum buffer per
+//! parameter tensor (each with its own dtype) and the step count.
+//!
+//! # Semantics
+//!
+//! [`reference::step`] is the specification; every path ([`Path`]) is tested bit for bit
+//! against it. Hyperparameters are `f64`; once per call they become f32 constants, each computed
+//! in f64 and rounded once — exactly what the reference PyTorch code does with its Python floats:
+//!
+//! ```text
+//! decay = f32(1 - lr*wd)    b1 = f32(beta1)    omb1 = f32(1 - beta1)
+//! lr    = f32(lr)           b2 = f32(beta2)    omb2 = f32(1 - beta2)
+//!
+//! per element, in f32:   p1 = p * decay
+//!                        c  = m*b1 + g*omb1          (the OLD momentum)
+//!                        p' = p1 - lr * sign(c)      sign(±0) = sign(NaN) = +0
+//!                        m' = m*b2 + g*omb2
+//! ```
+//!
+//! * **No fused multiply-add**, anywhere: every multiply and add rounds on its own, so results are
+//!   the same on SSE2, AVX2, NEON, wasm simd128 and a scalar FPU.
+//! * **Loads widen exactly; each store rounds once**, to nearest with ties to even, exactly as
+//!   `half::f16::from_f32` / `half::bf16::from_f32` (a NaN stays a NaN).
+//! * **sign** follows the comparison rule of PyTorch's CPU sign kernel: `+1` if `c > 0`, `-1` if
+//!   `c < 0`, otherwise `+0` — so `c == 0` (e.g. a zero gradient on zero momentum) only decays the
+//!   parameter, and a NaN in `c` does not move the parameter (but does reach the momentum: guard
+//!   your gradients, see below).
+//!
+//! ## Where this differs from its peers, and why
+//!
+//! | implementation | difference | our choice |
+//! |---|---|---|
+//! | PyTorch reference (`lion_pytorch.py`) | `exp_avg.mul_(b2).add_(g, alpha=1-b2)` is fused into one rounding on CPU | momentum rounds the product and the sum separately (same on every ISA); parameters after one step are identical, momentum may differ by one f32 rounding in some elements |
+//! | DeepSpeed CPU Lion (AVX) | masks the sign with the bits of `-1.0` instead of `-0.0`, so most updates vanish; moves a parameter by `lr` when `c == 0` | exact sign; `c == 0` does not move |
+//! | lucidrains' Triton kernel | moves a parameter when `c` is NaN | NaN does not move it |
+//! | optax (`jnp.sign`) | a NaN in `c` becomes a NaN parameter | NaN does not move it |
+//! | bitsandbytes 32-bit Lion (until 2026) | coupled L2 decay added to the gradient | decoupled decay, as the paper |
+//!
+//! # Element types
+//!
+//! Parameters `P`, gradients `G` and momentum `M` are each any of:
+//!
+//! | type | bytes | loaded as | stored as |
+//! |---|---|---|---|
+//! | `f32` | 4 | itself | itself |
+//! | [`f16`] | 2 | exact widening | round to nearest even; overflow to ±inf; subnormals kept |
+//! | [`bf16`] | 2 | exact widening | round to nearest even; overflow to ±inf |
+//!
+//! All 27 combinations are supported and tested, e.g. bf16 parameters with f32 momentum, or f32
+//! master weights with bf16 gradients and bf16 momentum (the paper's authors suggest bf16
+//! momentum).
+//!
+//! # Bad input
+//!
+//! Mismatched lengths and invalid hyperparameters (negative or non-finite `lr` or
+//! `weight_decay`, betas outside `[0, 1)`) return an [`Error`] **before anything is written**.
+//! No panic is reachable from the public API with bad data.
+//!
+//! # Instruction sets
+//!
+//! [`Path::detect`] reports which implementation [`step`] uses. The portable path is `wide`'s
+//! vectors in safe code, compiled for the target features of the build.
+//!
+//! # Without `std`
+//!
+//! The crate is `#![no_std]`. Features:
+//!
+//! * `std` (default): implies `alloc`.
+//! * `alloc`: [`Lion`] can own its momentum buffers ([`Lion::new`], [`Lion::add_tensor`]) and
+//!   write checkpoints into a `Vec<u8>`.
+//!
+//! With `default-features = false` everything works over caller-provided buffers:
+//! [`step`], and [`Lion::with_buffers`] over momentum slices you own (e.g. `static` arrays on a
+//! microcontroller).
+#![no_std]
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(any(feature = "std", test))]
+extern crate std;
+
+mod arch;
+mod dispatch;
+mod element;
+mod error;
+mod hyper;
+mod kernel;
+mod optimizer;
+pub mod reference;
+mod simd;
+
+pub use dispatch::Path;
+pub use element::{Dtype, Element};
+pub use error::{CheckpointError, Error};
+pub use half::{bf16, f16};
+pub use hyper::Hyperparams;
+#[cfg(feature = "alloc")]
+pub use optimizer::Buffer;
+pub use optimizer::{Lion, MomentumStore, SliceMut, SliceRef, Tensor};
+
+/// One Lion step over `params` in place, with `grads`, updating `momentum` in place.
+///
+/// `params`, `grads` and `momentum` must have the same length; each may be `f32`, [`f16`] or
+/// [`bf16`]. Runs on the fastest available [`Path`]; the result is bit-identical to
+/// [`reference::step`]. Returns an [`Error`], having written nothing, if the lengths differ or a
+/// hyperparameter is invalid.
+///
+/// ```
+/// use lion_optim::{Hyperparams, f16};
+///
+/// let hp = Hyperparams { lr: 0.25, ..Hyperparams::default() };
+/// let mut params = [f16::from_f32(1.0); 5];
+/// let mut momentum = [f16::ZERO; 5];
+/// lion_optim::step(&mut params, &[1.0f32, -1.0, 0.0, 2.0, -0.5], &mut momentum, &hp)?;
+/// let moved: Vec<f32> = params.iter().map(|p| p.to_f32()).collect();
+/// assert_eq!(moved, [0.75, 1.25, 1.0, 0.75, 1.25]);
+/// # Ok::<(), lion_optim::Error>(())
+/// ```
+pub fn step<P: Element, G: Element, M: Element>(
+    params: &mut [P],
+    grads: &[G],
+    momentum: &mut [M],
+    hp: &Hyperparams,
+) -> Result<(), Error> {
+    Path::detect().step(params, grads, momentum, hp)
+}

@@ -1,0 +1,348 @@
+//! The instruction-set abstraction the Lion body is written against.
+//!
+//! A value of a type implementing [`Simd`] is a **token**: proof that the CPU can execute that
+//! instruction set (the portable token always exists; the AVX2 token only after detection).
+//! Every vector operation is a method of the token, so a vector operation can only run where its
+//! instructions exist, and the generic code above it stays safe.
+//!
+//! Only what Lion needs is here: f32 add/sub/mul (never fused), torch's sign, u32 bit operations,
+//! and loads/stores of f32 and of 16-bit patterns. The f16 and bf16 conversions are written
+//! **once**, below, from those integer operations; an instruction set may override them with
+//! hardware conversions (F16C) that the tests prove identical.
+
+/// An instruction set with `N` f32 lanes per vector. See the module docs.
+pub trait Simd<const N: usize>: Copy {
+    /// `N` f32 lanes.
+    type F32: Copy;
+    /// `N` u32 lanes (the same register viewed as integers).
+    type U32: Copy;
+
+    /// Every lane `x`.
+    fn splat(self, x: f32) -> Self::F32;
+    /// Lane-wise `a + b`, rounded once.
+    fn add(self, a: Self::F32, b: Self::F32) -> Self::F32;
+    /// Lane-wise `a - b`, rounded once.
+    fn sub(self, a: Self::F32, b: Self::F32) -> Self::F32;
+    /// Lane-wise `a * b`, rounded once.
+    fn mul(self, a: Self::F32, b: Self::F32) -> Self::F32;
+    /// `torch.sign`: `+1` where `x > 0`, `-1` where `x < 0`, `+0` for `±0` and NaN.
+    fn sign(self, x: Self::F32) -> Self::F32;
+
+    /// The bits of each lane.
+    fn to_bits(self, x: Self::F32) -> Self::U32;
+    /// Lanes with the given bits.
+    fn from_bits(self, u: Self::U32) -> Self::F32;
+    /// Every lane `x`.
+    fn splat_u32(self, x: u32) -> Self::U32;
+    /// Lane-wise wrapping `a + b`.
+    fn add_u32(self, a: Self::U32, b: Self::U32) -> Self::U32;
+    /// Lane-wise wrapping `a - b`.
+    fn sub_u32(self, a: Self::U32, b: Self::U32) -> Self::U32;
+    /// Lane-wise `a & b`.
+    fn and(self, a: Self::U32, b: Self::U32) -> Self::U32;
+    /// Lane-wise `a | b`.
+    fn or(self, a: Self::U32, b: Self::U32) -> Self::U32;
+    /// Lane-wise `a ^ b`.
+    fn xor(self, a: Self::U32, b: Self::U32) -> Self::U32;
+    /// Lane-wise logical shift left by `S`.
+    fn shl<const S: i32>(self, a: Self::U32) -> Self::U32;
+    /// Lane-wise logical shift right by `S`.
+    fn shr<const S: i32>(self, a: Self::U32) -> Self::U32;
+    /// Lane-wise mask (all ones / all zeros) of `a > b`, both read as **signed** i32.
+    fn gt_i32(self, a: Self::U32, b: Self::U32) -> Self::U32;
+    /// Lane-wise mask of `a == b`.
+    fn eq_u32(self, a: Self::U32, b: Self::U32) -> Self::U32;
+    /// Lane-wise `mask ? a : b`; `mask` lanes are all ones or all zeros.
+    fn select(self, mask: Self::U32, a: Self::U32, b: Self::U32) -> Self::U32;
+
+    /// Loads `N` f32.
+    fn load_f32(self, src: &[f32; N]) -> Self::F32;
+    /// Stores `N` f32.
+    fn store_f32(self, v: Self::F32, dst: &mut [f32; N]);
+    /// Loads `N` u16, zero-extended.
+    fn load_u16(self, src: &[u16; N]) -> Self::U32;
+    /// Stores the low 16 bits of each lane.
+    fn store_u16(self, v: Self::U32, dst: &mut [u16; N]);
+
+    /// Loads `N` bf16 (as bits), widened exactly as `half::bf16::to_f32` does.
+    #[inline(always)]
+    fn load_bf16(self, src: &[u16; N]) -> Self::F32 {
+        let u = self.load_u16(src);
+        self.from_bits(bf16_to_f32_bits(self, u))
+    }
+    /// Rounds to bf16 as `half::bf16::from_f32` does and stores the bits.
+    #[inline(always)]
+    fn store_bf16(self, v: Self::F32, dst: &mut [u16; N]) {
+        let h = f32_to_bf16_bits(self, self.to_bits(v));
+        self.store_u16(h, dst)
+    }
+    /// Loads `N` f16 (as bits), widened exactly as `half::f16::to_f32` does.
+    #[inline(always)]
+    fn load_f16(self, src: &[u16; N]) -> Self::F32 {
+        let u = self.load_u16(src);
+        f16_to_f32(self, u)
+    }
+    /// Rounds to f16 as `half::f16::from_f32` does and stores the bits.
+    #[inline(always)]
+    fn store_f16(self, v: Self::F32, dst: &mut [u16; N]) {
+        let h = f32_to_f16_bits(self, v);
+        self.store_u16(h, dst)
+    }
+}
+
+/// bf16 bits (low 16 bits of each lane) to f32 bits: a shift, and NaNs made quiet, as `half`.
+#[inline(always)]
+pub(crate) fn bf16_to_f32_bits<S: Simd<N>, const N: usize>(s: S, h: S::U32) -> S::U32 {
+    let x = s.shl::<16>(h);
+    let abs = s.and(h, s.splat_u32(0x7fff));
+    let nan = s.gt_i32(abs, s.splat_u32(0x7f80));
+    s.or(x, s.and(nan, s.splat_u32(0x0040_0000)))
+}
+
+/// f32 bits to bf16 bits (in the low 16 bits): round to nearest, ties to even, as `half`.
+///
+/// Adding `0x7fff` plus the lowest kept bit carries into the kept bits exactly when the dropped
+/// half is above one half, or exactly one half with an odd kept part. Finite values near the top
+/// carry into the exponent and give infinity, as they must. NaNs keep their top bits and are made
+/// quiet.
+#[inline(always)]
+pub(crate) fn f32_to_bf16_bits<S: Simd<N>, const N: usize>(s: S, x: S::U32) -> S::U32 {
+    let lsb = s.and(s.shr::<16>(x), s.splat_u32(1));
+    let rounded = s.shr::<16>(s.add_u32(x, s.add_u32(lsb, s.splat_u32(0x7fff))));
+    let abs = s.and(x, s.splat_u32(0x7fff_ffff));
+    let nan = s.gt_i32(abs, s.splat_u32(0x7f80_0000));
+    let quiet = s.or(s.shr::<16>(x), s.splat_u32(0x0040));
+    s.select(nan, quiet, rounded)
+}
+
+/// f16 bits (low 16 bits of each lane) to f32, exactly as `half`.
+///
+/// Normal numbers are re-biased by an integer add. Zeros and subnormals are built as
+/// `2^-14 * (1 + m/1024)` and then `2^-14` is subtracted: both operands and the result are normal
+/// f32 (an f16 subnormal is at least `2^-24`), so the subtraction is exact in every floating-point
+/// environment, flush-to-zero included. Infinities and NaNs get the f32 exponent; NaNs are made
+/// quiet, as `half` does.
+#[inline(always)]
+pub(crate) fn f16_to_f32<S: Simd<N>, const N: usize>(s: S, h: S::U32) -> S::F32 {
+    const EXP: u32 = 0x7c00 << 13;
+    let u = |x| s.splat_u32(x);
+    let shifted = s.shl::<13>(s.and(h, u(0x7fff)));
+    let exp = s.and(shifted, u(EXP));
+    let normal = s.add_u32(shifted, u((127 - 15) << 23));
+    // Infinity / NaN: the exponent goes all the way to 0xff; NaNs also get the quiet bit.
+    let inf_nan = s.eq_u32(exp, u(EXP));
+    let nan = s.and(inf_nan, s.gt_i32(s.and(h, u(0x03ff)), u(0)));
+    let big = s.or(
+        s.add_u32(normal, s.and(inf_nan, u((128 - 16) << 23))),
+        s.and(nan, u(0x0040_0000)),
+    );
+    // Zero / subnormal.
+    let magic = s.from_bits(u(113 << 23));
+    let sub = s.to_bits(s.sub(s.from_bits(s.add_u32(normal, u(1 << 23))), magic));
+    let tiny = s.eq_u32(exp, u(0));
+    let mag = s.select(tiny, sub, big);
+    let sign = s.shl::<16>(s.and(h, u(0x8000)));
+    s.from_bits(s.or(mag, sign))
+}
+
+/// f32 to f16 bits (in the low 16 bits): round to nearest, ties to even, exactly as `half`.
+///
+/// * `|x| >= 2^16`, infinities and NaNs: infinity, or a quiet NaN keeping the top payload bits.
+/// * `|x| < 2^-14` (f16 subnormals): `|x| + 0.5` in f32 rounds at exactly the f16 subnormal
+///   spacing `2^-24`, so the low bits of the sum are the rounded subnormal. (An f32 subnormal
+///   input rounds to zero whether or not it is flushed: it is far below `2^-25`.)
+/// * Otherwise: re-bias the exponent and round the 13 dropped mantissa bits to nearest even with
+///   an integer add; a carry correctly overflows into the exponent (up to infinity).
+#[inline(always)]
+pub(crate) fn f32_to_f16_bits<S: Simd<N>, const N: usize>(s: S, v: S::F32) -> S::U32 {
+    let u = |x| s.splat_u32(x);
+    let x = s.to_bits(v);
+    let abs = s.and(x, u(0x7fff_ffff));
+    let sign = s.shr::<16>(s.and(x, u(0x8000_0000)));
+
+    let overflow = s.gt_i32(abs, u(((127 + 16) << 23) - 1));
+    let nan = s.gt_i32(abs, u(0x7f80_0000));
+    let payload = s.or(u(0x0200), s.and(s.shr::<13>(abs), u(0x03ff)));
+    let big = s.or(u(0x7c00), s.and(nan, payload));
+
+    let half = s.splat(0.5);
+    let sub = s.sub_u32(s.to_bits(s.add(s.from_bits(abs), half)), s.to_bits(half));
+    let tiny = s.gt_i32(u(113 << 23), abs);
+
+    let odd = s.and(s.shr::<13>(abs), u(1));
+    let rebias = (15u32.wrapping_sub(127) << 23).wrapping_add(0x0fff);
+    let normal = s.shr::<13>(s.add_u32(abs, s.add_u32(odd, u(rebias))));
+
+    let mag = s.select(overflow, big, s.select(tiny, sub, normal));
+    s.or(mag, sign)
+}
+
+/// Proofs that the conversions above (and any hardware override of them) are exactly `half`'s.
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::Simd;
+    use half::{bf16, f16};
+    use std::vec::Vec;
+
+    /// Runs `f` on every chunk of `N` of `items` (the last one padded by repeating item 0).
+    fn chunked<T: Copy, const N: usize>(items: &[T], mut f: impl FnMut(&[T; N], usize)) {
+        for (i, c) in items.chunks(N).enumerate() {
+            let mut a = [items[0]; N];
+            a[..c.len()].copy_from_slice(c);
+            f(&a, i * N);
+        }
+    }
+
+    fn same_f32(what: &str, input: u32, got: f32, want: f32) {
+        assert_eq!(
+            got.to_bits(),
+            want.to_bits(),
+            "{what} of {input:#x}: got {got:e}, want {want:e}"
+        );
+    }
+
+    /// Every one of the 65536 f16 and 65536 bf16 bit patterns widens bit-exactly as `half` does.
+    pub(crate) fn widen_all<S: Simd<N>, const N: usize>(s: S) {
+        let all: Vec<u16> = (0..=u16::MAX).collect();
+        chunked::<u16, N>(&all, |c, _| {
+            let mut out = [0.0f32; N];
+            s.store_f32(s.load_f16(c), &mut out);
+            for (h, o) in c.iter().zip(out) {
+                same_f32(
+                    "f16 widening",
+                    u32::from(*h),
+                    o,
+                    f16::from_bits(*h).to_f32(),
+                );
+            }
+            s.store_f32(s.load_bf16(c), &mut out);
+            for (h, o) in c.iter().zip(out) {
+                same_f32(
+                    "bf16 widening",
+                    u32::from(*h),
+                    o,
+                    bf16::from_bits(*h).to_f32(),
+                );
+            }
+        });
+    }
+
+    /// Narrows every f32 in `inputs` to f16 and bf16 and compares with `half`, bit for bit.
+    pub(crate) fn narrow_matches_half<S: Simd<N>, const N: usize>(s: S, inputs: &[u32]) {
+        chunked::<u32, N>(inputs, |c, _| {
+            let v = s.load_f32(&c.map(f32::from_bits));
+            let (mut h, mut b) = ([0u16; N], [0u16; N]);
+            s.store_f16(v, &mut h);
+            s.store_bf16(v, &mut b);
+            for i in 0..N {
+                let x = f32::from_bits(c[i]);
+                assert_eq!(
+                    h[i],
+                    f16::from_f32(x).to_bits(),
+                    "f16 narrowing of {:#x} ({x:e})",
+                    c[i]
+                );
+                assert_eq!(
+                    b[i],
+                    bf16::from_f32(x).to_bits(),
+                    "bf16 narrowing of {:#x} ({x:e})",
+                    c[i]
+                );
+            }
+        });
+    }
+
+    /// The f32 inputs where rounding to f16 or bf16 can go wrong: for every f16 and bf16 value,
+    /// the value itself, its neighbours in f32, the exact ties with the next value and one f32
+    /// ulp either side of them; every NaN payload class; f32 subnormals; the overflow edges.
+    pub(crate) fn boundary_inputs() -> Vec<u32> {
+        let mut v = Vec::new();
+        for h in 0..=u16::MAX {
+            let x = f16::from_bits(h).to_f32();
+            if x.is_finite() {
+                let next = f16::from_bits(h.wrapping_add(1)).to_f32();
+                let tie = ((f64::from(x) + f64::from(next)) / 2.0) as f32;
+                for y in [x, tie] {
+                    let b = y.to_bits();
+                    v.extend([b, b.wrapping_sub(1), b.wrapping_add(1)]);
+                }
+            }
+            let b = u32::from(h) << 16;
+            v.extend([
+                b,
+                b | 0x7fff,
+                b | 0x8000,
+                b | 0x8001,
+                b | 0xffff,
+                b | 0x0001,
+                b | 0x7ffe,
+            ]);
+        }
+        for payload in [
+            1u32, 0x1fff, 0x2000, 0x3f_ffff, 0x40_0000, 0x7f_ffff, 0x1234,
+        ] {
+            v.extend([0x7f80_0000 | payload, 0xff80_0000 | payload]);
+        }
+        for sub in [1u32, 2, 0x7f_ffff, 0x40_0000, 0x12_3456] {
+            v.extend([sub, sub | 0x8000_0000]);
+        }
+        v
+    }
+
+    /// A deterministic xorshift sample of `n` f32 bit patterns.
+    pub(crate) fn random_inputs(n: usize, mut seed: u64) -> Vec<u32> {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed >> 16) as u32
+            })
+            .collect()
+    }
+
+    /// All of the above for one instruction set.
+    pub(crate) fn conversions<S: Simd<N>, const N: usize>(s: S) {
+        widen_all(s);
+        narrow_matches_half(s, &boundary_inputs());
+        narrow_matches_half(s, &random_inputs(1 << 22, 0x9e37_79b9_7f4a_7c15));
+    }
+
+    /// Every f32 bit pattern, narrowed to f16 and bf16 (2^32 values: run with `--ignored` in a
+    /// release build; CI does).
+    pub(crate) fn narrow_exhaustive<S: Simd<N> + Send, const N: usize>(s: S) {
+        let threads = std::thread::available_parallelism().map_or(1, usize::from) as u64;
+        let span = (1u64 << 32) / threads;
+        std::thread::scope(|scope| {
+            for t in 0..threads {
+                scope.spawn(move || {
+                    let (lo, hi) = (
+                        t * span,
+                        if t + 1 == threads {
+                            1 << 32
+                        } else {
+                            (t + 1) * span
+                        },
+                    );
+                    let mut block = Vec::with_capacity(1 << 16);
+                    for start in (lo..hi).step_by(1 << 16) {
+                        block.clear();
+                        block.extend((start..(start + (1 << 16)).min(hi)).map(|x| x as u32));
+                        narrow_matches_half(s, &block);
+                    }
+                });
+            }
+        });
+    }
+
+    #[test]
+    fn portable_conversions_match_half() {
+        conversions(crate::arch::portable::Portable);
+    }
+
+    #[test]
+    #[ignore = "2^32 inputs: run in release with --ignored (CI does)"]
+    fn portable_narrowing_exhaustive() {
+        narrow_exhaustive(crate::arch::portable::Portable);
+    }
+}
