@@ -1,0 +1,108 @@
+//! Every available path is bit-identical to `reference::step`, for all 27 dtype combinations.
+
+mod common;
+
+use common::*;
+use lion_optim::{Element, Hyperparams, Path, reference};
+use proptest::prelude::*;
+
+#[test]
+fn every_path_matches_the_reference_on_the_harness() {
+    for path in available_paths() {
+        eprintln!("harness: path {path}");
+        for (i, combo) in all_combos!(check_combo).iter().enumerate() {
+            combo(path, 0x5eed + i as u64);
+        }
+    }
+}
+
+#[test]
+fn step_takes_the_detected_path_and_matches_it() {
+    let path = Path::detect();
+    assert!(path.is_available());
+    let hp = Hyperparams { lr: 1e-3, weight_decay: 0.1, ..Hyperparams::default() };
+    let mut rng = Rng(7);
+    let specials = special_f32();
+    let g: Vec<bf16> = (0..1001).map(|_| value(&mut rng, &specials)).collect();
+    let p: Vec<f32> = (0..1001).map(|_| value(&mut rng, &specials)).collect();
+    let m: Vec<f16> = (0..1001).map(|_| value(&mut rng, &specials)).collect();
+    let (mut p1, mut m1, mut p2, mut m2) = (p.clone(), m.clone(), p, m);
+    lion_optim::step(&mut p1, &g, &mut m1, &hp).unwrap();
+    path.step(&mut p2, &g, &mut m2, &hp).unwrap();
+    assert_same(&p1, &p2, &|| "params".into());
+    assert_same(&m1, &m2, &|| "momentum".into());
+}
+
+/// Any valid hyperparameters: lr over many magnitudes (and 0), betas anywhere in [0, 1).
+fn any_hyperparams() -> impl Strategy<Value = Hyperparams> {
+    let lr = prop_oneof![Just(0.0), (-12i32..2, 1.0f64..10.0).prop_map(|(e, m)| m * 10f64.powi(e))];
+    let beta = prop_oneof![Just(0.0), Just(0.5), Just(0.9), Just(0.99), 0.0f64..1.0];
+    let wd = prop_oneof![Just(0.0), (-6i32..3, 1.0f64..10.0).prop_map(|(e, m)| m * 10f64.powi(e))];
+    (lr, beta.clone(), beta, wd)
+        .prop_map(|(lr, beta1, beta2, weight_decay)| Hyperparams { lr, beta1, beta2, weight_decay })
+}
+
+/// A buffer of raw bits for a type of `width` bytes: random bit patterns and special values.
+fn bits_vec(len: usize) -> impl Strategy<Value = Vec<u32>> {
+    let special = prop::sample::select(special_f32()).prop_map(f32::to_bits);
+    let normal = (-4.0f32..4.0).prop_map(f32::to_bits);
+    prop::collection::vec(prop_oneof![special, normal, any::<u32>()], len)
+}
+
+fn from_bits<T: Element>(b: &[u32]) -> Vec<T> {
+    b.iter()
+        .map(|&x| {
+            if size_of::<T>() == 4 {
+                bytemuck::cast(x)
+            } else if x & 1 == 0 {
+                // Half the time a 16-bit pattern (every class), half the time a rounded f32.
+                bytemuck::pod_read_unaligned(&x.to_le_bytes()[2..])
+            } else {
+                T::from_f32_rounded(f32::from_bits(x))
+            }
+        })
+        .collect()
+}
+
+fn prop_combo<P: Element, G: Element, M: Element>(
+    path: Path,
+    hp: &Hyperparams,
+    p: &[u32],
+    g: &[u32],
+    m: &[u32],
+    offset: usize,
+) -> Result<(), TestCaseError> {
+    let (p, g, mut m): (Vec<P>, Vec<G>, Vec<M>) = (from_bits(p), from_bits(g), from_bits(m));
+    plant_cancellations(&g, &mut m, hp, &mut Rng(p.len() as u64 + 1));
+    let r = offset.min(p.len())..p.len();
+    let (mut p1, mut m1, mut p2, mut m2) = (p.clone(), m.clone(), p, m);
+    path.step(&mut p1[r.clone()], &g[r.clone()], &mut m1[r.clone()], hp).unwrap();
+    reference::step(&mut p2[r.clone()], &g[r.clone()], &mut m2[r], hp).unwrap();
+    for i in 0..p1.len() {
+        prop_assert!(same(p1[i], p2[i]), "param {i}: {:?} vs {:?}", p1[i], p2[i]);
+        prop_assert!(same(m1[i], m2[i]), "momentum {i}: {:?} vs {:?}", m1[i], m2[i]);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: if cfg!(miri) { 8 } else { 2048 },
+        ..ProptestConfig::default()
+    })]
+
+    /// Random valid hyperparameters, any of the 27 dtype combinations, random lengths and
+    /// offsets, random values: every available path equals the reference.
+    #[test]
+    fn all_combos_random_hyperparams(
+        combo in 0usize..27,
+        hp in any_hyperparams(),
+        data in (0usize..300).prop_flat_map(|n| (bits_vec(n), bits_vec(n), bits_vec(n))),
+        offset in 0usize..9,
+    ) {
+        let (p, g, m) = &data;
+        for path in Path::ALL.iter().copied().filter(|p| p.is_available()) {
+            all_combos!(prop_combo)[combo](path, &hp, p, g, m, offset)?;
+        }
+    }
+}
