@@ -73,6 +73,24 @@ impl Path {
         }
     }
 
+    /// The vector instructions this path executes, as compiled into this build: for
+    /// [`Path::Portable`] that is what `wide` was compiled for (`"sse2"`, `"avx2"`, `"neon"`,
+    /// `"simd128"`, or `"scalar"` on targets without SIMD).
+    ///
+    /// ```
+    /// use lion_optim::Path;
+    ///
+    /// assert_eq!(Path::Scalar.instructions(), "scalar");
+    /// # #[cfg(all(target_arch = "x86_64", not(target_feature = "avx2")))]
+    /// assert_eq!(Path::Portable.instructions(), "sse2");
+    /// ```
+    pub fn instructions(self) -> &'static str {
+        match self {
+            Path::Scalar => "scalar",
+            Path::Portable => crate::arch::portable::INSTRUCTIONS,
+        }
+    }
+
     /// Runs one Lion step on this path; the contract is [`step`](crate::step)'s.
     ///
     /// Returns [`Error::PathUnavailable`] (and touches nothing) if the path cannot run here.
@@ -109,7 +127,8 @@ impl Path {
 }
 
 impl fmt::Display for Path {
+    /// The name and the instructions, e.g. `portable (sse2)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        write!(f, "{} ({})", self.name(), self.instructions())
     }
 }

@@ -306,13 +306,13 @@ impl Buffer {
 ///
 /// let mut w1 = vec![0.5f32; 300];          // f32 weights, f32 momentum
 /// let mut w2 = vec![bf16::ONE; 20];        // bf16 weights, bf16 momentum
-/// let mut opt = Lion::new(Hyperparams { lr: 1e-3, ..Hyperparams::default() })?;
+/// let mut opt = Lion::new(Hyperparams { lr: 1e-2, ..Hyperparams::default() })?;
 /// opt.add_tensor(w1.len(), Dtype::F32);
 /// opt.add_tensor(w2.len(), Dtype::Bf16);
 ///
 /// for epoch in 0..3 {
 ///     let (g1, g2) = (vec![0.1f32; 300], vec![bf16::from_f32(-0.2); 20]);
-///     opt.set_lr(1e-3 / (1 + epoch) as f64)?; // a schedule
+///     opt.set_lr(1e-2 / (1 + epoch) as f64)?; // a schedule
 ///     opt.step(&mut [Tensor::new(&mut w1, &g1), Tensor::new(&mut w2, &g2)])?;
 /// }
 /// assert_eq!(opt.steps(), 3);

@@ -7,6 +7,24 @@ use wide::{f32x8, i16x8, i32x8, u16x8, u32x8};
 
 use crate::simd::Simd;
 
+/// The instructions `wide` uses in this build (mirrors `wide`'s own compile-time choice).
+pub(crate) const INSTRUCTIONS: &str = if cfg!(all(
+    any(target_arch = "x86", target_arch = "x86_64"),
+    target_feature = "avx2"
+)) {
+    "avx2"
+} else if cfg!(all(any(target_arch = "x86", target_arch = "x86_64"), target_feature = "avx")) {
+    "avx"
+} else if cfg!(all(any(target_arch = "x86", target_arch = "x86_64"), target_feature = "sse2")) {
+    "sse2"
+} else if cfg!(all(target_arch = "aarch64", target_feature = "neon")) {
+    "neon"
+} else if cfg!(all(target_arch = "wasm32", target_feature = "simd128")) {
+    "simd128"
+} else {
+    "scalar"
+};
+
 /// Token of the portable path: always available.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Portable;

@@ -9,7 +9,11 @@ pub use lion_optim::{bf16, f16};
 pub const MAX_LANES: usize = 64;
 
 /// Lengths: every length up to 3 chunks + 1 of the widest path, and +-1 around chunk multiples.
+/// Under Miri (which interprets every instruction) a reduced but still covering set is used.
 pub fn lengths() -> Vec<usize> {
+    if cfg!(miri) {
+        return vec![0, 1, 7, 8, 9, 15, 16, 17, 33];
+    }
     let mut v: Vec<usize> = (0..=3 * MAX_LANES + 1).collect();
     for k in [256usize, 512, 1024, 4096, 16384] {
         v.extend([k - 1, k, k + 1]);
@@ -122,6 +126,9 @@ pub fn assert_same<T: Element>(got: &[T], want: &[T], ctx: &dyn Fn() -> String) 
 /// beta1 = 0.5 (where `c` cancels to exactly zero for m = -g).
 pub fn hyperparams() -> Vec<Hyperparams> {
     let d = Hyperparams::default();
+    if cfg!(miri) {
+        return vec![Hyperparams { lr: 0.5, beta1: 0.5, beta2: 0.5, weight_decay: 0.25 }];
+    }
     vec![
         d,
         Hyperparams { lr: 3e-4, weight_decay: 0.1, ..d },
@@ -208,7 +215,7 @@ pub fn check_combo<P: Element, G: Element, M: Element>(path: Path, seed: u64) {
     let mut rng = Rng(seed | 1);
     for hp in hyperparams() {
         for len in lengths() {
-            for offset in [0, 1, 3] {
+            for offset in [0, 1, 3].into_iter().take(if cfg!(miri) { 2 } else { 3 }) {
                 run_case::<P, G, M>(path, &hp, len, offset, &mut rng, &specials);
             }
         }
