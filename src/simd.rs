@@ -31,7 +31,7 @@ pub trait Simd<const N: usize>: Copy {
     /// The bits of each lane.
     fn to_bits(self, x: Self::F32) -> Self::U32;
     /// Lanes with the given bits.
-    fn from_bits(self, u: Self::U32) -> Self::F32;
+    fn bits_to_f32(self, u: Self::U32) -> Self::F32;
     /// Every lane `x`.
     fn splat_u32(self, x: u32) -> Self::U32;
     /// Lane-wise wrapping `a + b`.
@@ -68,7 +68,7 @@ pub trait Simd<const N: usize>: Copy {
     #[inline(always)]
     fn load_bf16(self, src: &[u16; N]) -> Self::F32 {
         let u = self.load_u16(src);
-        self.from_bits(bf16_to_f32_bits(self, u))
+        self.bits_to_f32(bf16_to_f32_bits(self, u))
     }
     /// Rounds to bf16 as `half::bf16::from_f32` does and stores the bits.
     #[inline(always)]
@@ -137,12 +137,12 @@ pub(crate) fn f16_to_f32<S: Simd<N>, const N: usize>(s: S, h: S::U32) -> S::F32 
         s.and(nan, u(0x0040_0000)),
     );
     // Zero / subnormal.
-    let magic = s.from_bits(u(113 << 23));
-    let sub = s.to_bits(s.sub(s.from_bits(s.add_u32(normal, u(1 << 23))), magic));
+    let magic = s.bits_to_f32(u(113 << 23));
+    let sub = s.to_bits(s.sub(s.bits_to_f32(s.add_u32(normal, u(1 << 23))), magic));
     let tiny = s.eq_u32(exp, u(0));
     let mag = s.select(tiny, sub, big);
     let sign = s.shl::<16>(s.and(h, u(0x8000)));
-    s.from_bits(s.or(mag, sign))
+    s.bits_to_f32(s.or(mag, sign))
 }
 
 /// f32 to f16 bits (in the low 16 bits): round to nearest, ties to even, exactly as `half`.
@@ -166,7 +166,7 @@ pub(crate) fn f32_to_f16_bits<S: Simd<N>, const N: usize>(s: S, v: S::F32) -> S:
     let big = s.or(u(0x7c00), s.and(nan, payload));
 
     let half = s.splat(0.5);
-    let sub = s.sub_u32(s.to_bits(s.add(s.from_bits(abs), half)), s.to_bits(half));
+    let sub = s.sub_u32(s.to_bits(s.add(s.bits_to_f32(abs), half)), s.to_bits(half));
     let tiny = s.gt_i32(u(113 << 23), abs);
 
     let odd = s.and(s.shr::<13>(abs), u(1));

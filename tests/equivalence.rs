@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use lion_optim::{Element, Hyperparams, Path, reference};
+use lion_optim::{Element, Hyperparams, Path, bf16, f16, reference};
 use proptest::prelude::*;
 
 #[test]
@@ -20,7 +20,11 @@ fn every_path_matches_the_reference_on_the_harness() {
 fn step_takes_the_detected_path_and_matches_it() {
     let path = Path::detect();
     assert!(path.is_available());
-    let hp = Hyperparams { lr: 1e-3, weight_decay: 0.1, ..Hyperparams::default() };
+    let hp = Hyperparams {
+        lr: 1e-3,
+        weight_decay: 0.1,
+        ..Hyperparams::default()
+    };
     let mut rng = Rng(7);
     let specials = special_f32();
     let g: Vec<bf16> = (0..1001).map(|_| value(&mut rng, &specials)).collect();
@@ -35,11 +39,21 @@ fn step_takes_the_detected_path_and_matches_it() {
 
 /// Any valid hyperparameters: lr over many magnitudes (and 0), betas anywhere in [0, 1).
 fn any_hyperparams() -> impl Strategy<Value = Hyperparams> {
-    let lr = prop_oneof![Just(0.0), (-12i32..2, 1.0f64..10.0).prop_map(|(e, m)| m * 10f64.powi(e))];
+    let lr = prop_oneof![
+        Just(0.0),
+        (-12i32..2, 1.0f64..10.0).prop_map(|(e, m)| m * 10f64.powi(e))
+    ];
     let beta = prop_oneof![Just(0.0), Just(0.5), Just(0.9), Just(0.99), 0.0f64..1.0];
-    let wd = prop_oneof![Just(0.0), (-6i32..3, 1.0f64..10.0).prop_map(|(e, m)| m * 10f64.powi(e))];
-    (lr, beta.clone(), beta, wd)
-        .prop_map(|(lr, beta1, beta2, weight_decay)| Hyperparams { lr, beta1, beta2, weight_decay })
+    let wd = prop_oneof![
+        Just(0.0),
+        (-6i32..3, 1.0f64..10.0).prop_map(|(e, m)| m * 10f64.powi(e))
+    ];
+    (lr, beta.clone(), beta, wd).prop_map(|(lr, beta1, beta2, weight_decay)| Hyperparams {
+        lr,
+        beta1,
+        beta2,
+        weight_decay,
+    })
 }
 
 /// A buffer of raw bits for a type of `width` bytes: random bit patterns and special values.
@@ -76,11 +90,17 @@ fn prop_combo<P: Element, G: Element, M: Element>(
     plant_cancellations(&g, &mut m, hp, &mut Rng(p.len() as u64 + 1));
     let r = offset.min(p.len())..p.len();
     let (mut p1, mut m1, mut p2, mut m2) = (p.clone(), m.clone(), p, m);
-    path.step(&mut p1[r.clone()], &g[r.clone()], &mut m1[r.clone()], hp).unwrap();
+    path.step(&mut p1[r.clone()], &g[r.clone()], &mut m1[r.clone()], hp)
+        .unwrap();
     reference::step(&mut p2[r.clone()], &g[r.clone()], &mut m2[r], hp).unwrap();
     for i in 0..p1.len() {
         prop_assert!(same(p1[i], p2[i]), "param {i}: {:?} vs {:?}", p1[i], p2[i]);
-        prop_assert!(same(m1[i], m2[i]), "momentum {i}: {:?} vs {:?}", m1[i], m2[i]);
+        prop_assert!(
+            same(m1[i], m2[i]),
+            "momentum {i}: {:?} vs {:?}",
+            m1[i],
+            m2[i]
+        );
     }
     Ok(())
 }

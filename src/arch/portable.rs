@@ -13,9 +13,15 @@ pub(crate) const INSTRUCTIONS: &str = if cfg!(all(
     target_feature = "avx2"
 )) {
     "avx2"
-} else if cfg!(all(any(target_arch = "x86", target_arch = "x86_64"), target_feature = "avx")) {
+} else if cfg!(all(
+    any(target_arch = "x86", target_arch = "x86_64"),
+    target_feature = "avx"
+)) {
     "avx"
-} else if cfg!(all(any(target_arch = "x86", target_arch = "x86_64"), target_feature = "sse2")) {
+} else if cfg!(all(
+    any(target_arch = "x86", target_arch = "x86_64"),
+    target_feature = "sse2"
+)) {
     "sse2"
 } else if cfg!(all(target_arch = "aarch64", target_feature = "neon")) {
     "neon"
@@ -62,7 +68,7 @@ impl Simd<8> for Portable {
         bytemuck::must_cast(x)
     }
     #[inline(always)]
-    fn from_bits(self, u: u32x8) -> f32x8 {
+    fn bits_to_f32(self, u: u32x8) -> f32x8 {
         bytemuck::must_cast(u)
     }
     #[inline(always)]

@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use lion_optim::{Element, Hyperparams, Path, reference};
-pub use lion_optim::{bf16, f16};
 
 /// Largest lane count any path uses (AVX-512 would be 16; unrolled loops up to 64).
 pub const MAX_LANES: usize = 64;
@@ -64,16 +63,16 @@ pub fn special_f32() -> Vec<f32> {
         -f32::NAN,
         f32::from_bits(0x7f80_0001), // signalling NaN
         f32::from_bits(0xffc0_1234),
-        65504.0,           // f16 max
-        65520.0,           // rounds to f16 infinity
-        65519.996,         // rounds to f16 max
-        6.103_515_6e-5,    // 2^-14, smallest normal f16
-        5.960_464_5e-8,    // 2^-24, smallest subnormal f16
-        2.980_232_2e-8,    // 2^-25: tie between 0 and the smallest f16 subnormal
-        1.0 + 1.0 / 256.0, // bf16 tie, rounds to even (1.0)
-        1.0 + 3.0 / 256.0, // bf16 tie, rounds to even (up)
+        65504.0,            // f16 max
+        65520.0,            // rounds to f16 infinity
+        65519.996,          // rounds to f16 max
+        6.103_515_6e-5,     // 2^-14, smallest normal f16
+        5.960_464_5e-8,     // 2^-24, smallest subnormal f16
+        2.980_232_2e-8,     // 2^-25: tie between 0 and the smallest f16 subnormal
+        1.0 + 1.0 / 256.0,  // bf16 tie, rounds to even (1.0)
+        1.0 + 3.0 / 256.0,  // bf16 tie, rounds to even (up)
         1.0 + 1.0 / 2048.0, // f16 tie
-        3.389_531_4e38,    // bf16 overflow edge
+        3.389_531_4e38,     // bf16 overflow edge
         1e-4,
         -1e-4,
         1e30,
@@ -127,15 +126,44 @@ pub fn assert_same<T: Element>(got: &[T], want: &[T], ctx: &dyn Fn() -> String) 
 pub fn hyperparams() -> Vec<Hyperparams> {
     let d = Hyperparams::default();
     if cfg!(miri) {
-        return vec![Hyperparams { lr: 0.5, beta1: 0.5, beta2: 0.5, weight_decay: 0.25 }];
+        return vec![Hyperparams {
+            lr: 0.5,
+            beta1: 0.5,
+            beta2: 0.5,
+            weight_decay: 0.25,
+        }];
     }
     vec![
         d,
-        Hyperparams { lr: 3e-4, weight_decay: 0.1, ..d },
-        Hyperparams { lr: 0.5, beta1: 0.5, beta2: 0.5, weight_decay: 0.25 },
-        Hyperparams { lr: 0.0, beta1: 0.0, beta2: 0.0, weight_decay: 0.0 },
-        Hyperparams { lr: 1e30, beta1: 0.999_999, beta2: 0.999_999_9, weight_decay: 1e-31 },
-        Hyperparams { lr: 1e-8, beta1: 0.95, beta2: 0.98, weight_decay: 1e4 },
+        Hyperparams {
+            lr: 3e-4,
+            weight_decay: 0.1,
+            ..d
+        },
+        Hyperparams {
+            lr: 0.5,
+            beta1: 0.5,
+            beta2: 0.5,
+            weight_decay: 0.25,
+        },
+        Hyperparams {
+            lr: 0.0,
+            beta1: 0.0,
+            beta2: 0.0,
+            weight_decay: 0.0,
+        },
+        Hyperparams {
+            lr: 1e30,
+            beta1: 0.999_999,
+            beta2: 0.999_999_9,
+            weight_decay: 1e-31,
+        },
+        Hyperparams {
+            lr: 1e-8,
+            beta1: 0.95,
+            beta2: 0.98,
+            weight_decay: 1e4,
+        },
     ]
 }
 
@@ -192,8 +220,13 @@ pub fn run_case<P: Element, G: Element, M: Element>(
     let r = offset..offset + len;
 
     let (mut p_got, mut m_got) = (p.clone(), m.clone());
-    path.step(&mut p_got[r.clone()], &g[r.clone()], &mut m_got[r.clone()], hp)
-        .unwrap_or_else(|e| panic!("{path} failed: {e}"));
+    path.step(
+        &mut p_got[r.clone()],
+        &g[r.clone()],
+        &mut m_got[r.clone()],
+        hp,
+    )
+    .unwrap_or_else(|e| panic!("{path} failed: {e}"));
     let (mut p_want, mut m_want) = (p.clone(), m.clone());
     reference::step(&mut p_want[r.clone()], &g[r.clone()], &mut m_want[r], hp).unwrap();
 
@@ -229,32 +262,32 @@ macro_rules! all_combos {
     ($f:ident) => {
         [
             $f::<f32, f32, f32>,
-            $f::<f32, f32, f16>,
-            $f::<f32, f32, bf16>,
-            $f::<f32, f16, f32>,
-            $f::<f32, f16, f16>,
-            $f::<f32, f16, bf16>,
-            $f::<f32, bf16, f32>,
-            $f::<f32, bf16, f16>,
-            $f::<f32, bf16, bf16>,
-            $f::<f16, f32, f32>,
-            $f::<f16, f32, f16>,
-            $f::<f16, f32, bf16>,
-            $f::<f16, f16, f32>,
-            $f::<f16, f16, f16>,
-            $f::<f16, f16, bf16>,
-            $f::<f16, bf16, f32>,
-            $f::<f16, bf16, f16>,
-            $f::<f16, bf16, bf16>,
-            $f::<bf16, f32, f32>,
-            $f::<bf16, f32, f16>,
-            $f::<bf16, f32, bf16>,
-            $f::<bf16, f16, f32>,
-            $f::<bf16, f16, f16>,
-            $f::<bf16, f16, bf16>,
-            $f::<bf16, bf16, f32>,
-            $f::<bf16, bf16, f16>,
-            $f::<bf16, bf16, bf16>,
+            $f::<f32, f32, ::lion_optim::f16>,
+            $f::<f32, f32, ::lion_optim::bf16>,
+            $f::<f32, ::lion_optim::f16, f32>,
+            $f::<f32, ::lion_optim::f16, ::lion_optim::f16>,
+            $f::<f32, ::lion_optim::f16, ::lion_optim::bf16>,
+            $f::<f32, ::lion_optim::bf16, f32>,
+            $f::<f32, ::lion_optim::bf16, ::lion_optim::f16>,
+            $f::<f32, ::lion_optim::bf16, ::lion_optim::bf16>,
+            $f::<::lion_optim::f16, f32, f32>,
+            $f::<::lion_optim::f16, f32, ::lion_optim::f16>,
+            $f::<::lion_optim::f16, f32, ::lion_optim::bf16>,
+            $f::<::lion_optim::f16, ::lion_optim::f16, f32>,
+            $f::<::lion_optim::f16, ::lion_optim::f16, ::lion_optim::f16>,
+            $f::<::lion_optim::f16, ::lion_optim::f16, ::lion_optim::bf16>,
+            $f::<::lion_optim::f16, ::lion_optim::bf16, f32>,
+            $f::<::lion_optim::f16, ::lion_optim::bf16, ::lion_optim::f16>,
+            $f::<::lion_optim::f16, ::lion_optim::bf16, ::lion_optim::bf16>,
+            $f::<::lion_optim::bf16, f32, f32>,
+            $f::<::lion_optim::bf16, f32, ::lion_optim::f16>,
+            $f::<::lion_optim::bf16, f32, ::lion_optim::bf16>,
+            $f::<::lion_optim::bf16, ::lion_optim::f16, f32>,
+            $f::<::lion_optim::bf16, ::lion_optim::f16, ::lion_optim::f16>,
+            $f::<::lion_optim::bf16, ::lion_optim::f16, ::lion_optim::bf16>,
+            $f::<::lion_optim::bf16, ::lion_optim::bf16, f32>,
+            $f::<::lion_optim::bf16, ::lion_optim::bf16, ::lion_optim::f16>,
+            $f::<::lion_optim::bf16, ::lion_optim::bf16, ::lion_optim::bf16>,
         ]
     };
 }

@@ -1,0 +1,208 @@
+//! Bad input returns an `Err` that says what is wrong, and leaves every buffer bit-identical.
+
+mod common;
+
+use common::{available_paths, bits};
+use lion_optim::{Element, Error, Hyperparams, Path, bf16, f16, reference};
+
+type StepFn<P, G, M> = fn(&mut [P], &[G], &mut [M], &Hyperparams) -> Result<(), Error>;
+type Entry<P, G, M> = (
+    String,
+    Box<dyn Fn(&mut [P], &[G], &mut [M], &Hyperparams) -> Result<(), Error>>,
+);
+
+/// Every way to call a step: each available path, `step`, `reference::step`.
+fn entry_points<P: Element, G: Element, M: Element>() -> Vec<Entry<P, G, M>> {
+    let mut v: Vec<Entry<P, G, M>> = vec![
+        ("step".into(), Box::new(lion_optim::step as StepFn<P, G, M>)),
+        (
+            "reference::step".into(),
+            Box::new(reference::step as StepFn<P, G, M>),
+        ),
+    ];
+    for path in available_paths() {
+        v.push((
+            path.to_string(),
+            Box::new(move |p, g, m, hp| path.step(p, g, m, hp)),
+        ));
+    }
+    v
+}
+
+fn bad_hyperparams() -> Vec<(Hyperparams, &'static str)> {
+    let d = Hyperparams::default();
+    vec![
+        (Hyperparams { lr: -1e-4, ..d }, "lr"),
+        (
+            Hyperparams {
+                lr: -0.0 - f64::MIN_POSITIVE,
+                ..d
+            },
+            "lr",
+        ),
+        (Hyperparams { lr: f64::NAN, ..d }, "lr"),
+        (
+            Hyperparams {
+                lr: f64::INFINITY,
+                ..d
+            },
+            "lr",
+        ),
+        (Hyperparams { lr: 1e300, ..d }, "lr"),
+        (Hyperparams { beta1: 1.0, ..d }, "beta1"),
+        (Hyperparams { beta1: -1e-9, ..d }, "beta1"),
+        (
+            Hyperparams {
+                beta1: f64::NAN,
+                ..d
+            },
+            "beta1",
+        ),
+        (Hyperparams { beta2: 1.0, ..d }, "beta2"),
+        (Hyperparams { beta2: 2.0, ..d }, "beta2"),
+        (
+            Hyperparams {
+                beta2: f64::NAN,
+                ..d
+            },
+            "beta2",
+        ),
+        (
+            Hyperparams {
+                weight_decay: -0.1,
+                ..d
+            },
+            "weight_decay",
+        ),
+        (
+            Hyperparams {
+                weight_decay: f64::NAN,
+                ..d
+            },
+            "weight_decay",
+        ),
+        (
+            Hyperparams {
+                weight_decay: f64::NEG_INFINITY,
+                ..d
+            },
+            "weight_decay",
+        ),
+        (
+            Hyperparams {
+                lr: 1e20,
+                weight_decay: 1e20,
+                ..d
+            },
+            "weight_decay",
+        ),
+    ]
+}
+
+fn check_combo<P: Element, G: Element, M: Element>() {
+    let n = 37;
+    let p0: Vec<P> = (0..n)
+        .map(|i| P::from_f32_rounded(i as f32 * 0.25 - 3.0))
+        .collect();
+    let g0: Vec<G> = (0..n)
+        .map(|i| G::from_f32_rounded(1.0 - i as f32 * 0.125))
+        .collect();
+    let m0: Vec<M> = (0..n)
+        .map(|i| M::from_f32_rounded(i as f32 * 0.5 - 9.0))
+        .collect();
+    let untouched = |p: &[P], m: &[M], what: &str| {
+        assert!(
+            p.iter().zip(&p0).all(|(a, b)| bits(*a) == bits(*b)),
+            "{what}: params changed"
+        );
+        assert!(
+            m.iter().zip(&m0).all(|(a, b)| bits(*a) == bits(*b)),
+            "{what}: momentum changed"
+        );
+    };
+    for (name, f) in entry_points::<P, G, M>() {
+        for (hp, field) in bad_hyperparams() {
+            let (mut p, mut m) = (p0.clone(), m0.clone());
+            match f(&mut p, &g0, &mut m, &hp) {
+                Err(Error::InvalidHyperparameter { name: got, .. }) => {
+                    assert_eq!(got, field, "{name}, {hp:?}")
+                }
+                other => panic!("{name}, {hp:?}: expected an error for {field}, got {other:?}"),
+            }
+            untouched(&p, &m, &name);
+        }
+        let hp = Hyperparams::default();
+        for (gl, ml, what) in [
+            (n - 1, n, "grads"),
+            (n + 1, n, "grads"),
+            (n, n - 1, "momentum"),
+            (n, 0, "momentum"),
+        ] {
+            let (mut p, mut m) = (p0.clone(), m0.clone());
+            let g_long: Vec<G> = g0.iter().copied().cycle().take(gl).collect();
+            let mut m_short: Vec<M> = m.iter().copied().cycle().take(ml).collect();
+            let r = f(&mut p, &g_long, &mut m_short, &hp);
+            assert_eq!(
+                r,
+                Err(Error::LengthMismatch {
+                    what,
+                    expected: n,
+                    found: if what == "grads" { gl } else { ml }
+                }),
+                "{name}"
+            );
+            untouched(&p, &m, &name);
+            m.copy_from_slice(&m0);
+            assert!(
+                m_short
+                    .iter()
+                    .zip(m0.iter().cycle())
+                    .all(|(a, b)| bits(*a) == bits(*b)),
+                "{name}: momentum changed"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_input_is_refused_and_nothing_is_written() {
+    for combo in all_combos!(check_combo) {
+        combo();
+    }
+}
+
+#[test]
+fn messages_name_the_problem() {
+    let hp = Hyperparams {
+        beta2: 1.0,
+        ..Hyperparams::default()
+    };
+    let e = lion_optim::step(&mut [0.0f32], &[0.0f32], &mut [0.0f32], &hp).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid hyperparameter beta2 = 1: must be in [0, 1)"
+    );
+    let e = lion_optim::step(
+        &mut [0.0f32; 2],
+        &[0.0f32; 2],
+        &mut [0.0f32],
+        &Hyperparams::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "momentum has 1 elements, expected 2 (the length of params)"
+    );
+    let as_dyn: &dyn std::error::Error = &e;
+    assert!(as_dyn.source().is_none());
+}
+
+#[test]
+fn zero_length_is_fine_and_lengths_are_checked_before_hyperparameters_are_used() {
+    let hp = Hyperparams::default();
+    lion_optim::step::<f32, bf16, f16>(&mut [], &[], &mut [], &hp).unwrap();
+    for path in Path::ALL.iter().filter(|p| p.is_available()) {
+        path.step::<bf16, f32, f16>(&mut [], &[], &mut [], &hp)
+            .unwrap();
+    }
+}

@@ -1,0 +1,326 @@
+//! `Lion`: the same bits as plain steps, all-or-nothing failures, checkpoints.
+
+mod common;
+
+use common::{Rng, bits};
+use lion_optim::{
+    CheckpointError, Dtype, Element, Error, Hyperparams, Lion, SliceMut, SliceRef, Tensor, bf16,
+    f16, reference,
+};
+
+fn random<T: Element>(rng: &mut Rng, n: usize) -> Vec<T> {
+    (0..n)
+        .map(|_| T::from_f32_rounded(rng.uniform() * 2.0 - 1.0))
+        .collect()
+}
+
+fn same_bits<T: Element>(a: &[T], b: &[T]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| bits(*x) == bits(*y))
+}
+
+fn momentum_bits(opt: &Lion<Vec<lion_optim::Buffer>>, i: usize) -> Vec<u64> {
+    match opt.momentum(i).unwrap() {
+        SliceRef::F32(s) => s.iter().map(|x| bits(*x)).collect(),
+        SliceRef::F16(s) => s.iter().map(|x| bits(*x)).collect(),
+        SliceRef::Bf16(s) => s.iter().map(|x| bits(*x)).collect(),
+    }
+}
+
+#[test]
+fn lion_equals_plain_steps_over_a_schedule() {
+    let mut rng = Rng(3);
+    let (n1, n2, n3) = (1000, 77, 5);
+    let (mut w1, mut w2, mut w3) = (
+        random::<f32>(&mut rng, n1),
+        random::<bf16>(&mut rng, n2),
+        random::<f16>(&mut rng, n3),
+    );
+    let (mut r1, mut r2, mut r3) = (w1.clone(), w2.clone(), w3.clone());
+    let (mut m1, mut m2, mut m3) = (
+        vec![0.0f32; n1],
+        vec![bf16::ZERO; n2],
+        vec![f32::default(); n3],
+    );
+
+    let hp = Hyperparams {
+        lr: 1e-2,
+        weight_decay: 0.1,
+        ..Hyperparams::default()
+    };
+    let mut opt = Lion::new(hp).unwrap();
+    assert_eq!(opt.add_tensor(n1, Dtype::F32), 0);
+    assert_eq!(opt.add_tensor(n2, Dtype::Bf16), 1);
+    assert_eq!(opt.add_tensor(n3, Dtype::F32), 2);
+    for t in 0..10 {
+        let lr = 1e-2 * (1.0 - t as f64 / 10.0);
+        let (g1, g2, g3) = (
+            random::<bf16>(&mut rng, n1),
+            random::<f32>(&mut rng, n2),
+            random::<f16>(&mut rng, n3),
+        );
+        opt.set_lr(lr).unwrap();
+        opt.step(&mut [
+            Tensor::new(&mut w1, &g1),
+            Tensor::new(&mut w2, &g2),
+            Tensor::new(&mut w3, &g3),
+        ])
+        .unwrap();
+        let hp = Hyperparams { lr, ..hp };
+        reference::step(&mut r1, &g1, &mut m1, &hp).unwrap();
+        reference::step(&mut r2, &g2, &mut m2, &hp).unwrap();
+        reference::step(&mut r3, &g3, &mut m3, &hp).unwrap();
+    }
+    assert_eq!(opt.steps(), 10);
+    assert!(same_bits(&w1, &r1) && same_bits(&w2, &r2) && same_bits(&w3, &r3));
+    assert_eq!(
+        momentum_bits(&opt, 0),
+        m1.iter().map(|x| bits(*x)).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        momentum_bits(&opt, 1),
+        m2.iter().map(|x| bits(*x)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn caller_provided_buffers_give_the_same_result() {
+    let mut rng = Rng(5);
+    let w0 = random::<f32>(&mut rng, 100);
+    let g = random::<f32>(&mut rng, 100);
+    let hp = Hyperparams {
+        lr: 3e-3,
+        ..Hyperparams::default()
+    };
+
+    let mut owned = Lion::new(hp).unwrap();
+    owned.add_tensor(100, Dtype::Bf16);
+    let mut w_owned = w0.clone();
+
+    let mut storage = [bf16::ZERO; 100];
+    let mut w_borrowed = w0;
+    {
+        let mut slices = [SliceMut::from(&mut storage[..])];
+        let mut borrowed = Lion::with_buffers(hp, &mut slices[..]).unwrap();
+        for _ in 0..3 {
+            owned.step(&mut [Tensor::new(&mut w_owned, &g)]).unwrap();
+            borrowed
+                .step(&mut [Tensor::new(&mut w_borrowed, &g)])
+                .unwrap();
+        }
+        assert_eq!(borrowed.steps(), 3);
+    }
+    assert!(same_bits(&w_owned, &w_borrowed));
+    let SliceRef::Bf16(m) = owned.momentum(0).unwrap() else {
+        panic!()
+    };
+    assert!(same_bits(m, &storage));
+}
+
+#[test]
+fn a_failing_step_changes_nothing() {
+    let mut opt = Lion::new(Hyperparams {
+        lr: 0.1,
+        ..Hyperparams::default()
+    })
+    .unwrap();
+    opt.add_tensor(4, Dtype::F32);
+    opt.add_tensor(3, Dtype::F32);
+    let (mut a, mut b) = ([1.0f32; 4], [1.0f32; 3]);
+    // The second tensor is wrong: the first must not have been updated.
+    let e = opt.step(&mut [
+        Tensor::new(&mut a, &[1.0f32; 4]),
+        Tensor::new(&mut b[..2], &[1.0f32; 2]),
+    ]);
+    assert_eq!(
+        e,
+        Err(Error::TensorMismatch {
+            index: 1,
+            expected: 3,
+            found: 2
+        })
+    );
+    let e = opt.step(&mut [
+        Tensor::new(&mut a, &[1.0f32; 4]),
+        Tensor::new(&mut b, &[1.0f32; 2]),
+    ]);
+    assert_eq!(
+        e,
+        Err(Error::LengthMismatch {
+            what: "grads",
+            expected: 3,
+            found: 2
+        })
+    );
+    let e = opt.step(&mut [Tensor::new(&mut a, &[1.0f32; 4])]);
+    assert_eq!(
+        e,
+        Err(Error::TensorCount {
+            expected: 2,
+            found: 1
+        })
+    );
+    assert_eq!((a, b), ([1.0; 4], [1.0; 3]));
+    assert_eq!(opt.steps(), 0);
+    assert_eq!(momentum_bits(&opt, 0), vec![0; 4]);
+    // Invalid hyperparameters are refused and the old ones stay.
+    assert!(opt.set_lr(-1.0).is_err());
+    assert!(
+        opt.set_hyperparams(Hyperparams {
+            beta1: 1.5,
+            ..Hyperparams::default()
+        })
+        .is_err()
+    );
+    assert_eq!(opt.hyperparams().lr, 0.1);
+    assert!(
+        Lion::new(Hyperparams {
+            weight_decay: f64::NAN,
+            ..Hyperparams::default()
+        })
+        .is_err()
+    );
+    // And a good step still works afterwards.
+    opt.step(&mut [
+        Tensor::new(&mut a, &[1.0f32; 4]),
+        Tensor::new(&mut b, &[1.0f32; 3]),
+    ])
+    .unwrap();
+    assert_eq!(a, [0.9; 4]);
+}
+
+fn trained() -> (Lion<Vec<lion_optim::Buffer>>, Vec<f32>, Vec<bf16>) {
+    let mut rng = Rng(11);
+    let mut opt = Lion::new(Hyperparams {
+        lr: 1e-2,
+        weight_decay: 0.01,
+        ..Hyperparams::default()
+    })
+    .unwrap();
+    opt.add_tensor(50, Dtype::F16);
+    opt.add_tensor(9, Dtype::Bf16);
+    let (mut a, mut b) = (random::<f32>(&mut rng, 50), random::<bf16>(&mut rng, 9));
+    for _ in 0..3 {
+        let (ga, gb) = (random::<f32>(&mut rng, 50), random::<f32>(&mut rng, 9));
+        opt.step(&mut [Tensor::new(&mut a, &ga), Tensor::new(&mut b, &gb)])
+            .unwrap();
+    }
+    (opt, a, b)
+}
+
+#[test]
+fn checkpoint_round_trip_resumes_bit_for_bit() {
+    let (mut opt, mut a, mut b) = trained();
+    let ckpt = opt.state_to_vec();
+    assert_eq!(&ckpt[..8], b"LIONOPT1");
+    assert_eq!(ckpt.len(), 8 + 32 + 16 + 2 * 9 + 50 * 2 + 9 * 2);
+    assert_eq!(ckpt[8..16], 1e-2f64.to_le_bytes());
+    assert_eq!(ckpt[40..48], 3u64.to_le_bytes()); // steps
+    assert_eq!(ckpt[48..56], 2u64.to_le_bytes()); // tensors
+
+    let (mut a2, mut b2) = (a.clone(), b.clone());
+    let mut resumed = Lion::new(Hyperparams::default()).unwrap();
+    resumed.add_tensor(50, Dtype::F16);
+    resumed.add_tensor(9, Dtype::Bf16);
+    resumed.load_state(&ckpt).unwrap();
+    assert_eq!(resumed.steps(), 3);
+    assert_eq!(resumed.hyperparams(), opt.hyperparams());
+    let mut rng = Rng(99);
+    for _ in 0..2 {
+        let (ga, gb) = (random::<f32>(&mut rng, 50), random::<f32>(&mut rng, 9));
+        opt.step(&mut [Tensor::new(&mut a, &ga), Tensor::new(&mut b, &gb)])
+            .unwrap();
+        resumed
+            .step(&mut [Tensor::new(&mut a2, &ga), Tensor::new(&mut b2, &gb)])
+            .unwrap();
+    }
+    assert!(same_bits(&a, &a2) && same_bits(&b, &b2));
+    assert_eq!(opt.state_to_vec(), resumed.state_to_vec());
+}
+
+#[test]
+fn bad_checkpoints_are_refused_and_change_nothing() {
+    let (opt, ..) = trained();
+    let good = opt.state_to_vec();
+    let mut other = Lion::new(Hyperparams::default()).unwrap();
+    other.add_tensor(50, Dtype::F16);
+    other.add_tensor(9, Dtype::Bf16);
+    let before = other.state_to_vec();
+
+    let mut cases: Vec<(Vec<u8>, CheckpointError)> = vec![
+        (good[..good.len() - 1].to_vec(), CheckpointError::Truncated),
+        (good[..20].to_vec(), CheckpointError::Truncated),
+        (Vec::new(), CheckpointError::Truncated),
+        (
+            [good.clone(), vec![0]].concat(),
+            CheckpointError::TrailingBytes,
+        ),
+    ];
+    let mut bad_magic = good.clone();
+    bad_magic[0] = b'X';
+    cases.push((bad_magic, CheckpointError::BadMagic));
+    let mut bad_lr = good.clone();
+    bad_lr[8..16].copy_from_slice(&(-1.0f64).to_le_bytes());
+    cases.push((bad_lr, CheckpointError::Hyperparams));
+    let mut bad_beta = good.clone();
+    bad_beta[16..24].copy_from_slice(&f64::NAN.to_le_bytes());
+    cases.push((bad_beta, CheckpointError::Hyperparams));
+    let mut bad_count = good.clone();
+    bad_count[48..56].copy_from_slice(&3u64.to_le_bytes());
+    cases.push((
+        bad_count,
+        CheckpointError::TensorCount {
+            expected: 2,
+            found: 3,
+        },
+    ));
+    let mut bad_len = good.clone();
+    bad_len[56..64].copy_from_slice(&49u64.to_le_bytes());
+    cases.push((bad_len, CheckpointError::TensorShape { index: 0 }));
+    let mut bad_dtype = good.clone();
+    bad_dtype[56 + 9 + 8] = 0; // tensor 1 claims f32
+    cases.push((bad_dtype, CheckpointError::TensorShape { index: 1 }));
+    let mut bad_tag = good.clone();
+    bad_tag[56 + 8] = 7;
+    cases.push((bad_tag, CheckpointError::UnknownDtype(7)));
+
+    for (bytes, want) in cases {
+        assert_eq!(other.load_state(&bytes), Err(Error::Checkpoint(want)));
+        assert_eq!(
+            other.state_to_vec(),
+            before,
+            "{want:?} changed the optimizer"
+        );
+    }
+    let mut too_small = vec![0u8; good.len() - 1];
+    assert_eq!(
+        opt.save_state(&mut too_small),
+        Err(Error::BufferTooSmall {
+            needed: good.len(),
+            available: good.len() - 1
+        })
+    );
+    other.load_state(&good).unwrap();
+    assert_eq!(other.state_to_vec(), good);
+}
+
+#[test]
+fn tensors_from_runtime_typed_slices() {
+    let mut opt = Lion::new(Hyperparams {
+        lr: 0.5,
+        ..Hyperparams::default()
+    })
+    .unwrap();
+    opt.add_tensor(2, Dtype::F32);
+    let mut w = [f16::ONE; 2];
+    let g = [bf16::ONE, bf16::NEG_ONE];
+    opt.step(&mut [Tensor::from_slices(
+        SliceMut::F16(&mut w),
+        SliceRef::Bf16(&g),
+    )])
+    .unwrap();
+    assert_eq!(w, [f16::from_f32(0.5), f16::from_f32(1.5)]);
+    assert!(matches!(
+        opt.momentum(5),
+        Err(Error::NoSuchTensor { index: 5, count: 1 })
+    ));
+}
