@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use crate::arch::portable::Portable;
+use crate::arch::{self, portable::Portable};
 use crate::element::Element;
 use crate::error::check_lengths;
 use crate::{Error, Hyperparams, kernel, reference};
@@ -35,19 +35,29 @@ pub enum Path {
     /// default x86_64 build, AVX2 with `-C target-cpu=x86-64-v3`, NEON on aarch64, simd128 on
     /// wasm32 with `+simd128`, plain arrays elsewhere.
     Portable,
+    /// x86_64 with AVX2 and F16C, detected at run time (with `std`: `is_x86_feature_detected!`;
+    /// without: a CPUID/XGETBV probe), or known at compile time with `-C target-feature`. No FMA.
+    Avx2,
 }
 
 impl Path {
     /// Every path this version of the crate knows, available here or not.
-    pub const ALL: &'static [Path] = &[Path::Scalar, Path::Portable];
+    pub const ALL: &'static [Path] = &[Path::Scalar, Path::Portable, Path::Avx2];
 
     /// The path [`step`](crate::step) takes on this machine.
     ///
     /// ```
     /// assert!(lion_optim::Path::detect().is_available());
     /// ```
+    ///
+    /// Detection runs once per process and is cached; when the build already enables AVX2 and
+    /// F16C (`-C target-cpu=x86-64-v3`) no run-time check is made at all.
     pub fn detect() -> Path {
-        Path::Portable
+        if Path::Avx2.is_available() {
+            Path::Avx2
+        } else {
+            Path::Portable
+        }
     }
 
     /// Whether this path can run on this machine and build.
@@ -58,6 +68,7 @@ impl Path {
     pub fn is_available(self) -> bool {
         match self {
             Path::Scalar | Path::Portable => true,
+            Path::Avx2 => arch::avx2().is_some(),
         }
     }
 
@@ -70,6 +81,7 @@ impl Path {
         match self {
             Path::Scalar => "scalar",
             Path::Portable => "portable",
+            Path::Avx2 => "avx2",
         }
     }
 
@@ -88,6 +100,7 @@ impl Path {
         match self {
             Path::Scalar => "scalar",
             Path::Portable => crate::arch::portable::INSTRUCTIONS,
+            Path::Avx2 => "avx2+f16c",
         }
     }
 
@@ -122,6 +135,14 @@ impl Path {
                 kernel::lion(Portable, params, grads, momentum, &k);
                 Ok(())
             }
+            Path::Avx2 => match arch::avx2() {
+                #[cfg(target_arch = "x86_64")]
+                Some(token) => {
+                    arch::x86_64::lion(token, params, grads, momentum, &k);
+                    Ok(())
+                }
+                _ => Err(Error::PathUnavailable(self)),
+            },
         }
     }
 }
