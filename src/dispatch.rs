@@ -5,6 +5,7 @@ use core::fmt;
 use crate::arch::{self, portable::Portable};
 use crate::element::Element;
 use crate::error::check_lengths;
+use crate::hyper::Consts;
 use crate::{Error, Hyperparams, kernel, reference};
 
 /// An implementation of the Lion step. All of them give **bit-identical** results.
@@ -124,28 +125,90 @@ impl Path {
         momentum: &mut [M],
         hp: &Hyperparams,
     ) -> Result<(), Error> {
+        let k = self.validate(params.len(), grads.len(), momentum.len(), hp)?;
+        self.run(params, grads, momentum, &k);
+        Ok(())
+    }
+
+    /// Like [`step`](Self::step), but slices of at least [`PAR_THRESHOLD`] elements are split
+    /// into blocks of [`PAR_BLOCK`] elements that rayon's thread pool updates in parallel.
+    /// Lion is element-wise, so the result is bit-identical to [`step`](Self::step).
+    ///
+    /// ```
+    /// use lion_optim::{Hyperparams, Path};
+    ///
+    /// let n = 1 << 20;
+    /// let (mut p, g, mut m) = (vec![1.0f32; n], vec![0.5f32; n], vec![0.0f32; n]);
+    /// Path::detect().par_step(&mut p, &g, &mut m, &Hyperparams::default())?;
+    /// assert!(p.iter().all(|&x| x == 1.0 - 1e-4f64 as f32));
+    /// # Ok::<(), lion_optim::Error>(())
+    /// ```
+    #[cfg(feature = "rayon")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
+    pub fn par_step<P: Element, G: Element, M: Element>(
+        self,
+        params: &mut [P],
+        grads: &[G],
+        momentum: &mut [M],
+        hp: &Hyperparams,
+    ) -> Result<(), Error> {
+        use rayon::prelude::*;
+        let k = self.validate(params.len(), grads.len(), momentum.len(), hp)?;
+        if params.len() < PAR_THRESHOLD {
+            self.run(params, grads, momentum, &k);
+        } else {
+            params
+                .par_chunks_mut(PAR_BLOCK)
+                .zip(grads.par_chunks(PAR_BLOCK))
+                .zip(momentum.par_chunks_mut(PAR_BLOCK))
+                .for_each(|((p, g), m)| self.run(p, g, m, &k));
+        }
+        Ok(())
+    }
+
+    /// Checks availability, hyperparameters and lengths; returns the step's constants.
+    fn validate(
+        self,
+        params: usize,
+        grads: usize,
+        momentum: usize,
+        hp: &Hyperparams,
+    ) -> Result<Consts, Error> {
         if !self.is_available() {
             return Err(Error::PathUnavailable(self));
         }
         let k = hp.constants()?;
-        check_lengths(params.len(), grads.len(), momentum.len())?;
+        check_lengths(params, grads, momentum)?;
+        Ok(k)
+    }
+
+    /// Runs the kernel of this (available) path on validated input.
+    fn run<P: Element, G: Element, M: Element>(
+        self,
+        params: &mut [P],
+        grads: &[G],
+        momentum: &mut [M],
+        k: &Consts,
+    ) {
         match self {
-            Path::Scalar => reference::step(params, grads, momentum, hp),
-            Path::Portable => {
-                kernel::lion(Portable, params, grads, momentum, &k);
-                Ok(())
-            }
+            Path::Scalar => reference::lion(params, grads, momentum, k),
+            Path::Portable => kernel::lion(Portable, params, grads, momentum, k),
             Path::Avx2 => match arch::avx2() {
                 #[cfg(target_arch = "x86_64")]
-                Some(token) => {
-                    arch::x86_64::lion(token, params, grads, momentum, &k);
-                    Ok(())
-                }
-                _ => Err(Error::PathUnavailable(self)),
+                Some(token) => arch::x86_64::lion(token, params, grads, momentum, k),
+                // `validate` checked availability; stay correct anyway.
+                _ => kernel::lion(Portable, params, grads, momentum, k),
             },
         }
     }
 }
+
+/// Slices shorter than this are never split across threads by [`par_step`](crate::par_step)
+/// (at this size one core updates a slice in well under the cost of waking a second thread).
+pub const PAR_THRESHOLD: usize = 1 << 18;
+
+/// The number of elements each thread updates at a time in [`par_step`](crate::par_step).
+pub const PAR_BLOCK: usize = 1 << 16;
 
 impl fmt::Display for Path {
     /// The name and the instructions, e.g. `portable (sse2)`.

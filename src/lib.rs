@@ -112,7 +112,7 @@ mod optimizer;
 pub mod reference;
 mod simd;
 
-pub use dispatch::Path;
+pub use dispatch::{PAR_BLOCK, PAR_THRESHOLD, Path};
 pub use element::{Dtype, Element};
 pub use error::{CheckpointError, Error};
 pub use half::{bf16, f16};
@@ -146,4 +146,28 @@ pub fn step<P: Element, G: Element, M: Element>(
     hp: &Hyperparams,
 ) -> Result<(), Error> {
     Path::detect().step(params, grads, momentum, hp)
+}
+
+/// [`step`] with large slices split across rayon's thread pool; bit-identical to [`step`].
+///
+/// Slices shorter than [`PAR_THRESHOLD`] are updated on the calling thread.
+///
+/// ```
+/// use lion_optim::{Hyperparams, bf16};
+///
+/// let n = 1 << 20;
+/// let (mut p, g, mut m) = (vec![bf16::ONE; n], vec![bf16::ONE; n], vec![0.0f32; n]);
+/// lion_optim::par_step(&mut p, &g, &mut m, &Hyperparams { lr: 1.0 / 64.0, ..Default::default() })?;
+/// assert!(p.iter().all(|&x| x.to_f32() == 1.0 - 1.0 / 64.0));
+/// # Ok::<(), lion_optim::Error>(())
+/// ```
+#[cfg(feature = "rayon")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
+pub fn par_step<P: Element, G: Element, M: Element>(
+    params: &mut [P],
+    grads: &[G],
+    momentum: &mut [M],
+    hp: &Hyperparams,
+) -> Result<(), Error> {
+    Path::detect().par_step(params, grads, momentum, hp)
 }

@@ -135,10 +135,23 @@ pub(crate) fn step_dyn(
         hp: &Hyperparams,
     ) -> Result<(), Error> {
         match m {
-            SliceMut::F32(m) => path.step(p, g, m, hp),
-            SliceMut::F16(m) => path.step(p, g, m, hp),
-            SliceMut::Bf16(m) => path.step(p, g, m, hp),
+            SliceMut::F32(m) => one(path, p, g, m, hp),
+            SliceMut::F16(m) => one(path, p, g, m, hp),
+            SliceMut::Bf16(m) => one(path, p, g, m, hp),
         }
+    }
+    /// With `rayon`, large tensors are split across threads (bit-identical either way).
+    fn one<P: Element, G: Element, M: Element>(
+        path: Path,
+        p: &mut [P],
+        g: &[G],
+        m: &mut [M],
+        hp: &Hyperparams,
+    ) -> Result<(), Error> {
+        #[cfg(feature = "rayon")]
+        return path.par_step(p, g, m, hp);
+        #[cfg(not(feature = "rayon"))]
+        return path.step(p, g, m, hp);
     }
     match params {
         SliceMut::F32(p) => with_grads(path, p, grads, momentum, hp),

@@ -23,6 +23,7 @@
 
 use crate::element::Element;
 use crate::error::check_lengths;
+use crate::hyper::Consts;
 use crate::{Error, Hyperparams};
 
 /// One Lion step, computed the plain scalar way. Same contract as [`crate::step`].
@@ -46,6 +47,17 @@ pub fn step<P: Element, G: Element, M: Element>(
 ) -> Result<(), Error> {
     let k = hp.constants()?;
     check_lengths(params.len(), grads.len(), momentum.len())?;
+    lion(params, grads, momentum, &k);
+    Ok(())
+}
+
+/// The element loop of [`step`], on validated input.
+pub(crate) fn lion<P: Element, G: Element, M: Element>(
+    params: &mut [P],
+    grads: &[G],
+    momentum: &mut [M],
+    k: &Consts,
+) {
     for ((p, g), m) in params.iter_mut().zip(grads).zip(momentum.iter_mut()) {
         let (param, grad, mom) = (p.to_f32_exact(), g.to_f32_exact(), m.to_f32_exact());
         let decayed = param * k.decay;
@@ -55,7 +67,6 @@ pub fn step<P: Element, G: Element, M: Element>(
         *p = P::from_f32_rounded(new_param);
         *m = M::from_f32_rounded(new_mom);
     }
-    Ok(())
 }
 
 /// `torch.sign`: `1` if `x > 0`, `-1` if `x < 0`, and `+0` for `±0` **and for NaN**.

@@ -1,0 +1,58 @@
+//! `par_step` (feature `rayon`) is bit-identical to `step` on every path and dtype combination.
+#![cfg(feature = "rayon")]
+
+mod common;
+
+use common::{Rng, assert_same, special_f32, value};
+use lion_optim::{Element, Hyperparams, PAR_BLOCK, PAR_THRESHOLD, Path};
+
+fn check<P: Element, G: Element, M: Element>(path: Path, len: usize) {
+    let (specials, mut rng) = (special_f32(), Rng(len as u64 * 31 + 7));
+    let hp = Hyperparams {
+        lr: 3e-3,
+        weight_decay: 0.05,
+        ..Hyperparams::default()
+    };
+    let p: Vec<P> = (0..len).map(|_| value(&mut rng, &specials)).collect();
+    let g: Vec<G> = (0..len).map(|_| value(&mut rng, &specials)).collect();
+    let m: Vec<M> = (0..len).map(|_| value(&mut rng, &specials)).collect();
+    let (mut p1, mut m1, mut p2, mut m2) = (p.clone(), m.clone(), p, m);
+    path.par_step(&mut p1, &g, &mut m1, &hp).unwrap();
+    path.step(&mut p2, &g, &mut m2, &hp).unwrap();
+    let ctx = || {
+        format!(
+            "{path}, {:?}/{:?}/{:?}, len {len}",
+            P::DTYPE,
+            G::DTYPE,
+            M::DTYPE
+        )
+    };
+    assert_same(&p1, &p2, &ctx);
+    assert_same(&m1, &m2, &ctx);
+}
+
+#[test]
+fn par_step_is_bit_identical_to_step() {
+    assert!(PAR_THRESHOLD % PAR_BLOCK == 0 && PAR_BLOCK % 64 == 0);
+    // Below the threshold, exactly at it, and several blocks plus a ragged tail above it.
+    let lens = [
+        PAR_THRESHOLD - 1,
+        PAR_THRESHOLD,
+        3 * PAR_THRESHOLD + PAR_BLOCK / 2 + 13,
+    ];
+    for path in common::available_paths() {
+        for combo in all_combos!(check) {
+            for len in lens {
+                combo(path, len);
+            }
+        }
+    }
+}
+
+#[test]
+fn par_step_validates_before_writing() {
+    let n = PAR_THRESHOLD + 5;
+    let (mut p, g, mut m) = (vec![1.0f32; n], vec![1.0f32; n - 1], vec![0.0f32; n]);
+    assert!(lion_optim::par_step(&mut p, &g, &mut m, &Hyperparams::default()).is_err());
+    assert!(p.iter().all(|&x| x == 1.0) && m.iter().all(|&x| x == 0.0));
+}
