@@ -33,7 +33,6 @@ fn check<P: Element, G: Element, M: Element>(path: Path, len: usize) {
 
 #[test]
 fn par_step_is_bit_identical_to_step() {
-    assert!(PAR_THRESHOLD % PAR_BLOCK == 0 && PAR_BLOCK % 64 == 0);
     // Below the threshold, exactly at it, and several blocks plus a ragged tail above it.
     let lens = [
         PAR_THRESHOLD - 1,
