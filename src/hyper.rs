@@ -89,7 +89,9 @@ impl Hyperparams {
         }
         Ok(Consts {
             decay: decay as f32,
-            lr: lr as f32,
+            // +0, never -0 (which `lr >= 0` admits): `lr * sign(c)` is then exactly lr, -lr
+            // or +0, which every path computes by selecting bits.
+            lr: (lr as f32).abs(),
             beta1: beta1 as f32,
             one_minus_beta1: (1.0 - beta1) as f32,
             beta2: beta2 as f32,

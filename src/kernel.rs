@@ -84,7 +84,7 @@ fn body<S, const N: usize, P, G, M>(
     let (param, grad, mom) = (P::load(s, p), G::load(s, g), M::load(s, m));
     let decayed = s.mul(param, k.decay);
     let c = s.add(s.mul(mom, k.beta1), s.mul(grad, k.one_minus_beta1));
-    let new_param = s.sub(decayed, s.mul(k.lr, s.sign(c)));
+    let new_param = s.sub(decayed, s.signed(k.lr, c)); // lr * sign(c)
     let new_mom = s.add(s.mul(mom, k.beta2), s.mul(grad, k.one_minus_beta2));
     P::store(s, new_param, p);
     M::store(s, new_mom, m);

@@ -56,11 +56,15 @@ impl Simd<8> for Portable {
         a * b
     }
     #[inline(always)]
-    fn sign(self, x: f32x8) -> f32x8 {
-        // Comparisons with NaN are false, so NaN (like ±0) selects neither and gives +0.
-        let pos = x.simd_gt(f32x8::ZERO) & f32x8::ONE;
-        let neg = x.simd_lt(f32x8::ZERO) & f32x8::splat(-1.0);
-        pos | neg
+    fn signed(self, x: f32x8, c: f32x8) -> f32x8 {
+        // x with the sign of c, kept where c is ordered and nonzero: `!=` is false for NaN and
+        // for ±0 (wide's simd_ne is the ordered-quiet not-equal: NaN != 0 is false there).
+        let with_sign = x | (c & f32x8::splat(-0.0));
+        with_sign & nonzero(c)
+    }
+    #[inline(always)]
+    fn is_nan(self, x: f32x8) -> u32x8 {
+        bytemuck::must_cast(x.is_nan())
     }
 
     #[inline(always)]
@@ -86,6 +90,10 @@ impl Simd<8> for Portable {
     #[inline(always)]
     fn and(self, a: u32x8, b: u32x8) -> u32x8 {
         a & b
+    }
+    #[inline(always)]
+    fn andnot(self, mask: u32x8, a: u32x8) -> u32x8 {
+        a & !mask
     }
     #[inline(always)]
     fn or(self, a: u32x8, b: u32x8) -> u32x8 {
@@ -134,4 +142,10 @@ impl Simd<8> for Portable {
         let narrow = i16x8::from_i32x8_truncate(bytemuck::must_cast(v));
         *dst = bytemuck::must_cast(narrow);
     }
+}
+
+/// Mask of lanes that are neither ±0 nor NaN (`c > 0 || c < 0`).
+#[inline(always)]
+fn nonzero(c: f32x8) -> f32x8 {
+    c.simd_gt(f32x8::ZERO) | c.simd_lt(f32x8::ZERO)
 }
