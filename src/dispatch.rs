@@ -6,7 +6,7 @@ use crate::arch::{self, portable::Portable};
 use crate::element::Element;
 use crate::error::check_lengths;
 use crate::hyper::Consts;
-use crate::{Error, Hyperparams, kernel, reference};
+use crate::{Error, Hyperparams, Rounding, StepOptions, kernel, reference};
 
 /// An implementation of the Lion step. All of them give **bit-identical** results.
 ///
@@ -125,8 +125,31 @@ impl Path {
         momentum: &mut [M],
         hp: &Hyperparams,
     ) -> Result<(), Error> {
-        let k = self.validate(params.len(), grads.len(), momentum.len(), hp)?;
-        self.run(params, grads, momentum, &k);
+        self.step_with(params, grads, momentum, hp, &StepOptions::default())
+    }
+
+    /// Runs one Lion step with per-call options on this path; the contract is
+    /// [`step_with`](crate::step_with)'s.
+    ///
+    /// ```
+    /// use lion_optim::{Hyperparams, Path, StepOptions};
+    ///
+    /// let (mut p, mut m) = ([1.0f32; 3], [0.0f32; 3]);
+    /// let opts = StepOptions { maximize: true, ..StepOptions::default() };
+    /// Path::Portable.step_with(&mut p, &[1.0f32; 3], &mut m, &Hyperparams::default(), &opts)?;
+    /// assert_eq!(p, [1.0 + 1e-4f64 as f32; 3]);
+    /// # Ok::<(), lion_optim::Error>(())
+    /// ```
+    pub fn step_with<P: Element, G: Element, M: Element>(
+        self,
+        params: &mut [P],
+        grads: &[G],
+        momentum: &mut [M],
+        hp: &Hyperparams,
+        options: &StepOptions,
+    ) -> Result<(), Error> {
+        let k = self.validate(params.len(), grads.len(), momentum.len(), hp, options)?;
+        self.run(params, grads, momentum, &k, options);
         Ok(())
     }
 
@@ -152,62 +175,175 @@ impl Path {
         momentum: &mut [M],
         hp: &Hyperparams,
     ) -> Result<(), Error> {
+        self.par_step_with(params, grads, momentum, hp, &StepOptions::default())
+    }
+
+    /// [`step_with`](Self::step_with) split across rayon's thread pool as
+    /// [`par_step`](Self::par_step) does; each block is updated with its own
+    /// [`offset`](StepOptions::offset), so stochastic rounding gives the same bits too.
+    #[cfg(feature = "rayon")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
+    pub fn par_step_with<P: Element, G: Element, M: Element>(
+        self,
+        params: &mut [P],
+        grads: &[G],
+        momentum: &mut [M],
+        hp: &Hyperparams,
+        options: &StepOptions,
+    ) -> Result<(), Error> {
         use rayon::prelude::*;
-        let k = self.validate(params.len(), grads.len(), momentum.len(), hp)?;
+        let k = self.validate(params.len(), grads.len(), momentum.len(), hp, options)?;
         if params.len() < PAR_THRESHOLD {
-            self.run(params, grads, momentum, &k);
+            self.run(params, grads, momentum, &k, options);
         } else {
             params
                 .par_chunks_mut(PAR_BLOCK)
                 .zip(grads.par_chunks(PAR_BLOCK))
                 .zip(momentum.par_chunks_mut(PAR_BLOCK))
-                .for_each(|((p, g), m)| self.run(p, g, m, &k));
+                .enumerate()
+                .for_each(|(i, ((p, g), m))| {
+                    let offset = options.offset + (i * PAR_BLOCK) as u64;
+                    self.run(p, g, m, &k, &StepOptions { offset, ..*options });
+                });
         }
         Ok(())
     }
 
-    /// Checks availability, hyperparameters and lengths; returns the step's constants.
+    /// Whether every gradient, as a step with `options` would use it (multiplied by
+    /// [`grad_unscale`](StepOptions::grad_unscale), if set), is finite; see
+    /// [`all_finite`](crate::all_finite). `false` if the path or the options are invalid.
+    pub fn all_finite<G: Element>(self, grads: &[G], options: &StepOptions) -> bool {
+        let Ok(inv_scale) = options.validate(0) else {
+            return false;
+        };
+        let inv_scale = options.grad_unscale.map(|_| inv_scale);
+        match self {
+            Path::Scalar => grads.iter().all(|g| {
+                let g = g.to_f32_exact();
+                inv_scale.map_or(g, |s| g * s).is_finite()
+            }),
+            Path::Portable => kernel::all_finite(Portable, grads, inv_scale),
+            Path::Avx2 => match arch::avx2() {
+                #[cfg(target_arch = "x86_64")]
+                Some(token) => arch::x86_64::all_finite(token, grads, inv_scale),
+                _ => false,
+            },
+        }
+    }
+
+    /// [`step_with`](Self::step_with) if every gradient is finite; otherwise nothing is
+    /// written. See [`step_guarded`](crate::step_guarded).
+    pub fn step_guarded<P: Element, G: Element, M: Element>(
+        self,
+        params: &mut [P],
+        grads: &[G],
+        momentum: &mut [M],
+        hp: &Hyperparams,
+        options: &StepOptions,
+    ) -> Result<Outcome, Error> {
+        let k = self.validate(params.len(), grads.len(), momentum.len(), hp, options)?;
+        if !self.all_finite(grads, options) {
+            return Ok(Outcome::SkippedNonFinite);
+        }
+        self.run(params, grads, momentum, &k, options);
+        Ok(Outcome::Applied)
+    }
+
+    /// Checks availability, hyperparameters, options and lengths; returns the step's constants.
     fn validate(
         self,
         params: usize,
         grads: usize,
         momentum: usize,
         hp: &Hyperparams,
+        options: &StepOptions,
     ) -> Result<Consts, Error> {
         if !self.is_available() {
             return Err(Error::PathUnavailable(self));
         }
-        let k = hp.constants()?;
+        let k = hp.constants_with(options, params)?;
         check_lengths(params, grads, momentum)?;
         Ok(k)
     }
 
-    /// Runs the kernel of this (available) path on validated input.
+    /// Runs this (available) path on validated input. With stochastic rounding, the slices are
+    /// cut where the element index crosses a multiple of 2^32, so that within one kernel call the
+    /// index's high 32 bits (folded into the key of the random bits) are constant.
     fn run<P: Element, G: Element, M: Element>(
         self,
         params: &mut [P],
         grads: &[G],
         momentum: &mut [M],
         k: &Consts,
+        options: &StepOptions,
+    ) {
+        let Rounding::Stochastic { seed } = options.rounding else {
+            return self.run_segment(params, grads, momentum, k, options, 0);
+        };
+        let (mut p, mut g, mut m, mut offset) = (params, grads, momentum, options.offset);
+        loop {
+            let to_boundary = (1u64 << 32) - (offset & 0xffff_ffff);
+            let n = usize::try_from(to_boundary).map_or(p.len(), |b| b.min(p.len()));
+            let (p1, p2) = p.split_at_mut(n);
+            let (g1, g2) = g.split_at(n);
+            let (m1, m2) = m.split_at_mut(n);
+            let key = reference::stream_key(seed, options.step, (offset >> 32) as u32);
+            self.run_segment(p1, g1, m1, k, &StepOptions { offset, ..*options }, key);
+            if p2.is_empty() {
+                return;
+            }
+            (p, g, m, offset) = (p2, g2, m2, offset + n as u64);
+        }
+    }
+
+    /// One kernel call (see [`kernel::lion`]).
+    fn run_segment<P: Element, G: Element, M: Element>(
+        self,
+        params: &mut [P],
+        grads: &[G],
+        momentum: &mut [M],
+        k: &Consts,
+        options: &StepOptions,
+        key: u32,
     ) {
         match self {
-            Path::Scalar => reference::lion(params, grads, momentum, k),
-            Path::Portable => kernel::lion(Portable, params, grads, momentum, k),
+            Path::Scalar => reference::lion(params, grads, momentum, k, options),
+            Path::Portable => kernel::lion(Portable, params, grads, momentum, k, options, key),
             Path::Avx2 => match arch::avx2() {
                 #[cfg(target_arch = "x86_64")]
-                Some(token) => arch::x86_64::lion(token, params, grads, momentum, k),
+                Some(token) => arch::x86_64::lion(token, params, grads, momentum, k, options, key),
                 // `validate` checked availability; stay correct anyway.
-                _ => kernel::lion(Portable, params, grads, momentum, k),
+                _ => kernel::lion(Portable, params, grads, momentum, k, options, key),
             },
         }
     }
 }
 
-/// Slices shorter than this are never split across threads by [`par_step`](crate::par_step)
-/// (at this size one core updates a slice in well under the cost of waking a second thread).
+/// What a guarded step did.
+///
+/// ```
+/// use lion_optim::{Hyperparams, Outcome, StepOptions};
+///
+/// let (mut p, mut m) = ([1.0f32; 4], [0.0f32; 4]);
+/// let grads = [0.5, f32::INFINITY, 0.5, 0.5];
+/// let done = lion_optim::step_guarded(&mut p, &grads, &mut m, &Hyperparams::default(), &StepOptions::default())?;
+/// assert_eq!(done, Outcome::SkippedNonFinite);
+/// assert_eq!((p, m), ([1.0; 4], [0.0; 4]));
+/// # Ok::<(), lion_optim::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The step was applied.
+    Applied,
+    /// A gradient was infinite or NaN: nothing was written.
+    SkippedNonFinite,
+}
+
+/// Slices shorter than this are never split across threads by `par_step` (at this size one
+/// core updates a slice in less time than it takes to wake a second thread).
 pub const PAR_THRESHOLD: usize = 1 << 18;
 
-/// The number of elements each thread updates at a time in [`par_step`](crate::par_step).
+/// The number of elements each thread updates at a time in `par_step`.
 pub const PAR_BLOCK: usize = 1 << 16;
 
 impl fmt::Display for Path {

@@ -96,6 +96,29 @@ pub trait Element:
 
     /// Rounds an f32 to this type, to nearest with ties to even (as `half`'s `from_f32`).
     fn from_f32_rounded(x: f32) -> Self;
+
+    /// Rounds an f32 to this type stochastically with 16 random bits: to one of the two
+    /// neighbours of `x`, up with probability (distance to the lower one) / (their spacing), so
+    /// that the mean over all 65536 values of `random` is `x` (up to 2^-16 of a spacing for f16
+    /// subnormals; exactly for bf16 and for normal f16). Values of this type are never changed;
+    /// NaN and infinities round as [`from_f32_rounded`](Self::from_f32_rounded); values beyond
+    /// the largest finite value may round to infinity. f32 is returned unchanged.
+    ///
+    /// * bf16: add `random` to the 16 bits that are dropped, then drop them.
+    /// * f16, normal range: add the top 13 bits of `random` to the 13 dropped bits, then drop
+    ///   them (the result is exact in f16, or overflows to infinity).
+    /// * f16, subnormal range (|x| < 2^-14): `(floor(|x| * 2^40) + random) >> 16` subnormal
+    ///   steps of 2^-24.
+    ///
+    /// ```
+    /// use lion_optim::{Element, f16};
+    ///
+    /// let x = 1.0 + 0.75 / 1024.0; // three quarters of the way to the next f16
+    /// let ups = (0..=u16::MAX).filter(|&r| f16::from_f32_stochastic(x, r) > f16::ONE).count();
+    /// assert_eq!(ups, 3 * 65536 / 4);
+    /// assert_eq!(f16::from_f32_stochastic(0.5, 0xffff), f16::from_f32(0.5));
+    /// ```
+    fn from_f32_stochastic(x: f32, random: u16) -> Self;
 }
 
 pub(crate) mod private {
@@ -108,6 +131,14 @@ pub(crate) mod private {
         fn load<S: Simd<N>, const N: usize>(s: S, src: &[Self; N]) -> S::F32;
         /// Rounds f32 lanes to this type and stores them.
         fn store<S: Simd<N>, const N: usize>(s: S, v: S::F32, dst: &mut [Self; N]);
+        /// Rounds f32 lanes to this type stochastically with the random bits in the low 16 bits
+        /// of each lane of `random` (as `from_f32_stochastic`) and stores them.
+        fn store_stochastic<S: Simd<N>, const N: usize>(
+            s: S,
+            v: S::F32,
+            random: S::U32,
+            dst: &mut [Self; N],
+        );
         /// Tags a slice with its dtype.
         fn slice_mut(s: &mut [Self]) -> SliceMut<'_>;
         /// Tags a slice with its dtype.
@@ -123,6 +154,10 @@ impl Element for f32 {
     }
     #[inline]
     fn from_f32_rounded(x: f32) -> Self {
+        x
+    }
+    #[inline]
+    fn from_f32_stochastic(x: f32, _random: u16) -> Self {
         x
     }
 }
@@ -142,6 +177,15 @@ impl private::Sealed for f32 {
     fn store<S: Simd<N>, const N: usize>(s: S, v: S::F32, dst: &mut [Self; N]) {
         s.store_f32(v, dst)
     }
+    #[inline(always)]
+    fn store_stochastic<S: Simd<N>, const N: usize>(
+        s: S,
+        v: S::F32,
+        _random: S::U32,
+        dst: &mut [Self; N],
+    ) {
+        s.store_f32(v, dst)
+    }
 }
 
 impl Element for f16 {
@@ -154,7 +198,28 @@ impl Element for f16 {
     fn from_f32_rounded(x: f32) -> Self {
         f16::from_f32(x)
     }
+    fn from_f32_stochastic(x: f32, random: u16) -> Self {
+        let (bits, random) = (x.to_bits(), u32::from(random));
+        let abs = bits & 0x7fff_ffff;
+        let sign = (bits >> 16) as u16 & 0x8000;
+        if abs >= 0x7f80_0000 {
+            return f16::from_f32(x); // infinity, NaN
+        }
+        let magnitude = if abs >= 113 << 23 {
+            // |x| >= 2^-14: the f16 keeps the top 10 of f32's 23 mantissa bits.
+            let truncated = (abs + (random >> 3)) & !0x1fff;
+            f16::from_f32(f32::from_bits(truncated)).to_bits() // exact, or infinity
+        } else {
+            // f16 subnormals are multiples of 2^-24: count them with 16 fractional bits.
+            let fixed = (f32::from_bits(abs) * TWO_POW_40) as u32;
+            ((fixed + random) >> 16) as u16
+        };
+        f16::from_bits(sign | magnitude)
+    }
 }
+
+/// 2^40 (exact in f32).
+const TWO_POW_40: f32 = (1u64 << 40) as f32;
 
 impl private::Sealed for f16 {
     fn slice_mut(s: &mut [Self]) -> SliceMut<'_> {
@@ -171,6 +236,15 @@ impl private::Sealed for f16 {
     fn store<S: Simd<N>, const N: usize>(s: S, v: S::F32, dst: &mut [Self; N]) {
         s.store_f16(v, bytemuck::must_cast_mut(dst))
     }
+    #[inline(always)]
+    fn store_stochastic<S: Simd<N>, const N: usize>(
+        s: S,
+        v: S::F32,
+        random: S::U32,
+        dst: &mut [Self; N],
+    ) {
+        s.store_f16_stochastic(v, random, bytemuck::must_cast_mut(dst))
+    }
 }
 
 impl Element for bf16 {
@@ -182,6 +256,14 @@ impl Element for bf16 {
     #[inline]
     fn from_f32_rounded(x: f32) -> Self {
         bf16::from_f32(x)
+    }
+    fn from_f32_stochastic(x: f32, random: u16) -> Self {
+        if x.is_nan() {
+            return bf16::from_f32(x);
+        }
+        // The kept bits are bf16's; the dropped 16 bits plus `random` carry into them (an
+        // infinity's dropped bits are zero, so it stays infinite).
+        bf16::from_bits(((x.to_bits() + u32::from(random)) >> 16) as u16)
     }
 }
 
@@ -199,5 +281,14 @@ impl private::Sealed for bf16 {
     #[inline(always)]
     fn store<S: Simd<N>, const N: usize>(s: S, v: S::F32, dst: &mut [Self; N]) {
         s.store_bf16(v, bytemuck::must_cast_mut(dst))
+    }
+    #[inline(always)]
+    fn store_stochastic<S: Simd<N>, const N: usize>(
+        s: S,
+        v: S::F32,
+        random: S::U32,
+        dst: &mut [Self; N],
+    ) {
+        s.store_bf16_stochastic(v, random, bytemuck::must_cast_mut(dst))
     }
 }

@@ -1,6 +1,6 @@
 //! Hyperparameters, their validation, and the f32 constants a step computes from them.
 
-use crate::Error;
+use crate::{Error, StepOptions, WeightDecay};
 
 /// The hyperparameters of one Lion step.
 ///
@@ -59,8 +59,14 @@ impl Hyperparams {
         self.constants().map(|_| ())
     }
 
-    /// Validates and computes the per-step f32 constants.
+    /// Validates and computes the per-step f32 constants of a plain step.
     pub(crate) fn constants(&self) -> Result<Consts, Error> {
+        self.constants_with(&StepOptions::default(), 0)
+    }
+
+    /// Validates hyperparameters and options (for slices of `len` elements) and computes the
+    /// per-step f32 constants.
+    pub(crate) fn constants_with(&self, opts: &StepOptions, len: usize) -> Result<Consts, Error> {
         let bad = |name, value, rule| Err(Error::InvalidHyperparameter { name, value, rule });
         let Self {
             lr,
@@ -83,9 +89,17 @@ impl Hyperparams {
         if !(wd.is_finite() && wd >= 0.0) {
             return bad("weight_decay", wd, "must be finite and >= 0");
         }
-        let decay = 1.0 - lr * wd;
+        let inv_scale = opts.validate(len)?;
+        let decay = match opts.weight_decay {
+            WeightDecay::Paper => 1.0 - lr * wd,
+            WeightDecay::FullyDecoupled { max_lr } => 1.0 - wd * lr / max_lr,
+        };
         if !(decay as f32).is_finite() {
-            return bad("weight_decay", wd, "lr * weight_decay must be a finite f32");
+            return bad(
+                "weight_decay",
+                wd,
+                "the decay factor 1 - lr * weight_decay must be a finite f32",
+            );
         }
         Ok(Consts {
             decay: decay as f32,
@@ -96,6 +110,7 @@ impl Hyperparams {
             one_minus_beta1: (1.0 - beta1) as f32,
             beta2: beta2 as f32,
             one_minus_beta2: (1.0 - beta2) as f32,
+            inv_scale,
         })
     }
 }
@@ -103,7 +118,7 @@ impl Hyperparams {
 /// The f32 constants of one step, each computed in f64 from [`Hyperparams`] and rounded once.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Consts {
-    /// `f32(1 - lr * weight_decay)`
+    /// `f32(1 - lr * weight_decay)` (or `f32(1 - weight_decay * lr / max_lr)`)
     pub decay: f32,
     /// `f32(lr)`
     pub lr: f32,
@@ -115,6 +130,8 @@ pub(crate) struct Consts {
     pub beta2: f32,
     /// `f32(1 - beta2)`
     pub one_minus_beta2: f32,
+    /// `f32(grad_unscale)`, or 1 (unused) without unscaling.
+    pub inv_scale: f32,
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! The Lion step, written once: generic over the instruction set `S` (with `N` lanes) and over
-//! the element types of parameters `P`, gradients `G` and momentum `M`.
+//! The Lion step, written once: generic over the instruction set `S` (with `N` lanes), over the
+//! element types of parameters `P`, gradients `G` and momentum `M`, and over the per-call
+//! options that change the instruction stream (gradient unscaling, stochastic rounding).
 //!
 //! One pass over memory: each chunk of `N` elements is loaded (3 reads), updated in registers and
 //! stored (2 writes). The tail (fewer than `N` elements) is copied into zero-padded chunks and
@@ -7,33 +8,48 @@
 
 use crate::element::Element;
 use crate::hyper::Consts;
-use crate::simd::Simd;
+use crate::simd::{Simd, random_bits};
+use crate::{Rounding, StepOptions};
 
 /// The step's constants, splatted once per call.
-struct Lanes<F> {
+struct Lanes<F, U> {
     decay: F,
     lr: F,
-    beta1: F,
-    one_minus_beta1: F,
+    /// `±beta1` and `±(1 - beta1)`: negated to maximize, which makes `c` exactly `-c` (rounding
+    /// to nearest is symmetric), so `sign` gives `sign(-c)` as the reference computes it.
+    c_beta1: F,
+    c_one_minus_beta1: F,
     beta2: F,
     one_minus_beta2: F,
+    inv_scale: F,
+    key: U,
 }
 
-impl<F: Copy> Lanes<F> {
+impl<F: Copy, U: Copy> Lanes<F, U> {
     #[inline(always)]
-    fn new<S: Simd<N, F32 = F>, const N: usize>(s: S, k: &Consts) -> Self {
+    fn new<S: Simd<N, F32 = F, U32 = U>, const N: usize>(
+        s: S,
+        k: &Consts,
+        options: &StepOptions,
+        key: u32,
+    ) -> Self {
+        let direction = if options.maximize { -1.0 } else { 1.0 };
         Self {
             decay: s.splat(k.decay),
             lr: s.splat(k.lr),
-            beta1: s.splat(k.beta1),
-            one_minus_beta1: s.splat(k.one_minus_beta1),
+            c_beta1: s.splat(direction * k.beta1),
+            c_one_minus_beta1: s.splat(direction * k.one_minus_beta1),
             beta2: s.splat(k.beta2),
             one_minus_beta2: s.splat(k.one_minus_beta2),
+            inv_scale: s.splat(k.inv_scale),
+            key: s.splat_u32(key),
         }
     }
 }
 
-/// Runs one Lion step over equally long slices. Lengths are checked by the caller.
+/// Runs one Lion step with `options` over equally long slices (checked by the caller), whose
+/// first element has the global index `index0` (low 32 bits; the caller splits calls so the high
+/// bits are the same for every element, and folds them into `key`).
 #[inline(always)]
 pub(crate) fn lion<S, const N: usize, P, G, M>(
     s: S,
@@ -41,6 +57,38 @@ pub(crate) fn lion<S, const N: usize, P, G, M>(
     grads: &[G],
     momentum: &mut [M],
     k: &Consts,
+    options: &StepOptions,
+    key: u32,
+) where
+    S: Simd<N>,
+    P: Element,
+    G: Element,
+    M: Element,
+{
+    let stochastic = matches!(options.rounding, Rounding::Stochastic { .. });
+    let args = (params, grads, momentum, k, options, key);
+    match (options.grad_unscale.is_some(), stochastic) {
+        (false, false) => passes::<S, N, P, G, M, false, false>(s, args),
+        (true, false) => passes::<S, N, P, G, M, true, false>(s, args),
+        (false, true) => passes::<S, N, P, G, M, false, true>(s, args),
+        (true, true) => passes::<S, N, P, G, M, true, true>(s, args),
+    }
+}
+
+type Args<'a, P, G, M> = (
+    &'a mut [P],
+    &'a [G],
+    &'a mut [M],
+    &'a Consts,
+    &'a StepOptions,
+    u32,
+);
+
+/// The pass over all chunks and the padded tail, for one combination of options.
+#[inline(always)]
+fn passes<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: bool>(
+    s: S,
+    (params, grads, momentum, k, options, key): Args<'_, P, G, M>,
 ) where
     S: Simd<N>,
     P: Element,
@@ -48,12 +96,16 @@ pub(crate) fn lion<S, const N: usize, P, G, M>(
     M: Element,
 {
     debug_assert!(params.len() == grads.len() && params.len() == momentum.len());
-    let v = Lanes::new(s, k);
+    let v = Lanes::new(s, k, options, key);
+    // Lane i of `index` is the low 32 bits of its element's global index.
+    let mut index = s.add_u32(s.splat_u32(options.offset as u32), s.lane_indices());
+    let stride = s.splat_u32(N as u32);
     let (p_chunks, p_tail) = params.as_chunks_mut::<N>();
     let (g_chunks, g_tail) = grads.as_chunks::<N>();
     let (m_chunks, m_tail) = momentum.as_chunks_mut::<N>();
     for ((p, g), m) in p_chunks.iter_mut().zip(g_chunks).zip(m_chunks.iter_mut()) {
-        body(s, &v, p, g, m);
+        body::<S, N, P, G, M, UNSCALE, STOCHASTIC>(s, &v, p, g, m, index);
+        index = s.add_u32(index, stride);
     }
     let n = p_tail.len();
     if n > 0 {
@@ -61,31 +113,93 @@ pub(crate) fn lion<S, const N: usize, P, G, M>(
         p[..n].copy_from_slice(p_tail);
         g[..n].copy_from_slice(g_tail);
         m[..n].copy_from_slice(m_tail);
-        body(s, &v, &mut p, &g, &mut m);
+        body::<S, N, P, G, M, UNSCALE, STOCHASTIC>(s, &v, &mut p, &g, &mut m, index);
         p_tail.copy_from_slice(&p[..n]);
         m_tail.copy_from_slice(&m[..n]);
     }
 }
 
-/// Lion on `N` elements, in exactly the order of operations of `reference::step`.
+/// Lion on `N` elements, in exactly the order of operations of `reference::step_with`.
 #[inline(always)]
-fn body<S, const N: usize, P, G, M>(
+fn body<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: bool>(
     s: S,
-    k: &Lanes<S::F32>,
+    k: &Lanes<S::F32, S::U32>,
     p: &mut [P; N],
     g: &[G; N],
     m: &mut [M; N],
+    index: S::U32,
 ) where
     S: Simd<N>,
     P: Element,
     G: Element,
     M: Element,
 {
-    let (param, grad, mom) = (P::load(s, p), G::load(s, g), M::load(s, m));
+    let (param, mom) = (P::load(s, p), M::load(s, m));
+    let grad = G::load(s, g);
+    let grad = if UNSCALE {
+        s.mul(grad, k.inv_scale)
+    } else {
+        grad
+    };
     let decayed = s.mul(param, k.decay);
-    let c = s.add(s.mul(mom, k.beta1), s.mul(grad, k.one_minus_beta1));
+    let c = s.add(s.mul(mom, k.c_beta1), s.mul(grad, k.c_one_minus_beta1));
     let new_param = s.sub(decayed, s.signed(k.lr, c)); // lr * sign(c)
     let new_mom = s.add(s.mul(mom, k.beta2), s.mul(grad, k.one_minus_beta2));
-    P::store(s, new_param, p);
-    M::store(s, new_mom, m);
+    if STOCHASTIC {
+        let random = random_bits(s, k.key, index);
+        P::store_stochastic(s, new_param, random, p);
+        M::store_stochastic(s, new_mom, s.shr::<16>(random), m);
+    } else {
+        P::store(s, new_param, p);
+        M::store(s, new_mom, m);
+    }
+}
+
+/// Whether every gradient, times `inv_scale` when `UNSCALE`, is finite.
+#[inline(always)]
+pub(crate) fn all_finite<S, const N: usize, G: Element>(
+    s: S,
+    grads: &[G],
+    inv_scale: Option<f32>,
+) -> bool
+where
+    S: Simd<N>,
+{
+    match inv_scale {
+        None => finite_pass::<S, N, G, false>(s, grads, 1.0),
+        Some(x) => finite_pass::<S, N, G, true>(s, grads, x),
+    }
+}
+
+#[inline(always)]
+fn finite_pass<S, const N: usize, G: Element, const UNSCALE: bool>(
+    s: S,
+    grads: &[G],
+    inv_scale: f32,
+) -> bool
+where
+    S: Simd<N>,
+{
+    let scale = s.splat(inv_scale);
+    let max_finite = s.splat_u32(0x7f7f_ffff);
+    let magnitude = s.splat_u32(0x7fff_ffff);
+    let not_finite = |g: &[G; N]| {
+        let g = G::load(s, g);
+        let g = if UNSCALE { s.mul(g, scale) } else { g };
+        s.gt_i32(s.and(s.to_bits(g), magnitude), max_finite)
+    };
+    let (chunks, tail) = grads.as_chunks::<N>();
+    let mut bad = s.splat_u32(0);
+    // Blocks of 64 chunks between checks: an early exit without a branch per chunk.
+    for block in chunks.chunks(64) {
+        for g in block {
+            bad = s.or(bad, not_finite(g));
+        }
+        if s.any(bad) {
+            return false;
+        }
+    }
+    let mut g = [G::default(); N];
+    g[..tail.len()].copy_from_slice(tail);
+    !s.any(not_finite(&g))
 }

@@ -109,10 +109,11 @@ mod error;
 mod hyper;
 mod kernel;
 mod optimizer;
+mod options;
 pub mod reference;
 mod simd;
 
-pub use dispatch::{PAR_BLOCK, PAR_THRESHOLD, Path};
+pub use dispatch::{Outcome, PAR_BLOCK, PAR_THRESHOLD, Path};
 pub use element::{Dtype, Element};
 pub use error::{CheckpointError, Error};
 pub use half::{bf16, f16};
@@ -120,6 +121,7 @@ pub use hyper::Hyperparams;
 #[cfg(feature = "alloc")]
 pub use optimizer::Buffer;
 pub use optimizer::{Lion, MomentumStore, SliceMut, SliceRef, Tensor};
+pub use options::{Rounding, StepOptions, WeightDecay};
 
 /// One Lion step over `params` in place, with `grads`, updating `momentum` in place.
 ///
@@ -170,4 +172,88 @@ pub fn par_step<P: Element, G: Element, M: Element>(
     hp: &Hyperparams,
 ) -> Result<(), Error> {
     Path::detect().par_step(params, grads, momentum, hp)
+}
+
+/// One Lion step with per-call options: gradient unscaling, maximize, the weight-decay variant,
+/// stochastic rounding (see [`StepOptions`]). Bit-identical to [`reference::step_with`] with the
+/// same options; invalid options are an [`Error`], and nothing is written.
+///
+/// ```
+/// use lion_optim::{Hyperparams, StepOptions, WeightDecay};
+///
+/// let hp = Hyperparams { lr: 1e-3, weight_decay: 0.1, ..Hyperparams::default() };
+/// let opts = StepOptions {
+///     weight_decay: WeightDecay::FullyDecoupled { max_lr: 1e-2 },
+///     ..StepOptions::default()
+/// };
+/// let (mut p, mut m) = ([2.0f32], [0.0f32]);
+/// lion_optim::step_with(&mut p, &[0.0f32], &mut m, &hp, &opts)?;
+/// assert_eq!(p[0], 2.0 * (1.0f64 - 0.1 * 1e-3 / 1e-2) as f32); // decayed by 1%, not 0.01%
+/// # Ok::<(), lion_optim::Error>(())
+/// ```
+pub fn step_with<P: Element, G: Element, M: Element>(
+    params: &mut [P],
+    grads: &[G],
+    momentum: &mut [M],
+    hp: &Hyperparams,
+    options: &StepOptions,
+) -> Result<(), Error> {
+    Path::detect().step_with(params, grads, momentum, hp, options)
+}
+
+/// [`step_with`] with large slices split across rayon's thread pool; bit-identical to it, with
+/// stochastic rounding too.
+#[cfg(feature = "rayon")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
+pub fn par_step_with<P: Element, G: Element, M: Element>(
+    params: &mut [P],
+    grads: &[G],
+    momentum: &mut [M],
+    hp: &Hyperparams,
+    options: &StepOptions,
+) -> Result<(), Error> {
+    Path::detect().par_step_with(params, grads, momentum, hp, options)
+}
+
+/// Whether every gradient, as a step with `options` would use it (after
+/// [`grad_unscale`](StepOptions::grad_unscale)), is finite: one vectorized read-only pass.
+///
+/// A mixed-precision loop calls it on every gradient tensor before stepping any of them, and
+/// skips the whole step (and lowers its loss scale) if one is not finite.
+///
+/// ```
+/// use lion_optim::{StepOptions, bf16};
+///
+/// let opts = StepOptions::default();
+/// assert!(lion_optim::all_finite(&[1.0f32, -2.0, 3e38], &opts));
+/// assert!(!lion_optim::all_finite(&[bf16::ONE, bf16::NAN], &opts));
+/// let unscale = StepOptions { grad_unscale: Some(16.0), ..opts };
+/// assert!(!lion_optim::all_finite(&[3e38f32], &unscale)); // 3e38 * 16 overflows in f32
+/// ```
+pub fn all_finite<G: Element>(grads: &[G], options: &StepOptions) -> bool {
+    Path::detect().all_finite(grads, options)
+}
+
+/// [`step_with`], unless a gradient (after unscaling) is infinite or NaN: then nothing is
+/// written and [`Outcome::SkippedNonFinite`] is returned. Reads the gradients twice (a check,
+/// then the step); across many tensors, call [`all_finite`] on all of them first instead.
+///
+/// ```
+/// use lion_optim::{Hyperparams, Outcome, StepOptions};
+///
+/// let (mut p, mut m) = ([1.0f32; 2], [0.0f32; 2]);
+/// let opts = StepOptions::default();
+/// let hp = Hyperparams::default();
+/// assert_eq!(lion_optim::step_guarded(&mut p, &[1.0f32, 2.0], &mut m, &hp, &opts)?, Outcome::Applied);
+/// assert_eq!(lion_optim::step_guarded(&mut p, &[f32::NAN, 2.0], &mut m, &hp, &opts)?, Outcome::SkippedNonFinite);
+/// # Ok::<(), lion_optim::Error>(())
+/// ```
+pub fn step_guarded<P: Element, G: Element, M: Element>(
+    params: &mut [P],
+    grads: &[G],
+    momentum: &mut [M],
+    hp: &Hyperparams,
+    options: &StepOptions,
+) -> Result<Outcome, Error> {
+    Path::detect().step_guarded(params, grads, momentum, hp, options)
 }

@@ -6,7 +6,7 @@ use alloc::{vec, vec::Vec};
 use half::{bf16, f16};
 
 use crate::error::CheckpointError;
-use crate::{Dtype, Element, Error, Hyperparams, Path};
+use crate::{Dtype, Element, Error, Hyperparams, Outcome, Path, Rounding, StepOptions};
 
 /// A mutable slice whose element type is known at run time.
 ///
@@ -106,57 +106,66 @@ impl<'a> SliceMut<'a> {
     }
 }
 
-/// Runs `path.step` on runtime-typed slices: one generic call per dtype combination.
+/// Runs `path.step_with` on runtime-typed slices: one generic call per dtype combination.
 pub(crate) fn step_dyn(
     path: Path,
     params: SliceMut<'_>,
     grads: SliceRef<'_>,
     momentum: SliceMut<'_>,
     hp: &Hyperparams,
+    options: &StepOptions,
 ) -> Result<(), Error> {
+    type Args<'a> = (Path, &'a Hyperparams, &'a StepOptions);
     fn with_grads<P: Element>(
-        path: Path,
         p: &mut [P],
         g: SliceRef<'_>,
         m: SliceMut<'_>,
-        hp: &Hyperparams,
+        args: Args<'_>,
     ) -> Result<(), Error> {
         match g {
-            SliceRef::F32(g) => with_momentum(path, p, g, m, hp),
-            SliceRef::F16(g) => with_momentum(path, p, g, m, hp),
-            SliceRef::Bf16(g) => with_momentum(path, p, g, m, hp),
+            SliceRef::F32(g) => with_momentum(p, g, m, args),
+            SliceRef::F16(g) => with_momentum(p, g, m, args),
+            SliceRef::Bf16(g) => with_momentum(p, g, m, args),
         }
     }
     fn with_momentum<P: Element, G: Element>(
-        path: Path,
         p: &mut [P],
         g: &[G],
         m: SliceMut<'_>,
-        hp: &Hyperparams,
+        args: Args<'_>,
     ) -> Result<(), Error> {
         match m {
-            SliceMut::F32(m) => one(path, p, g, m, hp),
-            SliceMut::F16(m) => one(path, p, g, m, hp),
-            SliceMut::Bf16(m) => one(path, p, g, m, hp),
+            SliceMut::F32(m) => one(p, g, m, args),
+            SliceMut::F16(m) => one(p, g, m, args),
+            SliceMut::Bf16(m) => one(p, g, m, args),
         }
     }
     /// With `rayon`, large tensors are split across threads (bit-identical either way).
     fn one<P: Element, G: Element, M: Element>(
-        path: Path,
         p: &mut [P],
         g: &[G],
         m: &mut [M],
-        hp: &Hyperparams,
+        (path, hp, options): Args<'_>,
     ) -> Result<(), Error> {
         #[cfg(feature = "rayon")]
-        return path.par_step(p, g, m, hp);
+        return path.par_step_with(p, g, m, hp, options);
         #[cfg(not(feature = "rayon"))]
-        return path.step(p, g, m, hp);
+        return path.step_with(p, g, m, hp, options);
     }
+    let args = (path, hp, options);
     match params {
-        SliceMut::F32(p) => with_grads(path, p, grads, momentum, hp),
-        SliceMut::F16(p) => with_grads(path, p, grads, momentum, hp),
-        SliceMut::Bf16(p) => with_grads(path, p, grads, momentum, hp),
+        SliceMut::F32(p) => with_grads(p, grads, momentum, args),
+        SliceMut::F16(p) => with_grads(p, grads, momentum, args),
+        SliceMut::Bf16(p) => with_grads(p, grads, momentum, args),
+    }
+}
+
+/// `path.all_finite` on a runtime-typed slice.
+fn all_finite_dyn(path: Path, grads: SliceRef<'_>, options: &StepOptions) -> bool {
+    match grads {
+        SliceRef::F32(g) => path.all_finite(g, options),
+        SliceRef::F16(g) => path.all_finite(g, options),
+        SliceRef::Bf16(g) => path.all_finite(g, options),
     }
 }
 
@@ -335,7 +344,10 @@ impl Buffer {
 #[derive(Clone, Debug)]
 pub struct Lion<B> {
     hp: Hyperparams,
+    options: StepOptions,
+    skip_non_finite: bool,
     steps: u64,
+    skipped: u64,
     buffers: B,
 }
 
@@ -418,7 +430,10 @@ impl<B: MomentumStore> Lion<B> {
         hp.validate()?;
         Ok(Self {
             hp,
+            options: StepOptions::default(),
+            skip_non_finite: false,
             steps: 0,
+            skipped: 0,
             buffers,
         })
     }
@@ -446,6 +461,64 @@ impl<B: MomentumStore> Lion<B> {
     /// ```
     pub fn set_lr(&mut self, lr: f64) -> Result<(), Error> {
         self.set_hyperparams(Hyperparams { lr, ..self.hp })
+    }
+
+    /// The per-step options (see [`StepOptions`]).
+    pub fn options(&self) -> &StepOptions {
+        &self.options
+    }
+
+    /// Sets the options of the next steps if they are valid (otherwise nothing changes).
+    ///
+    /// [`step`](StepOptions::step) and [`offset`](StepOptions::offset) are managed by the
+    /// optimizer: each step uses its step count and offset 0, and stochastic rounding draws every
+    /// tensor's bits from its own stream (the seed mixed with the tensor's index).
+    ///
+    /// ```
+    /// use lion_optim::{Lion, Rounding, StepOptions};
+    ///
+    /// let mut opt = Lion::new(Default::default())?;
+    /// opt.set_options(StepOptions { rounding: Rounding::Stochastic { seed: 7 }, ..StepOptions::default() })?;
+    /// assert!(opt.set_options(StepOptions { grad_unscale: Some(-1.0), ..StepOptions::default() }).is_err());
+    /// assert_eq!(opt.options().rounding, Rounding::Stochastic { seed: 7 });
+    /// # Ok::<(), lion_optim::Error>(())
+    /// ```
+    pub fn set_options(&mut self, options: StepOptions) -> Result<(), Error> {
+        self.hp.constants_with(&options, 0)?;
+        self.options = options;
+        Ok(())
+    }
+
+    /// Sets the inverse loss scale of the next steps' gradients (`None`: no unscaling).
+    pub fn set_grad_unscale(&mut self, inv_scale: Option<f64>) -> Result<(), Error> {
+        self.set_options(StepOptions {
+            grad_unscale: inv_scale,
+            ..self.options
+        })
+    }
+
+    /// With `true`, [`step`](Self::step) first checks every gradient (after unscaling) and, if
+    /// one is infinite or NaN, skips the whole step without touching any state: it returns
+    /// [`Outcome::SkippedNonFinite`] and counts it in [`skipped_steps`](Self::skipped_steps).
+    ///
+    /// ```
+    /// use lion_optim::{Dtype, Lion, Outcome, Tensor};
+    ///
+    /// let mut opt = Lion::new(Default::default())?;
+    /// opt.add_tensor(2, Dtype::F32);
+    /// opt.set_skip_non_finite(true);
+    /// let mut w = [1.0f32; 2];
+    /// assert_eq!(opt.step(&mut [Tensor::new(&mut w, &[f32::NAN, 1.0])])?, Outcome::SkippedNonFinite);
+    /// assert_eq!((w, opt.steps(), opt.skipped_steps()), ([1.0; 2], 0, 1));
+    /// # Ok::<(), lion_optim::Error>(())
+    /// ```
+    pub fn set_skip_non_finite(&mut self, skip: bool) {
+        self.skip_non_finite = skip;
+    }
+
+    /// How many steps were skipped for non-finite gradients.
+    pub fn skipped_steps(&self) -> u64 {
+        self.skipped
     }
 
     /// How many steps have been taken.
@@ -476,13 +549,16 @@ impl<B: MomentumStore> Lion<B> {
             .ok_or(Error::NoSuchTensor { index, count })
     }
 
-    /// One Lion step over every tensor, `tensors[i]` paired with momentum buffer `i`.
+    /// One Lion step over every tensor, `tensors[i]` paired with momentum buffer `i`, with the
+    /// optimizer's [options](Self::set_options).
     ///
     /// Checks first that there is one tensor per buffer, that every tensor's parameters,
     /// gradient and momentum have the same length and that the hyperparameters are valid; on
-    /// error nothing is written and the step count does not change.
-    pub fn step(&mut self, tensors: &mut [Tensor<'_>]) -> Result<(), Error> {
-        self.hp.validate()?;
+    /// error nothing is written and the step count does not change. With
+    /// [`set_skip_non_finite`](Self::set_skip_non_finite), a step with a non-finite gradient is
+    /// skipped the same way.
+    pub fn step(&mut self, tensors: &mut [Tensor<'_>]) -> Result<Outcome, Error> {
+        self.hp.constants_with(&self.options, 0)?;
         let count = self.tensor_count();
         if tensors.len() != count {
             return Err(Error::TensorCount {
@@ -508,15 +584,32 @@ impl<B: MomentumStore> Lion<B> {
             }
         }
         let path = Path::detect();
+        if self.skip_non_finite
+            && !tensors
+                .iter()
+                .all(|t| all_finite_dyn(path, t.grads, &self.options))
+        {
+            self.skipped += 1;
+            return Ok(Outcome::SkippedNonFinite);
+        }
         for (index, t) in tensors.iter_mut().enumerate() {
             let m = self
                 .buffers
                 .momentum_mut(index)
                 .ok_or(Error::NoSuchTensor { index, count })?;
-            step_dyn(path, t.params.reborrow(), t.grads, m, &self.hp)?;
+            let mut options = StepOptions {
+                step: self.steps,
+                offset: 0,
+                ..self.options
+            };
+            if let Rounding::Stochastic { seed } = options.rounding {
+                let seed = seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                options.rounding = Rounding::Stochastic { seed };
+            }
+            step_dyn(path, t.params.reborrow(), t.grads, m, &self.hp, &options)?;
         }
         self.steps += 1;
-        Ok(())
+        Ok(Outcome::Applied)
     }
 
     /// The size in bytes of a checkpoint of this optimizer.
@@ -538,7 +631,8 @@ impl<B: MomentumStore> Lion<B> {
     /// returns the number of bytes written ([`state_len`](Self::state_len)).
     ///
     /// The format is little-endian on every platform: the magic `LIONOPT1`; `lr`, `beta1`,
-    /// `beta2`, `weight_decay` as f64; the step count and the tensor count as u64; per tensor its
+    /// `beta2`, `weight_decay` as f64; the step count, the skipped-step count and the tensor count
+    /// as u64; per tensor its
     /// length (u64) and dtype tag (u8: 0 f32, 1 f16, 2 bf16); then each tensor's elements.
     ///
     /// ```
@@ -571,6 +665,7 @@ impl<B: MomentumStore> Lion<B> {
             w.put(&x.to_le_bytes());
         }
         w.put(&self.steps.to_le_bytes());
+        w.put(&self.skipped.to_le_bytes());
         w.put(&(self.tensor_count() as u64).to_le_bytes());
         for m in self.slots() {
             w.put(&(m.len() as u64).to_le_bytes());
@@ -617,6 +712,7 @@ impl<B: MomentumStore> Lion<B> {
         };
         hp.validate().map_err(|_| CheckpointError::Hyperparams)?;
         let steps = r.u64()?;
+        let skipped = r.u64()?;
         let count = r.u64()?;
         let expected = self.tensor_count();
         if count != expected as u64 {
@@ -655,12 +751,13 @@ impl<B: MomentumStore> Lion<B> {
         }
         self.hp = hp;
         self.steps = steps;
+        self.skipped = skipped;
         Ok(())
     }
 }
 
 const MAGIC: &[u8; 8] = b"LIONOPT1";
-const HEADER: usize = 8 + 4 * 8 + 8 + 8;
+const HEADER: usize = 8 + 4 * 8 + 8 + 8 + 8;
 const TENSOR_HEADER: usize = 8 + 1;
 
 fn slice_bytes(s: SliceRef<'_>) -> usize {

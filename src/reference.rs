@@ -19,12 +19,14 @@
 //! ```
 //!
 //! f16 and bf16 inputs are widened to f32 exactly; results are rounded once to the storage type,
-//! to nearest with ties to even, by `half`'s own conversions.
+//! to nearest with ties to even, by `half`'s own conversions — or, with
+//! [`Rounding::Stochastic`](crate::Rounding), by [`Element::from_f32_stochastic`] with the bits of
+//! [`random_bits`].
 
 use crate::element::Element;
 use crate::error::check_lengths;
 use crate::hyper::Consts;
-use crate::{Error, Hyperparams};
+use crate::{Error, Hyperparams, Rounding, StepOptions};
 
 /// One Lion step, computed the plain scalar way. Same contract as [`crate::step`].
 ///
@@ -45,30 +47,121 @@ pub fn step<P: Element, G: Element, M: Element>(
     momentum: &mut [M],
     hp: &Hyperparams,
 ) -> Result<(), Error> {
-    let k = hp.constants()?;
+    step_with(params, grads, momentum, hp, &StepOptions::default())
+}
+
+/// One Lion step with per-call options, computed the plain scalar way. Same contract as
+/// [`crate::step_with`].
+///
+/// ```text
+/// for element i:
+///     g  = grad[i]                    (times f32(grad_unscale), if given)
+///     p1 = p * decay                  (decay per `options.weight_decay`)
+///     c  = m*b1 + g*omb1
+///     d  = sign(c), or sign(-c) to maximize
+///     p  = store(p1 - lr*d, low 16 bits of r)     r = random_bits(seed, step, offset + i)
+///     m  = store(m*b2 + g*omb2, high 16 bits of r)    (r only for stochastic rounding)
+/// ```
+///
+/// ```
+/// use lion_optim::{Hyperparams, StepOptions, reference};
+///
+/// let hp = Hyperparams { lr: 0.5, ..Hyperparams::default() };
+/// let (mut p, mut m) = ([1.0f32], [0.0f32]);
+/// let opts = StepOptions { maximize: true, ..StepOptions::default() };
+/// reference::step_with(&mut p, &[1.0f32], &mut m, &hp, &opts)?;
+/// assert_eq!(p, [1.5]);
+/// # Ok::<(), lion_optim::Error>(())
+/// ```
+pub fn step_with<P: Element, G: Element, M: Element>(
+    params: &mut [P],
+    grads: &[G],
+    momentum: &mut [M],
+    hp: &Hyperparams,
+    options: &StepOptions,
+) -> Result<(), Error> {
+    let k = hp.constants_with(options, params.len())?;
     check_lengths(params.len(), grads.len(), momentum.len())?;
-    lion(params, grads, momentum, &k);
+    lion(params, grads, momentum, &k, options);
     Ok(())
 }
 
-/// The element loop of [`step`], on validated input.
+/// The element loop of [`step_with`], on validated input.
 pub(crate) fn lion<P: Element, G: Element, M: Element>(
     params: &mut [P],
     grads: &[G],
     momentum: &mut [M],
     k: &Consts,
+    options: &StepOptions,
 ) {
-    for ((p, g), m) in params.iter_mut().zip(grads).zip(momentum.iter_mut()) {
-        let (param, grad, mom) = (p.to_f32_exact(), g.to_f32_exact(), m.to_f32_exact());
+    let elements = params.iter_mut().zip(grads).zip(momentum.iter_mut());
+    for (i, ((p, g), m)) in elements.enumerate() {
+        let (param, mom) = (p.to_f32_exact(), m.to_f32_exact());
+        let grad = match options.grad_unscale {
+            Some(_) => g.to_f32_exact() * k.inv_scale,
+            None => g.to_f32_exact(),
+        };
         let decayed = param * k.decay;
         let c = mom * k.beta1 + grad * k.one_minus_beta1;
-        let new_param = decayed - k.lr * sign(c);
+        let direction = if options.maximize { sign(-c) } else { sign(c) };
+        let new_param = decayed - k.lr * direction;
         let new_mom = mom * k.beta2 + grad * k.one_minus_beta2;
-        *p = P::from_f32_rounded(new_param);
-        *m = M::from_f32_rounded(new_mom);
+        match options.rounding {
+            Rounding::Nearest => {
+                *p = P::from_f32_rounded(new_param);
+                *m = M::from_f32_rounded(new_mom);
+            }
+            Rounding::Stochastic { seed } => {
+                let r = random_bits(seed, options.step, options.offset + i as u64);
+                *p = P::from_f32_stochastic(new_param, r as u16);
+                *m = M::from_f32_stochastic(new_mom, (r >> 16) as u16);
+            }
+        }
     }
 }
 
+/// The 32 random bits of element `index` in step `step` of stochastic rounding with `seed`:
+/// the low 16 bits round the parameter, the high 16 bits the momentum.
+///
+/// A counter-based generator: a pure function of its arguments, so results do not depend on
+/// the instruction set, the thread count or how a tensor is split. The per-element function is
+/// Chris Wellons' `lowbias32`, a bijective 32-bit integer hash with very low bias, applied to
+/// the low 32 bits of the index xored with a key mixed (by SplitMix64's finalizer) from the
+/// seed, the step and the index's high 32 bits.
+///
+/// ```
+/// use lion_optim::reference::random_bits;
+///
+/// assert_eq!(random_bits(1, 2, 3), random_bits(1, 2, 3));
+/// assert_ne!(random_bits(1, 2, 3), random_bits(1, 2, 4));
+/// assert_ne!(random_bits(1, 2, 3), random_bits(1, 3, 3));
+/// ```
+pub fn random_bits(seed: u64, step: u64, index: u64) -> u32 {
+    lowbias32(index as u32 ^ stream_key(seed, step, (index >> 32) as u32))
+}
+
+/// The per-call key of [`random_bits`] for elements whose index has the high 32 bits `high`.
+pub(crate) fn stream_key(seed: u64, step: u64, high: u32) -> u32 {
+    let k = mix64(seed ^ mix64(step ^ mix64(u64::from(high) ^ 0x9e37_79b9_7f4a_7c15)));
+    (k ^ (k >> 32)) as u32
+}
+
+/// SplitMix64's output function (Steele, Lea, Flood 2014).
+const fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// `lowbias32` (Chris Wellons, "Prospecting for Hash Functions", 2018).
+pub(crate) const fn lowbias32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^= x >> 16;
+    x
+}
 /// `torch.sign`: `1` if `x > 0`, `-1` if `x < 0`, and `+0` for `±0` **and for NaN**.
 ///
 /// ```

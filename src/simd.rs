@@ -40,6 +40,8 @@ pub trait Simd<const N: usize>: Copy {
     fn signed(self, x: Self::F32, c: Self::F32) -> Self::F32;
     /// Lane-wise mask (all ones / all zeros) of `x` is NaN.
     fn is_nan(self, x: Self::F32) -> Self::U32;
+    /// Lane-wise `x` truncated toward zero to an integer, for `0 <= x < 2^31`.
+    fn trunc_u32(self, x: Self::F32) -> Self::U32;
 
     /// The bits of each lane.
     fn to_bits(self, x: Self::F32) -> Self::U32;
@@ -51,6 +53,12 @@ pub trait Simd<const N: usize>: Copy {
     fn add_u32(self, a: Self::U32, b: Self::U32) -> Self::U32;
     /// Lane-wise wrapping `a - b`.
     fn sub_u32(self, a: Self::U32, b: Self::U32) -> Self::U32;
+    /// Lane-wise wrapping `a * b` (the low 32 bits of the product).
+    fn mul_u32(self, a: Self::U32, b: Self::U32) -> Self::U32;
+    /// Lane `i` holds `i`.
+    fn lane_indices(self) -> Self::U32;
+    /// Whether any lane of a mask is set.
+    fn any(self, mask: Self::U32) -> bool;
     /// Lane-wise `a & b`.
     fn and(self, a: Self::U32, b: Self::U32) -> Self::U32;
     /// Lane-wise `!mask & a`.
@@ -79,16 +87,35 @@ pub trait Simd<const N: usize>: Copy {
     /// Stores each lane as a u16; every lane holds a value `<= 0xffff`.
     fn store_u16(self, v: Self::U32, dst: &mut [u16; N]);
 
+    /// Loads `N` u16 into the **upper** halves of the lanes (the lower halves are zero).
+    #[inline(always)]
+    fn load_u16_upper(self, src: &[u16; N]) -> Self::U32 {
+        self.shl::<16>(self.load_u16(src))
+    }
+    /// Stores the **upper** halves of the lanes as `N` u16.
+    #[inline(always)]
+    fn store_u16_upper(self, v: Self::U32, dst: &mut [u16; N]) {
+        self.store_u16(self.shr::<16>(v), dst)
+    }
+
     /// Loads `N` bf16 (as bits), widened exactly (see the module docs on signalling NaNs).
     #[inline(always)]
     fn load_bf16(self, src: &[u16; N]) -> Self::F32 {
-        self.bits_to_f32(self.shl::<16>(self.load_u16(src)))
+        self.bits_to_f32(self.load_u16_upper(src))
     }
     /// Rounds to bf16 as `half::bf16::from_f32` does and stores the bits.
     #[inline(always)]
     fn store_bf16(self, v: Self::F32, dst: &mut [u16; N]) {
-        let rounded = bf16_round(self, v);
-        self.store_u16(self.shr::<16>(rounded), dst)
+        self.store_u16_upper(bf16_round(self, v), dst)
+    }
+    /// Rounds to bf16 as `bf16::from_f32_stochastic` does with the random bits in the low 16
+    /// bits of each lane of `random`, and stores the bits.
+    #[inline(always)]
+    fn store_bf16_stochastic(self, v: Self::F32, random: Self::U32, dst: &mut [u16; N]) {
+        // A NaN gets no increment (it could carry into the sign); an infinity's dropped bits are
+        // zero, so it stays infinite.
+        let increment = self.andnot(self.is_nan(v), self.and(random, self.splat_u32(0xffff)));
+        self.store_u16_upper(self.add_u32(self.to_bits(v), increment), dst)
     }
     /// Loads `N` f16 (as bits), widened exactly (see the module docs on signalling NaNs).
     #[inline(always)]
@@ -96,12 +123,59 @@ pub trait Simd<const N: usize>: Copy {
         let u = self.load_u16(src);
         f16_to_f32(self, u)
     }
+    /// f16 bits (in the low 16 bits of each lane) of `v` rounded as `half::f16::from_f32`.
+    #[inline(always)]
+    fn f16_bits(self, v: Self::F32) -> Self::U32 {
+        f32_to_f16_bits(self, v)
+    }
     /// Rounds to f16 as `half::f16::from_f32` does and stores the bits.
     #[inline(always)]
     fn store_f16(self, v: Self::F32, dst: &mut [u16; N]) {
-        let h = f32_to_f16_bits(self, v);
-        self.store_u16(h, dst)
+        self.store_u16(self.f16_bits(v), dst)
     }
+    /// Rounds to f16 as `f16::from_f32_stochastic` does with the random bits in the low 16 bits
+    /// of each lane of `random`, and stores the bits.
+    #[inline(always)]
+    fn store_f16_stochastic(self, v: Self::F32, random: Self::U32, dst: &mut [u16; N]) {
+        self.store_u16(f16_stochastic(self, v, random), dst)
+    }
+}
+
+/// f16 bits of `v` rounded stochastically, exactly as `f16::from_f32_stochastic`.
+#[inline(always)]
+pub(crate) fn f16_stochastic<S: Simd<N>, const N: usize>(
+    s: S,
+    v: S::F32,
+    random: S::U32,
+) -> S::U32 {
+    let u = |x| s.splat_u32(x);
+    let x = s.to_bits(v);
+    let abs = s.and(x, u(0x7fff_ffff));
+    let sign = s.and(s.shr::<16>(x), u(0x8000));
+    let random = s.and(random, u(0xffff));
+    // Normal range: add the top 13 random bits to the 13 dropped ones, drop them, and convert
+    // exactly (or overflow to infinity). Infinities and NaNs are converted as they are (dropping
+    // a NaN's low payload bits could leave an infinity).
+    let inf_nan = s.gt_i32(abs, u(0x7f7f_ffff));
+    let truncated = s.andnot(u(0x1fff), s.add_u32(abs, s.shr::<3>(random)));
+    let normal = s.f16_bits(s.bits_to_f32(s.select(inf_nan, abs, truncated)));
+    // Subnormal range: count steps of 2^-24 with 16 fractional bits.
+    let fixed = s.trunc_u32(s.mul(s.bits_to_f32(abs), s.splat((1u64 << 40) as f32)));
+    let subnormal = s.shr::<16>(s.add_u32(fixed, random));
+    let tiny = s.gt_i32(u(113 << 23), abs);
+    s.or(s.select(tiny, subnormal, normal), sign)
+}
+
+/// The random bits of stochastic rounding for the lanes with indices `index` (the low 32 bits of
+/// the element indices) under `key`: `lowbias32(index ^ key)`, as `reference::random_bits`.
+#[inline(always)]
+pub(crate) fn random_bits<S: Simd<N>, const N: usize>(s: S, key: S::U32, index: S::U32) -> S::U32 {
+    let mut x = s.xor(index, key);
+    x = s.xor(x, s.shr::<16>(x));
+    x = s.mul_u32(x, s.splat_u32(0x7feb_352d));
+    x = s.xor(x, s.shr::<15>(x));
+    x = s.mul_u32(x, s.splat_u32(0x846c_a68b));
+    s.xor(x, s.shr::<16>(x))
 }
 
 /// Rounds f32 lanes to bf16 precision, to nearest with ties to even, as `half`: the bf16 bits
@@ -319,6 +393,37 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// The stochastic stores equal `from_f32_stochastic` on every input (bf16: but signalling
+    /// NaNs), with varied random bits, including the values that decide the result.
+    pub(crate) fn stochastic_matches_spec<S: Simd<N>, const N: usize>(s: S, inputs: &[u32]) {
+        use crate::Element;
+        let randoms = random_inputs(inputs.len(), 0x5eed);
+        let special = [0u32, 1, 0x1fff, 0x2000, 0x7fff, 0x8000, 0xe000, 0xffff];
+        for (round, r_of) in [0, 1].into_iter().enumerate() {
+            chunked::<u32, N>(inputs, |c, at| {
+                let v = s.load_f32(&c.map(f32::from_bits));
+                let r: [u32; N] = core::array::from_fn(|i| match r_of {
+                    0 => randoms[(at + i) % randoms.len()] >> 16,
+                    _ => special[(at + i + round) % special.len()],
+                });
+                // The random bits as u32 lanes (a float load moves bits unchanged).
+                let rv = s.to_bits(s.load_f32(&r.map(f32::from_bits)));
+                let (mut h, mut b) = ([0u16; N], [0u16; N]);
+                s.store_f16_stochastic(v, rv, &mut h);
+                s.store_bf16_stochastic(v, rv, &mut b);
+                for i in 0..N {
+                    let (x, ri) = (f32::from_bits(c[i]), r[i] as u16);
+                    let want = f16::from_f32_stochastic(x, ri).to_bits();
+                    assert_eq!(h[i], want, "f16 stochastic of {:#x} with {ri:#x}", c[i]);
+                    let want = bf16::from_f32_stochastic(x, ri).to_bits();
+                    if !f32_is_snan(c[i]) {
+                        assert_eq!(b[i], want, "bf16 stochastic of {:#x} with {ri:#x}", c[i]);
+                    }
+                }
+            });
+        }
+    }
+
     /// All of the above for one instruction set.
     /// (Under Miri, which interprets every instruction, on a sample.)
     pub(crate) fn conversions<S: Simd<N>, const N: usize>(s: S) {
@@ -327,11 +432,14 @@ pub(crate) mod tests {
             inputs.retain(|x| x % 97 == 0);
             narrow_matches_half(s, &inputs);
             narrow_matches_half(s, &random_inputs(4096, 0x9e37_79b9_7f4a_7c15));
+            stochastic_matches_spec(s, &inputs);
             return;
         }
         widen_all(s);
         narrow_matches_half(s, &boundary_inputs());
         narrow_matches_half(s, &random_inputs(1 << 22, 0x9e37_79b9_7f4a_7c15));
+        stochastic_matches_spec(s, &boundary_inputs());
+        stochastic_matches_spec(s, &random_inputs(1 << 20, 0x0123_4567_89ab_cdef));
     }
 
     /// Every f32 bit pattern, narrowed to f16 and bf16 by `check` (a function compiled for the

@@ -3,12 +3,14 @@
 mod common;
 
 use common::*;
-use lion_optim::{Element, Hyperparams, Path, bf16, f16, reference};
+use lion_optim::{
+    Element, Hyperparams, Path, Rounding, StepOptions, WeightDecay, bf16, f16, reference,
+};
 use proptest::prelude::*;
 
 #[test]
 fn every_path_matches_the_reference_on_the_harness() {
-    for path in available_paths() {
+    for path in paths_under_test() {
         eprintln!("harness: path {path}");
         for (i, combo) in all_combos!(check_combo).iter().enumerate() {
             combo(path, 0x5eed + i as u64);
@@ -56,6 +58,47 @@ fn any_hyperparams() -> impl Strategy<Value = Hyperparams> {
     })
 }
 
+/// Any valid options: each feature on or off, stochastic rounding at any step and offset
+/// (offsets near a multiple of 2^32 included).
+fn any_options() -> impl Strategy<Value = StepOptions> {
+    let unscale = prop_oneof![
+        Just(None),
+        (-20i32..20).prop_map(|e| Some(2f64.powi(e))),
+        (0.001f64..100.0).prop_map(Some)
+    ];
+    let decay = prop_oneof![
+        Just(WeightDecay::Paper),
+        (1e-4f64..1.0).prop_map(|max_lr| WeightDecay::FullyDecoupled { max_lr })
+    ];
+    let rounding = prop_oneof![
+        Just(Rounding::Nearest),
+        any::<u64>().prop_map(|seed| Rounding::Stochastic { seed })
+    ];
+    let offset = prop_oneof![
+        0u64..1000,
+        ((1u64 << 32) - 300..(1u64 << 32) + 10),
+        any::<u64>().prop_map(|x| x >> 2)
+    ];
+    (
+        any::<bool>(),
+        unscale,
+        decay,
+        rounding,
+        any::<u64>(),
+        offset,
+    )
+        .prop_map(
+            |(maximize, grad_unscale, weight_decay, rounding, step, offset)| StepOptions {
+                maximize,
+                grad_unscale,
+                weight_decay,
+                rounding,
+                step,
+                offset,
+            },
+        )
+}
+
 /// A buffer of raw bits for a type of `width` bytes: random bit patterns and special values.
 fn bits_vec(len: usize) -> impl Strategy<Value = Vec<u32>> {
     let special = prop::sample::select(special_f32()).prop_map(f32::to_bits);
@@ -81,6 +124,7 @@ fn from_bits<T: Element>(b: &[u32]) -> Vec<T> {
 fn prop_combo<P: Element, G: Element, M: Element>(
     path: Path,
     hp: &Hyperparams,
+    opts: &StepOptions,
     p: &[u32],
     g: &[u32],
     m: &[u32],
@@ -90,9 +134,15 @@ fn prop_combo<P: Element, G: Element, M: Element>(
     plant_cancellations(&g, &mut m, hp, &mut Rng(p.len() as u64 + 1));
     let r = offset.min(p.len())..p.len();
     let (mut p1, mut m1, mut p2, mut m2) = (p.clone(), m.clone(), p, m);
-    path.step(&mut p1[r.clone()], &g[r.clone()], &mut m1[r.clone()], hp)
-        .unwrap();
-    reference::step(&mut p2[r.clone()], &g[r.clone()], &mut m2[r], hp).unwrap();
+    path.step_with(
+        &mut p1[r.clone()],
+        &g[r.clone()],
+        &mut m1[r.clone()],
+        hp,
+        opts,
+    )
+    .unwrap();
+    reference::step_with(&mut p2[r.clone()], &g[r.clone()], &mut m2[r], hp, opts).unwrap();
     for i in 0..p1.len() {
         prop_assert!(same(p1[i], p2[i]), "param {i}: {:?} vs {:?}", p1[i], p2[i]);
         prop_assert!(
@@ -111,18 +161,19 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
-    /// Random valid hyperparameters, any of the 27 dtype combinations, random lengths and
-    /// offsets, random values: every available path equals the reference.
+    /// Random valid hyperparameters and options, any of the 27 dtype combinations, random
+    /// lengths and offsets, random values: every available path equals the reference.
     #[test]
     fn all_combos_random_hyperparams(
         combo in 0usize..27,
         hp in any_hyperparams(),
+        opts in any_options(),
         data in (0usize..300).prop_flat_map(|n| (bits_vec(n), bits_vec(n), bits_vec(n))),
         offset in 0usize..9,
     ) {
         let (p, g, m) = &data;
-        for path in Path::ALL.iter().copied().filter(|p| p.is_available()) {
-            all_combos!(prop_combo)[combo](path, &hp, p, g, m, offset)?;
+        for path in paths_under_test() {
+            all_combos!(prop_combo)[combo](path, &hp, &opts, p, g, m, offset)?;
         }
     }
 }

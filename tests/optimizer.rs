@@ -212,10 +212,11 @@ fn checkpoint_round_trip_resumes_bit_for_bit() {
     let (mut opt, mut a, mut b) = trained();
     let ckpt = opt.state_to_vec();
     assert_eq!(&ckpt[..8], b"LIONOPT1");
-    assert_eq!(ckpt.len(), 8 + 32 + 16 + 2 * 9 + 50 * 2 + 9 * 2);
+    assert_eq!(ckpt.len(), 8 + 32 + 24 + 2 * 9 + 50 * 2 + 9 * 2);
     assert_eq!(ckpt[8..16], 1e-2f64.to_le_bytes());
     assert_eq!(ckpt[40..48], 3u64.to_le_bytes()); // steps
-    assert_eq!(ckpt[48..56], 2u64.to_le_bytes()); // tensors
+    assert_eq!(ckpt[48..56], 0u64.to_le_bytes()); // skipped steps
+    assert_eq!(ckpt[56..64], 2u64.to_le_bytes()); // tensors
 
     let (mut a2, mut b2) = (a.clone(), b.clone());
     let mut resumed = Lion::new(Hyperparams::default()).unwrap();
@@ -265,7 +266,7 @@ fn bad_checkpoints_are_refused_and_change_nothing() {
     bad_beta[16..24].copy_from_slice(&f64::NAN.to_le_bytes());
     cases.push((bad_beta, CheckpointError::Hyperparams));
     let mut bad_count = good.clone();
-    bad_count[48..56].copy_from_slice(&3u64.to_le_bytes());
+    bad_count[56..64].copy_from_slice(&3u64.to_le_bytes());
     cases.push((
         bad_count,
         CheckpointError::TensorCount {
@@ -274,13 +275,13 @@ fn bad_checkpoints_are_refused_and_change_nothing() {
         },
     ));
     let mut bad_len = good.clone();
-    bad_len[56..64].copy_from_slice(&49u64.to_le_bytes());
+    bad_len[64..72].copy_from_slice(&49u64.to_le_bytes());
     cases.push((bad_len, CheckpointError::TensorShape { index: 0 }));
     let mut bad_dtype = good.clone();
-    bad_dtype[56 + 9 + 8] = 0; // tensor 1 claims f32
+    bad_dtype[64 + 9 + 8] = 0; // tensor 1 claims f32
     cases.push((bad_dtype, CheckpointError::TensorShape { index: 1 }));
     let mut bad_tag = good.clone();
-    bad_tag[56 + 8] = 7;
+    bad_tag[64 + 8] = 7;
     cases.push((bad_tag, CheckpointError::UnknownDtype(7)));
 
     for (bytes, want) in cases {

@@ -55,3 +55,39 @@ fn par_step_validates_before_writing() {
     assert!(lion_optim::par_step(&mut p, &g, &mut m, &Hyperparams::default()).is_err());
     assert!(p.iter().all(|&x| x == 1.0) && m.iter().all(|&x| x == 0.0));
 }
+
+#[test]
+fn par_step_with_stochastic_rounding_is_bit_identical_to_step_with() {
+    use lion_optim::{Rounding, StepOptions, bf16};
+    let n = 2 * PAR_THRESHOLD + 77;
+    let hp = Hyperparams {
+        lr: 1e-3,
+        weight_decay: 0.1,
+        ..Hyperparams::default()
+    };
+    let mut rng = Rng(4);
+    let p0: Vec<bf16> = (0..n).map(|_| bf16::from_f32(rng.uniform())).collect();
+    let g: Vec<f32> = (0..n).map(|_| rng.uniform() - 0.5).collect();
+    for offset in [0, (1u64 << 32) - (PAR_BLOCK as u64) - 3] {
+        let opts = StepOptions {
+            rounding: Rounding::Stochastic { seed: 6 },
+            step: 9,
+            offset,
+            grad_unscale: Some(0.5),
+            ..StepOptions::default()
+        };
+        for path in common::paths_under_test() {
+            let (mut p1, mut m1, mut p2, mut m2) = (
+                p0.clone(),
+                vec![bf16::ZERO; n],
+                p0.clone(),
+                vec![bf16::ZERO; n],
+            );
+            path.par_step_with(&mut p1, &g, &mut m1, &hp, &opts)
+                .unwrap();
+            path.step_with(&mut p2, &g, &mut m2, &hp, &opts).unwrap();
+            assert_same(&p1, &p2, &|| format!("{path}, offset {offset}"));
+            assert_same(&m1, &m2, &|| format!("{path}, offset {offset}"));
+        }
+    }
+}

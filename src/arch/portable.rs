@@ -66,6 +66,10 @@ impl Simd<8> for Portable {
     fn is_nan(self, x: f32x8) -> u32x8 {
         bytemuck::must_cast(x.is_nan())
     }
+    #[inline(always)]
+    fn trunc_u32(self, x: f32x8) -> u32x8 {
+        bytemuck::must_cast(x.fast_trunc_int())
+    }
 
     #[inline(always)]
     fn to_bits(self, x: f32x8) -> u32x8 {
@@ -86,6 +90,18 @@ impl Simd<8> for Portable {
     #[inline(always)]
     fn sub_u32(self, a: u32x8, b: u32x8) -> u32x8 {
         a - b
+    }
+    #[inline(always)]
+    fn mul_u32(self, a: u32x8, b: u32x8) -> u32x8 {
+        a * b
+    }
+    #[inline(always)]
+    fn lane_indices(self) -> u32x8 {
+        u32x8::new([0, 1, 2, 3, 4, 5, 6, 7])
+    }
+    #[inline(always)]
+    fn any(self, mask: u32x8) -> bool {
+        mask.any()
     }
     #[inline(always)]
     fn and(self, a: u32x8, b: u32x8) -> u32x8 {

@@ -15,8 +15,8 @@ use core::sync::atomic::{AtomicU8, Ordering};
 
 use crate::element::Element;
 use crate::hyper::Consts;
-use crate::kernel;
-use crate::simd::{Simd, bf16_round};
+use crate::simd::Simd;
+use crate::{StepOptions, kernel};
 
 /// Proof that AVX2 and F16C are available (see the module docs).
 #[derive(Clone, Copy, Debug)]
@@ -87,7 +87,7 @@ fn xgetbv0() -> u64 {
     unsafe { _xgetbv(0) }
 }
 
-/// One Lion step on AVX2 (the caller has checked the lengths).
+/// One Lion step on AVX2 (see `kernel::lion`; the caller has checked the lengths).
 #[inline]
 pub(crate) fn lion<P: Element, G: Element, M: Element>(
     token: Avx2,
@@ -95,9 +95,11 @@ pub(crate) fn lion<P: Element, G: Element, M: Element>(
     grads: &[G],
     momentum: &mut [M],
     k: &Consts,
+    options: &StepOptions,
+    key: u32,
 ) {
     // SAFETY: the token exists, so AVX2 and F16C (the entry's target features) are available.
-    unsafe { lion_entry(token, params, grads, momentum, k) }
+    unsafe { lion_entry(token, params, grads, momentum, k, options, key) }
 }
 
 /// The whole slice loop is compiled with AVX2 and F16C enabled, so every helper inlines into it
@@ -109,8 +111,21 @@ fn lion_entry<P: Element, G: Element, M: Element>(
     grads: &[G],
     momentum: &mut [M],
     k: &Consts,
+    options: &StepOptions,
+    key: u32,
 ) {
-    kernel::lion(token, params, grads, momentum, k);
+    kernel::lion(token, params, grads, momentum, k, options, key);
+}
+
+/// Whether every gradient (times `inv_scale`) is finite, on AVX2.
+#[inline]
+pub(crate) fn all_finite<G: Element>(token: Avx2, grads: &[G], inv_scale: Option<f32>) -> bool {
+    #[target_feature(enable = "avx2,f16c")]
+    fn entry<G: Element>(token: Avx2, grads: &[G], inv_scale: Option<f32>) -> bool {
+        kernel::all_finite(token, grads, inv_scale)
+    }
+    // SAFETY: the token exists, so AVX2 and F16C (the entry's target features) are available.
+    unsafe { entry(token, grads, inv_scale) }
 }
 
 // Every method below: SAFETY: `self` is an `Avx2` token, which exists only when AVX2 and F16C
@@ -152,6 +167,11 @@ impl Simd<8> for Avx2 {
         }
     }
     #[inline(always)]
+    fn trunc_u32(self, x: __m256) -> __m256i {
+        // SAFETY: see the impl comment (AVX2 available).
+        unsafe { _mm256_cvttps_epi32(x) }
+    }
+    #[inline(always)]
     fn is_nan(self, x: __m256) -> __m256i {
         // SAFETY: see the impl comment (AVX2 available).
         unsafe { _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(x, x)) }
@@ -181,6 +201,21 @@ impl Simd<8> for Avx2 {
     fn sub_u32(self, a: __m256i, b: __m256i) -> __m256i {
         // SAFETY: see the impl comment (AVX2 available).
         unsafe { _mm256_sub_epi32(a, b) }
+    }
+    #[inline(always)]
+    fn mul_u32(self, a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: see the impl comment (AVX2 available).
+        unsafe { _mm256_mullo_epi32(a, b) }
+    }
+    #[inline(always)]
+    fn lane_indices(self) -> __m256i {
+        // SAFETY: see the impl comment (AVX2 available).
+        unsafe { _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7) }
+    }
+    #[inline(always)]
+    fn any(self, mask: __m256i) -> bool {
+        // SAFETY: see the impl comment (AVX2 available).
+        unsafe { _mm256_movemask_epi8(mask) != 0 }
     }
     #[inline(always)]
     fn and(self, a: __m256i, b: __m256i) -> __m256i {
@@ -257,11 +292,10 @@ impl Simd<8> for Avx2 {
         }
     }
 
-    /// bf16 bits are the upper half of f32 bits: one byte shuffle of a 128-bit load broadcast
-    /// to both lanes puts elements 0-3 (lane 0) and 4-7 (lane 1) into the upper halves, zeroing
-    /// the lower ones.
+    /// One byte shuffle of a 128-bit load broadcast to both lanes puts elements 0-3 (lane 0)
+    /// and 4-7 (lane 1) into the upper halves, zeroing the lower ones (bf16 loads use this).
     #[inline(always)]
-    fn load_bf16(self, src: &[u16; 8]) -> __m256 {
+    fn load_u16_upper(self, src: &[u16; 8]) -> __m256i {
         // SAFETY: see the impl comment (AVX2 available; `src` is 16 readable bytes).
         unsafe {
             let both = _mm256_broadcastsi128_si256(_mm_loadu_si128(src.as_ptr().cast()));
@@ -270,14 +304,13 @@ impl Simd<8> for Avx2 {
                 z, z, 0, 1, z, z, 2, 3, z, z, 4, 5, z, z, 6, 7, //
                 z, z, 8, 9, z, z, 10, 11, z, z, 12, 13, z, z, 14, 15,
             );
-            _mm256_castsi256_ps(_mm256_shuffle_epi8(both, spread))
+            _mm256_shuffle_epi8(both, spread)
         }
     }
-    /// Rounds with the shared `bf16_round`, then gathers the upper halves of the lanes with one
-    /// byte shuffle per 128-bit lane and one cross-lane permute.
+    /// Gathers the upper halves with one byte shuffle per 128-bit lane and one cross-lane
+    /// permute (bf16 stores use this).
     #[inline(always)]
-    fn store_bf16(self, v: __m256, dst: &mut [u16; 8]) {
-        let rounded = bf16_round(self, v);
+    fn store_u16_upper(self, v: __m256i, dst: &mut [u16; 8]) {
         // SAFETY: see the impl comment (AVX2 available; `dst` is 16 writable bytes).
         unsafe {
             let z = -1;
@@ -285,7 +318,7 @@ impl Simd<8> for Avx2 {
                 2, 3, 6, 7, 10, 11, 14, 15, z, z, z, z, z, z, z, z, //
                 2, 3, 6, 7, 10, 11, 14, 15, z, z, z, z, z, z, z, z,
             );
-            let gathered = _mm256_shuffle_epi8(rounded, upper);
+            let gathered = _mm256_shuffle_epi8(v, upper);
             let packed = _mm256_permute4x64_epi64::<0b00_00_10_00>(gathered);
             _mm_storeu_si128(dst.as_mut_ptr().cast(), _mm256_castsi256_si128(packed))
         }
@@ -296,6 +329,12 @@ impl Simd<8> for Avx2 {
     fn load_f16(self, src: &[u16; 8]) -> __m256 {
         // SAFETY: see the impl comment (F16C available; `src` is 16 readable bytes).
         unsafe { _mm256_cvtph_ps(_mm_loadu_si128(src.as_ptr().cast())) }
+    }
+    /// F16C (for stochastic rounding's normal range): round to nearest even.
+    #[inline(always)]
+    fn f16_bits(self, v: __m256) -> __m256i {
+        // SAFETY: see the impl comment (F16C available).
+        unsafe { _mm256_cvtepu16_epi32(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v)) }
     }
     /// F16C: round to nearest even by the instruction's immediate (whatever MXCSR says).
     #[inline(always)]

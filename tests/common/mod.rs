@@ -2,7 +2,7 @@
 //! matters, misaligned sub-slices and special values, and compares results bit for bit.
 #![allow(dead_code)]
 
-use lion_optim::{Element, Hyperparams, Path, reference};
+use lion_optim::{Element, Hyperparams, Path, Rounding, StepOptions, WeightDecay, reference};
 
 /// Largest lane count any path uses (AVX-512 would be 16; unrolled loops up to 64).
 pub const MAX_LANES: usize = 64;
@@ -202,11 +202,41 @@ pub fn plant_cancellations<G: Element, M: Element>(
     }
 }
 
+/// Option sets the harness runs: the plain step; maximize with gradient unscaling; stochastic
+/// rounding; and everything at once with the fully decoupled decay, at element indices that cross
+/// a multiple of 2^32 (where the random stream's key changes).
+pub fn option_sets() -> Vec<StepOptions> {
+    let d = StepOptions::default();
+    vec![
+        d,
+        StepOptions {
+            maximize: true,
+            grad_unscale: Some(1.0 / 1024.0),
+            ..d
+        },
+        StepOptions {
+            rounding: Rounding::Stochastic { seed: 1 },
+            step: 3,
+            offset: 5,
+            ..d
+        },
+        StepOptions {
+            maximize: true,
+            grad_unscale: Some(3.0),
+            weight_decay: WeightDecay::FullyDecoupled { max_lr: 0.75 },
+            rounding: Rounding::Stochastic { seed: u64::MAX },
+            step: 1 << 40,
+            offset: (1 << 32) - 37,
+        },
+    ]
+}
+
 /// Runs `path` and the reference on the same inputs (`len` elements at element offset `offset`
 /// of padded buffers) and asserts identical outputs, padding included.
 pub fn run_case<P: Element, G: Element, M: Element>(
     path: Path,
     hp: &Hyperparams,
+    opts: &StepOptions,
     len: usize,
     offset: usize,
     rng: &mut Rng,
@@ -220,19 +250,27 @@ pub fn run_case<P: Element, G: Element, M: Element>(
     let r = offset..offset + len;
 
     let (mut p_got, mut m_got) = (p.clone(), m.clone());
-    path.step(
+    path.step_with(
         &mut p_got[r.clone()],
         &g[r.clone()],
         &mut m_got[r.clone()],
         hp,
+        opts,
     )
     .unwrap_or_else(|e| panic!("{path} failed: {e}"));
     let (mut p_want, mut m_want) = (p.clone(), m.clone());
-    reference::step(&mut p_want[r.clone()], &g[r.clone()], &mut m_want[r], hp).unwrap();
+    reference::step_with(
+        &mut p_want[r.clone()],
+        &g[r.clone()],
+        &mut m_want[r],
+        hp,
+        opts,
+    )
+    .unwrap();
 
     let ctx = || {
         format!(
-            "path {path}, P={:?} G={:?} M={:?}, len {len}, offset {offset}, {hp:?}",
+            "path {path}, P={:?} G={:?} M={:?}, len {len}, offset {offset}, {hp:?}, {opts:?}",
             P::DTYPE,
             G::DTYPE,
             M::DTYPE
@@ -242,17 +280,33 @@ pub fn run_case<P: Element, G: Element, M: Element>(
     assert_same(&m_got, &m_want, &|| format!("momentum, {}", ctx()));
 }
 
-/// The whole harness for one dtype combination.
+/// The whole harness for one dtype combination: every length with the plain step, and the
+/// lengths up to three chunks of the widest path (plus one long one) with every option set.
 pub fn check_combo<P: Element, G: Element, M: Element>(path: Path, seed: u64) {
     let specials = special_f32();
     let mut rng = Rng(seed | 1);
-    for hp in hyperparams() {
-        for len in lengths() {
-            for offset in [0, 1, 3].into_iter().take(if cfg!(miri) { 2 } else { 3 }) {
-                run_case::<P, G, M>(path, &hp, len, offset, &mut rng, &specials);
+    for (i, opts) in option_sets().iter().enumerate() {
+        let lengths = lengths();
+        let lengths = match i {
+            0 => &lengths[..],
+            _ => &lengths[..lengths.len().min(3 * MAX_LANES + 5)],
+        };
+        for hp in hyperparams() {
+            for &len in lengths {
+                for offset in [0, 1, 3].into_iter().take(if cfg!(miri) { 2 } else { 3 }) {
+                    run_case::<P, G, M>(path, &hp, opts, len, offset, &mut rng, &specials);
+                }
             }
         }
     }
+}
+
+/// The paths worth comparing with the reference (all available ones but the reference itself).
+pub fn paths_under_test() -> Vec<Path> {
+    available_paths()
+        .into_iter()
+        .filter(|p| *p != Path::Scalar)
+        .collect()
 }
 
 /// The 27 instantiations `$f::<P, G, M>` for P, G, M each of f32, f16, bf16, as an array of

@@ -1,0 +1,137 @@
+//! Per-call options of a step: mixed-precision features that run inside the same single pass.
+
+use crate::Error;
+
+/// Per-call options of a Lion step ([`step_with`](crate::step_with), [`Path::step_with`],
+/// [`reference::step_with`](crate::reference::step_with)). The default is the plain step.
+///
+/// Every option runs inside the one fused pass, and every path stays bit-identical to the
+/// reference with the same options.
+///
+/// ```
+/// use lion_optim::{Hyperparams, Rounding, StepOptions, bf16};
+///
+/// let opts = StepOptions {
+///     grad_unscale: Some(1.0 / 1024.0),                       // AMP: grads were scaled by 1024
+///     rounding: Rounding::Stochastic { seed: 42 },            // unbiased bf16 stores
+///     step: 7,                                                 // keys the random bits
+///     ..StepOptions::default()
+/// };
+/// let mut params = vec![bf16::from_f32(300.0); 64];
+/// let grads = vec![1024.0f32; 64];
+/// let mut momentum = vec![0.0f32; 64];
+/// let hp = Hyperparams { lr: 0.25, ..Hyperparams::default() };
+/// lion_optim::step_with(&mut params, &grads, &mut momentum, &hp, &opts)?;
+/// // 300 - 0.25 lies between the bf16 neighbours 298 and 300: round-to-nearest would always
+/// // give 300 (the update would vanish); stochastic rounding gives 298 one time in eight.
+/// assert!(params.iter().all(|p| *p == bf16::from_f32(300.0) || *p == bf16::from_f32(298.0)));
+/// assert!(params.iter().any(|p| *p == bf16::from_f32(298.0)));
+/// assert!(momentum.iter().all(|&m| m == 0.01f64 as f32)); // (1 - 0.99) * 1024 / 1024
+/// # Ok::<(), lion_optim::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct StepOptions {
+    /// Step along `+sign(c)` instead of `-sign(c)`, to maximize the objective (as torch
+    /// optimizers' `maximize=True`). The momentum still accumulates the gradients as given.
+    pub maximize: bool,
+    /// Multiply every gradient by this (in f32, rounded once from f64) before using it: the
+    /// inverse loss scale of an automatic-mixed-precision loop, fused into the pass. Must be
+    /// positive and finite in f32. `None`: gradients are used as they are.
+    pub grad_unscale: Option<f64>,
+    /// How the weight decay is scaled; see [`WeightDecay`].
+    pub weight_decay: WeightDecay,
+    /// How results are rounded to f16/bf16 storage; see [`Rounding`]. (f32 storage is never
+    /// rounded.)
+    pub rounding: Rounding,
+    /// The step number: keys the random bits of stochastic rounding, so every step rounds
+    /// differently. ([`Lion`](crate::Lion) sets it to its step count.)
+    pub step: u64,
+    /// The index of the first element of these slices within the whole tensor. Stochastic
+    /// rounding draws the bits of element `i` from `(seed, step, offset + i)` only, so updating a
+    /// tensor in pieces (each with its offset), on any thread or machine, gives exactly the bytes
+    /// of updating it whole.
+    pub offset: u64,
+}
+
+/// How the decoupled weight decay is scaled.
+///
+/// ```
+/// use lion_optim::WeightDecay;
+///
+/// // With a schedule that decays lr from 1e-3 to 0, the paper's decay fades with lr, the fully
+/// // decoupled one stays proportional to the schedule's shape but not to lr's magnitude.
+/// let wd = WeightDecay::FullyDecoupled { max_lr: 1e-3 };
+/// assert_ne!(wd, WeightDecay::default());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub enum WeightDecay {
+    /// The paper's (and the reference code's) decay: `p *= 1 - lr * weight_decay`. Default.
+    #[default]
+    Paper,
+    /// Fully decoupled decay: `p *= 1 - weight_decay * lr / max_lr` (timm's and optimi's
+    /// `decoupled`/`decouple_lr` option): `weight_decay` is the decay per step at the peak
+    /// learning rate, independent of the learning rate's magnitude. `max_lr` must be positive
+    /// and finite.
+    FullyDecoupled {
+        /// The peak learning rate of the schedule.
+        max_lr: f64,
+    },
+}
+
+/// How an f32 result is rounded when it is stored as f16 or bf16.
+///
+/// ```
+/// use lion_optim::{Element, Rounding, bf16};
+///
+/// assert_eq!(Rounding::default(), Rounding::Nearest);
+/// // Stochastic rounding of a value a quarter of the way from 1.0 to the next bf16 (1.0078125):
+/// // up for a quarter of the random values, down otherwise.
+/// let x = 1.0 + 0.25 / 128.0;
+/// let ups = (0..=u16::MAX).filter(|&r| bf16::from_f32_stochastic(x, r) > bf16::ONE).count();
+/// assert_eq!(ups, 65536 / 4);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Rounding {
+    /// Round to nearest, ties to even (as `half`). Default.
+    #[default]
+    Nearest,
+    /// Round up or down at random, with the probability of each proportional to the distance to
+    /// the other neighbour, so the rounding is unbiased: small updates survive on average
+    /// instead of vanishing. The random bits are a pure function of `(seed, step, element index)`
+    /// (see [`reference::random_bits`](crate::reference::random_bits)): deterministic, the same on
+    /// every instruction set and thread count, and split-invariant.
+    Stochastic {
+        /// The seed of the random bits.
+        seed: u64,
+    },
+}
+
+impl StepOptions {
+    /// Validates the options for slices of `len` elements; returns the f32 inverse scale.
+    pub(crate) fn validate(&self, len: usize) -> Result<f32, Error> {
+        let bad = |name, value, rule| Err(Error::InvalidHyperparameter { name, value, rule });
+        if let WeightDecay::FullyDecoupled { max_lr } = self.weight_decay
+            && !(max_lr.is_finite() && max_lr > 0.0)
+        {
+            return bad("max_lr", max_lr, "must be finite and > 0");
+        }
+        let inv_scale = match self.grad_unscale {
+            None => 1.0,
+            Some(s) => {
+                let s32 = s as f32;
+                if !(s.is_finite() && s32.is_finite() && s32 > 0.0) {
+                    return bad("grad_unscale", s, "must be > 0 and finite in f32");
+                }
+                s32
+            }
+        };
+        if self.offset.checked_add(len as u64).is_none() {
+            return bad(
+                "offset",
+                self.offset as f64,
+                "offset + length overflows u64",
+            );
+        }
+        Ok(inv_scale)
+    }
+}
