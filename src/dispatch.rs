@@ -39,11 +39,13 @@ pub enum Path {
     /// x86_64 with AVX2 and F16C, detected at run time (with `std`: `is_x86_feature_detected!`;
     /// without: a CPUID/XGETBV probe), or known at compile time with `-C target-feature`. No FMA.
     Avx2,
+    /// x86_64 with AVX-512 F and BW (16 lanes), detected like [`Path::Avx2`]. No FMA.
+    Avx512,
 }
 
 impl Path {
     /// Every path this version of the crate knows, available here or not.
-    pub const ALL: &'static [Path] = &[Path::Scalar, Path::Portable, Path::Avx2];
+    pub const ALL: &'static [Path] = &[Path::Scalar, Path::Portable, Path::Avx2, Path::Avx512];
 
     /// The path [`step`](crate::step) takes on this machine.
     ///
@@ -51,14 +53,14 @@ impl Path {
     /// assert!(lion_optim::Path::detect().is_available());
     /// ```
     ///
-    /// Detection runs once per process and is cached; when the build already enables AVX2 and
-    /// F16C (`-C target-cpu=x86-64-v3`) no run-time check is made at all.
+    /// The order of preference is AVX-512, AVX2, portable: each is faster than the next at every
+    /// size we measured (see the README). Detection runs once per process and is cached; when
+    /// the build already enables the features (`-C target-cpu=...`) no run-time check is made.
     pub fn detect() -> Path {
-        if Path::Avx2.is_available() {
-            Path::Avx2
-        } else {
-            Path::Portable
-        }
+        [Path::Avx512, Path::Avx2]
+            .into_iter()
+            .find(|p| p.is_available())
+            .unwrap_or(Path::Portable)
     }
 
     /// Whether this path can run on this machine and build.
@@ -69,7 +71,7 @@ impl Path {
     pub fn is_available(self) -> bool {
         match self {
             Path::Scalar | Path::Portable => true,
-            Path::Avx2 => arch::avx2().is_some(),
+            Path::Avx2 | Path::Avx512 => arch::available(self),
         }
     }
 
@@ -83,6 +85,7 @@ impl Path {
             Path::Scalar => "scalar",
             Path::Portable => "portable",
             Path::Avx2 => "avx2",
+            Path::Avx512 => "avx512",
         }
     }
 
@@ -102,6 +105,7 @@ impl Path {
             Path::Scalar => "scalar",
             Path::Portable => crate::arch::portable::INSTRUCTIONS,
             Path::Avx2 => "avx2+f16c",
+            Path::Avx512 => "avx512f+bw",
         }
     }
 
@@ -223,11 +227,7 @@ impl Path {
                 inv_scale.map_or(g, |s| g * s).is_finite()
             }),
             Path::Portable => kernel::all_finite(Portable, grads, inv_scale),
-            Path::Avx2 => match arch::avx2() {
-                #[cfg(target_arch = "x86_64")]
-                Some(token) => arch::x86_64::all_finite(token, grads, inv_scale),
-                _ => false,
-            },
+            Path::Avx2 | Path::Avx512 => arch::all_finite(self, grads, inv_scale).unwrap_or(false),
         }
     }
 
@@ -309,12 +309,12 @@ impl Path {
         match self {
             Path::Scalar => reference::lion(params, grads, momentum, k, options),
             Path::Portable => kernel::lion(Portable, params, grads, momentum, k, options, key),
-            Path::Avx2 => match arch::avx2() {
-                #[cfg(target_arch = "x86_64")]
-                Some(token) => arch::x86_64::lion(token, params, grads, momentum, k, options, key),
-                // `validate` checked availability; stay correct anyway.
-                _ => kernel::lion(Portable, params, grads, momentum, k, options, key),
-            },
+            Path::Avx2 | Path::Avx512 => {
+                if !arch::lion(self, params, grads, momentum, k, options, key) {
+                    // `validate` checked availability; stay correct anyway.
+                    kernel::lion(Portable, params, grads, momentum, k, options, key);
+                }
+            }
         }
     }
 }

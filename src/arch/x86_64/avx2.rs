@@ -1,132 +1,35 @@
-//! x86_64 with AVX2 and F16C, chosen at run time: the only `unsafe` code of the crate.
+//! AVX2 + F16C: 8 f32 lanes in `__m256`.
 //!
 //! A default x86_64 build only has SSE2, so `wide` (and with it the portable path) cannot use
-//! AVX2. This module provides 8-lane AVX2 vectors and F16C conversions, used through the same
-//! generic Lion body, inside a `#[target_feature(enable = "avx2,f16c")]` entry point that the
-//! dispatcher calls only after detection. No FMA is used: results stay bit-identical to the
-//! reference.
-//!
-//! Soundness rests on one invariant: **a value of [`Avx2`] exists only if the CPU and OS support
-//! AVX2 and F16C.** Its only constructor is [`Avx2::detect`]. Every intrinsic below runs inside a
-//! method that takes an `Avx2` by value, so it can only run where its instructions exist.
+//! AVX2. This ISA provides 8-lane AVX2 vectors and F16C conversions to the generic Lion body.
+//! No FMA is used: results stay bit-identical to the reference.
 
 use core::arch::x86_64::*;
-use core::sync::atomic::{AtomicU8, Ordering};
 
-use crate::element::Element;
-use crate::hyper::Consts;
+use super::{Cached, has_avx2};
 use crate::simd::Simd;
-use crate::{StepOptions, kernel};
 
-/// Proof that AVX2 and F16C are available (see the module docs).
+/// Proof that AVX2 and F16C are available (see the parent module's invariant).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Avx2 {
     _proof: (),
 }
 
-/// Cached detection result: 0 = not yet probed, 1 = unavailable, 2 = available.
-static AVAILABLE: AtomicU8 = AtomicU8::new(0);
+static AVAILABLE: Cached = Cached::new();
 
 impl Avx2 {
     /// Returns the token if this CPU (and OS) can run AVX2 and F16C code; never under Miri.
-    ///
     /// Known at compile time when the build enables both features; otherwise probed once per
-    /// process and cached (a probe may be slow: CPUID traps to the hypervisor in many VMs).
+    /// process and cached.
     #[inline]
     pub(crate) fn detect() -> Option<Self> {
-        if cfg!(miri) {
-            return None;
-        }
-        let available = cfg!(all(target_feature = "avx2", target_feature = "f16c"))
-            || match AVAILABLE.load(Ordering::Relaxed) {
-                0 => {
-                    let yes = runtime_detect();
-                    AVAILABLE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
-                    yes
-                }
-                state => state == 2,
-            };
+        let known = cfg!(all(target_feature = "avx2", target_feature = "f16c"));
+        let available = !cfg!(miri) && (known || AVAILABLE.get(has_avx2));
         available.then_some(Self { _proof: () })
     }
 }
 
-#[cfg(feature = "std")]
-fn runtime_detect() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c")
-}
-
-/// The no_std probe: CPUID for the instruction sets, XGETBV for the OS saving YMM registers.
-#[cfg(not(feature = "std"))]
-fn runtime_detect() -> bool {
-    cpuid_probe()
-}
-
-/// AVX2 + F16C support as CPUID and XCR0 report it (what `is_x86_feature_detected!` checks).
-#[cfg_attr(feature = "std", allow(dead_code))]
-pub(crate) fn cpuid_probe() -> bool {
-    const OSXSAVE: u32 = 1 << 27;
-    const AVX: u32 = 1 << 28;
-    const F16C: u32 = 1 << 29;
-    const AVX2: u32 = 1 << 5;
-    // CPUID exists on every x86_64 CPU.
-    let max_leaf = __cpuid(0).eax;
-    let leaf1 = __cpuid(1);
-    if max_leaf < 7 || leaf1.ecx & (OSXSAVE | AVX | F16C) != OSXSAVE | AVX | F16C {
-        return false;
-    }
-    // SAFETY: OSXSAVE is set, so the CPU has XSAVE/XGETBV and the OS has enabled them.
-    let xcr0 = unsafe { xgetbv0() };
-    // The OS must save and restore both the SSE (bit 1) and the AVX (bit 2) register state.
-    xcr0 & 0b110 == 0b110 && __cpuid_count(7, 0).ebx & AVX2 != 0
-}
-
-#[target_feature(enable = "xsave")]
-#[cfg_attr(feature = "std", allow(dead_code))]
-fn xgetbv0() -> u64 {
-    // SAFETY: the caller guarantees XSAVE (this function's target feature) is enabled.
-    unsafe { _xgetbv(0) }
-}
-
-/// One Lion step on AVX2 (see `kernel::lion`; the caller has checked the lengths).
-#[inline]
-pub(crate) fn lion<P: Element, G: Element, M: Element>(
-    token: Avx2,
-    params: &mut [P],
-    grads: &[G],
-    momentum: &mut [M],
-    k: &Consts,
-    options: &StepOptions,
-    key: u32,
-) {
-    // SAFETY: the token exists, so AVX2 and F16C (the entry's target features) are available.
-    unsafe { lion_entry(token, params, grads, momentum, k, options, key) }
-}
-
-/// The whole slice loop is compiled with AVX2 and F16C enabled, so every helper inlines into it
-/// (a per-chunk call through a function pointer would forfeit that).
-#[target_feature(enable = "avx2,f16c")]
-fn lion_entry<P: Element, G: Element, M: Element>(
-    token: Avx2,
-    params: &mut [P],
-    grads: &[G],
-    momentum: &mut [M],
-    k: &Consts,
-    options: &StepOptions,
-    key: u32,
-) {
-    kernel::lion(token, params, grads, momentum, k, options, key);
-}
-
-/// Whether every gradient (times `inv_scale`) is finite, on AVX2.
-#[inline]
-pub(crate) fn all_finite<G: Element>(token: Avx2, grads: &[G], inv_scale: Option<f32>) -> bool {
-    #[target_feature(enable = "avx2,f16c")]
-    fn entry<G: Element>(token: Avx2, grads: &[G], inv_scale: Option<f32>) -> bool {
-        kernel::all_finite(token, grads, inv_scale)
-    }
-    // SAFETY: the token exists, so AVX2 and F16C (the entry's target features) are available.
-    unsafe { entry(token, grads, inv_scale) }
-}
+super::entries!(Avx2, "avx2,f16c");
 
 // Every method below: SAFETY: `self` is an `Avx2` token, which exists only when AVX2 and F16C
 // are available (module invariant); loads and stores go through references to arrays of exactly
@@ -344,45 +247,5 @@ impl Simd<8> for Avx2 {
             let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
             _mm_storeu_si128(dst.as_mut_ptr().cast(), h)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::simd::tests::{conversions, narrow_exhaustive, narrow_matches_half};
-
-    #[test]
-    fn avx2_conversions_match_half() {
-        match Avx2::detect() {
-            // SAFETY: the token proves AVX2 and F16C are available.
-            Some(t) => unsafe { conversions_avx2(t) },
-            None => std::eprintln!("skipping: AVX2/F16C not available"),
-        }
-    }
-
-    #[target_feature(enable = "avx2,f16c")]
-    fn conversions_avx2(t: Avx2) {
-        conversions(t);
-    }
-
-    #[test]
-    #[ignore = "2^32 inputs: run in release with --ignored (CI does)"]
-    fn avx2_narrowing_exhaustive() {
-        #[target_feature(enable = "avx2,f16c")]
-        fn check(t: Avx2, block: &[u32]) {
-            narrow_matches_half(t, block);
-        }
-        match Avx2::detect() {
-            // SAFETY: the token proves AVX2 and F16C are available.
-            Some(t) => narrow_exhaustive(|block| unsafe { check(t, block) }),
-            None => std::eprintln!("skipping: AVX2/F16C not available"),
-        }
-    }
-
-    #[cfg(feature = "std")]
-    #[test]
-    fn no_std_probe_agrees_with_std_detection() {
-        assert_eq!(cpuid_probe(), runtime_detect());
     }
 }

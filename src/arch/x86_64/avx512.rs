@@ -1,0 +1,287 @@
+//! AVX-512 (F + BW): 16 f32 lanes in `__m512`.
+//!
+//! Twice the lanes of AVX2, plus what makes the 16-bit conversions cheap: opmask registers (a
+//! NaN test feeds a masked add directly), `vpternlogd` (any three-input bit function in one
+//! instruction) and `vpermw` (bf16 halves moved in and out of f32 lanes in one instruction).
+//! No FMA is used: results stay bit-identical to the reference.
+
+use core::arch::x86_64::*;
+
+use super::{Cached, has_avx512};
+use crate::simd::Simd;
+
+/// Proof that AVX-512 F and BW are available (see the parent module's invariant).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx512 {
+    _proof: (),
+}
+
+static AVAILABLE: Cached = Cached::new();
+
+impl Avx512 {
+    /// Returns the token if this CPU (and OS) can run AVX-512 F and BW code; never under Miri.
+    /// Known at compile time when the build enables both features; otherwise probed once per
+    /// process and cached.
+    #[inline]
+    pub(crate) fn detect() -> Option<Self> {
+        let known = cfg!(all(target_feature = "avx512f", target_feature = "avx512bw"));
+        let available = !cfg!(miri) && (known || AVAILABLE.get(has_avx512));
+        available.then_some(Self { _proof: () })
+    }
+}
+
+super::entries!(Avx512, "avx512f,avx512bw");
+
+/// Truth table of `vpternlogd` for `a | (b & c)`.
+const A_OR_B_AND_C: i32 = 0xf8;
+/// Truth table of `vpternlogd` for `a ? b : c` (bitwise).
+const A_SELECTS_B_ELSE_C: i32 = 0xca;
+
+/// Word indices for `vpermw`: word `2i + 1` of the result takes word `i` of the source.
+const SPREAD: [i16; 32] = {
+    let mut w = [0i16; 32];
+    let mut i = 0;
+    while i < 16 {
+        w[2 * i + 1] = i as i16;
+        i += 1;
+    }
+    w
+};
+/// Word indices for `vpermw`: word `i` (of the low 16) takes word `2i + 1` of the source.
+const GATHER: [i16; 32] = {
+    let mut w = [0i16; 32];
+    let mut i = 0;
+    while i < 16 {
+        w[i] = (2 * i + 1) as i16;
+        i += 1;
+    }
+    w
+};
+
+// Every method below: SAFETY: `self` is an `Avx512` token, which exists only when AVX-512 F and
+// BW are available (module invariant); loads and stores go through references to arrays of
+// exactly the accessed size, so every pointer is valid for the whole access (unaligned forms are
+// used).
+impl Simd<16> for Avx512 {
+    type F32 = __m512;
+    type U32 = __m512i;
+
+    #[inline(always)]
+    fn splat(self, x: f32) -> __m512 {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe { _mm512_set1_ps(x) }
+    }
+    #[inline(always)]
+    fn add(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe { _mm512_add_ps(a, b) }
+    }
+    #[inline(always)]
+    fn sub(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe { _mm512_sub_ps(a, b) }
+    }
+    #[inline(always)]
+    fn mul(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe { _mm512_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    fn signed(self, x: __m512, c: __m512) -> __m512 {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe {
+            // x with the sign of c (one ternary-logic op), kept where c is ordered and != 0.
+            let sign = _mm512_set1_epi32(i32::MIN);
+            let (xi, ci) = (_mm512_castps_si512(x), _mm512_castps_si512(c));
+            let with_sign = _mm512_ternarylogic_epi32::<A_OR_B_AND_C>(xi, ci, sign);
+            let nonzero = _mm512_cmp_ps_mask::<_CMP_NEQ_OQ>(c, _mm512_setzero_ps());
+            _mm512_castsi512_ps(_mm512_maskz_mov_epi32(nonzero, with_sign))
+        }
+    }
+    #[inline(always)]
+    fn is_nan(self, x: __m512) -> __m512i {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe { _mm512_maskz_set1_epi32(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x), -1) }
+    }
+    #[inline(always)]
+    fn trunc_u32(self, x: __m512) -> __m512i {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe { _mm512_cvttps_epi32(x) }
+    }
+
+    #[inline(always)]
+    fn to_bits(self, x: __m512) -> __m512i {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe { _mm512_castps_si512(x) }
+    }
+    #[inline(always)]
+    fn bits_to_f32(self, u: __m512i) -> __m512 {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe { _mm512_castsi512_ps(u) }
+    }
+    #[inline(always)]
+    fn splat_u32(self, x: u32) -> __m512i {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe { _mm512_set1_epi32(x as i32) }
+    }
+    #[inline(always)]
+    fn add_u32(self, a: __m512i, b: __m512i) -> __m512i {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe { _mm512_add_epi32(a, b) }
+    }
+    #[inline(always)]
+    fn sub_u32(self, a: __m512i, b: __m512i) -> __m512i {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe { _mm512_sub_epi32(a, b) }
+    }
+    #[inline(always)]
+    fn mul_u32(self, a: __m512i, b: __m512i) -> __m512i {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe { _mm512_mullo_epi32(a, b) }
+    }
+    #[inline(always)]
+    fn lane_indices(self) -> __m512i {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe { _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15) }
+    }
+    #[inline(always)]
+    fn any(self, mask: __m512i) -> bool {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe { _mm512_test_epi32_mask(mask, mask) != 0 }
+    }
+    #[inline(always)]
+    fn and(self, a: __m512i, b: __m512i) -> __m512i {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe { _mm512_and_si512(a, b) }
+    }
+    #[inline(always)]
+    fn andnot(self, mask: __m512i, a: __m512i) -> __m512i {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe { _mm512_andnot_si512(mask, a) }
+    }
+    #[inline(always)]
+    fn or(self, a: __m512i, b: __m512i) -> __m512i {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe { _mm512_or_si512(a, b) }
+    }
+    #[inline(always)]
+    fn xor(self, a: __m512i, b: __m512i) -> __m512i {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe { _mm512_xor_si512(a, b) }
+    }
+    #[inline(always)]
+    fn shl<const S: i32>(self, a: __m512i) -> __m512i {
+        // SAFETY: see the impl comment (AVX-512 available). (A constant count: the compiler
+        // emits the immediate form.)
+        unsafe { _mm512_sll_epi32(a, _mm_cvtsi32_si128(S)) }
+    }
+    #[inline(always)]
+    fn shr<const S: i32>(self, a: __m512i) -> __m512i {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe { _mm512_srl_epi32(a, _mm_cvtsi32_si128(S)) }
+    }
+    #[inline(always)]
+    fn gt_i32(self, a: __m512i, b: __m512i) -> __m512i {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe { _mm512_maskz_set1_epi32(_mm512_cmpgt_epi32_mask(a, b), -1) }
+    }
+    #[inline(always)]
+    fn eq_u32(self, a: __m512i, b: __m512i) -> __m512i {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe { _mm512_maskz_set1_epi32(_mm512_cmpeq_epi32_mask(a, b), -1) }
+    }
+    #[inline(always)]
+    fn select(self, mask: __m512i, a: __m512i, b: __m512i) -> __m512i {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe { _mm512_ternarylogic_epi32::<A_SELECTS_B_ELSE_C>(mask, a, b) }
+    }
+
+    #[inline(always)]
+    fn load_f32(self, src: &[f32; 16]) -> __m512 {
+        // SAFETY: see the impl comment (AVX-512 available; `src` is 16 readable f32).
+        unsafe { _mm512_loadu_ps(src.as_ptr()) }
+    }
+    #[inline(always)]
+    fn store_f32(self, v: __m512, dst: &mut [f32; 16]) {
+        // SAFETY: see the impl comment (AVX-512 available; `dst` is 16 writable f32).
+        unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), v) }
+    }
+    #[inline(always)]
+    fn load_u16(self, src: &[u16; 16]) -> __m512i {
+        // SAFETY: see the impl comment (AVX-512 available; `src` is 32 readable bytes).
+        unsafe { _mm512_cvtepu16_epi32(_mm256_loadu_si256(src.as_ptr().cast())) }
+    }
+    #[inline(always)]
+    fn store_u16(self, v: __m512i, dst: &mut [u16; 16]) {
+        // SAFETY: see the impl comment (AVX-512 available; `dst` is 32 writable bytes).
+        unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), _mm512_cvtepi32_epi16(v)) }
+    }
+    /// One word permutation with zeroing spreads 16 u16 into the upper halves.
+    #[inline(always)]
+    fn load_u16_upper(self, src: &[u16; 16]) -> __m512i {
+        // SAFETY: see the impl comment (AVX-512 available; `src` is 32 readable bytes). The
+        // permutation reads only words 0-15, the loaded ones.
+        unsafe {
+            let words = _mm512_castsi256_si512(_mm256_loadu_si256(src.as_ptr().cast()));
+            let spread = _mm512_loadu_si512(SPREAD.as_ptr().cast());
+            _mm512_maskz_permutexvar_epi16(0xaaaa_aaaa, spread, words)
+        }
+    }
+    /// One word permutation gathers the upper halves into the low 256 bits.
+    #[inline(always)]
+    fn store_u16_upper(self, v: __m512i, dst: &mut [u16; 16]) {
+        // SAFETY: see the impl comment (AVX-512 available; `dst` is 32 writable bytes).
+        unsafe {
+            let gather = _mm512_loadu_si512(GATHER.as_ptr().cast());
+            let packed = _mm512_permutexvar_epi16(gather, v);
+            _mm256_storeu_si256(dst.as_mut_ptr().cast(), _mm512_castsi512_si256(packed))
+        }
+    }
+    /// `bf16_round` with the NaN test in an opmask that feeds the add directly.
+    #[inline(always)]
+    fn store_bf16(self, v: __m512, dst: &mut [u16; 16]) {
+        // SAFETY: see the impl comment (AVX-512 available).
+        let rounded = unsafe {
+            let x = _mm512_castps_si512(v);
+            let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(x), _mm512_set1_epi32(1));
+            let increment = _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff));
+            let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(v, v);
+            _mm512_mask_add_epi32(x, ordered, x, increment)
+        };
+        self.store_u16_upper(rounded, dst)
+    }
+    /// As the shared version, with the NaN test in an opmask.
+    #[inline(always)]
+    fn store_bf16_stochastic(self, v: __m512, random: __m512i, dst: &mut [u16; 16]) {
+        // SAFETY: see the impl comment (AVX-512 available).
+        let rounded = unsafe {
+            let x = _mm512_castps_si512(v);
+            let increment = _mm512_and_si512(random, _mm512_set1_epi32(0xffff));
+            let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(v, v);
+            _mm512_mask_add_epi32(x, ordered, x, increment)
+        };
+        self.store_u16_upper(rounded, dst)
+    }
+
+    /// Exact widening (NaNs quieted, as `half`).
+    #[inline(always)]
+    fn load_f16(self, src: &[u16; 16]) -> __m512 {
+        // SAFETY: see the impl comment (AVX-512 available; `src` is 32 readable bytes).
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(src.as_ptr().cast())) }
+    }
+    /// For stochastic rounding's normal range: round to nearest even.
+    #[inline(always)]
+    fn f16_bits(self, v: __m512) -> __m512i {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe { _mm512_cvtepu16_epi32(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v)) }
+    }
+    /// Round to nearest even by the instruction's immediate (whatever MXCSR says).
+    #[inline(always)]
+    fn store_f16(self, v: __m512, dst: &mut [u16; 16]) {
+        // SAFETY: see the impl comment (AVX-512 available; `dst` is 32 writable bytes).
+        unsafe {
+            let h = _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+            _mm256_storeu_si256(dst.as_mut_ptr().cast(), h)
+        }
+    }
+}
