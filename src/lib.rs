@@ -21,6 +21,12 @@
 //! For a framework's training loop, [`Lion`] holds the hyperparameters, one momentum buffer per
 //! parameter tensor (each with its own dtype) and the step count.
 //!
+//! Mixed-precision features are per-call [`StepOptions`] of the same fused pass:
+//! [stochastic rounding](Rounding::Stochastic) of f16/bf16 stores (counter-based random bits:
+//! deterministic, split-invariant), gradient unscaling, `maximize`, and the
+//! [weight-decay variant](WeightDecay). [`all_finite`] and [`step_guarded`] skip steps whose
+//! gradients overflowed.
+//!
 //! # Semantics
 //!
 //! [`reference::step`] is the specification; every path ([`Path`]) is tested bit for bit
@@ -78,8 +84,12 @@
 //!
 //! # Instruction sets
 //!
-//! [`Path::detect`] reports which implementation [`step`] uses. The portable path is `wide`'s
-//! vectors in safe code, compiled for the target features of the build.
+//! [`Path::detect`] reports which implementation [`step`] uses: AVX-512 (F+BW) or AVX2+F16C on
+//! x86_64 when the CPU has them (detected at run time, so a default build uses them), otherwise
+//! the portable path: `wide`'s vectors in safe code, compiled for the target features of the
+//! build (SSE2, NEON, wasm simd128, or plain arrays). All give the same bits; run any of them
+//! explicitly with [`Path::step`]. With the `rayon` feature, `par_step` splits large slices
+//! across threads, also bit-identically.
 //!
 //! # Without `std`
 //!
@@ -88,6 +98,7 @@
 //! * `std` (default): implies `alloc`.
 //! * `alloc`: [`Lion`] can own its momentum buffers ([`Lion::new`], [`Lion::add_tensor`]) and
 //!   write checkpoints into a `Vec<u8>`.
+//! * `rayon` (implies `std`): `par_step` and `par_step_with`.
 //!
 //! With `default-features = false` everything works over caller-provided buffers:
 //! [`step`], and [`Lion::with_buffers`] over momentum slices you own (e.g. `static` arrays on a
@@ -120,6 +131,11 @@ pub use half::{bf16, f16};
 pub use hyper::Hyperparams;
 #[cfg(feature = "alloc")]
 pub use optimizer::Buffer;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 pub use optimizer::{Lion, MomentumStore, SliceMut, SliceRef, Tensor};
 pub use options::{Rounding, StepOptions, WeightDecay};
 
