@@ -45,6 +45,13 @@ pub enum Path {
 
 impl Path {
     /// Every path this version of the crate knows, available here or not.
+    ///
+    /// ```
+    /// use lion_optim::Path;
+    ///
+    /// let here: Vec<Path> = Path::ALL.iter().copied().filter(|p| p.is_available()).collect();
+    /// assert!(here.contains(&Path::Scalar) && here.contains(&Path::Portable));
+    /// ```
     pub const ALL: &'static [Path] = &[Path::Scalar, Path::Portable, Path::Avx2, Path::Avx512];
 
     /// The path [`step`](crate::step) takes on this machine.
@@ -185,6 +192,20 @@ impl Path {
     /// [`step_with`](Self::step_with) split across rayon's thread pool as
     /// [`par_step`](Self::par_step) does; each block is updated with its own
     /// [`offset`](StepOptions::offset), so stochastic rounding gives the same bits too.
+    ///
+    /// ```
+    /// use lion_optim::{Hyperparams, Path, Rounding, StepOptions, bf16};
+    ///
+    /// let n = 1 << 19;
+    /// let opts = StepOptions { rounding: Rounding::Stochastic { seed: 3 }, ..StepOptions::default() };
+    /// let (p0, g) = (vec![bf16::from_f32(3.0); n], vec![1.0f32; n]);
+    /// let (mut p1, mut m1, mut p2, mut m2) = (p0.clone(), vec![0.0f32; n], p0, vec![0.0f32; n]);
+    /// let hp = Hyperparams { lr: 1e-3, ..Hyperparams::default() };
+    /// Path::detect().par_step_with(&mut p1, &g, &mut m1, &hp, &opts)?;
+    /// Path::detect().step_with(&mut p2, &g, &mut m2, &hp, &opts)?;
+    /// assert_eq!((p1, m1), (p2, m2));
+    /// # Ok::<(), lion_optim::Error>(())
+    /// ```
     #[cfg(feature = "rayon")]
     #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
     pub fn par_step_with<P: Element, G: Element, M: Element>(
@@ -216,6 +237,14 @@ impl Path {
     /// Whether every gradient, as a step with `options` would use it (multiplied by
     /// [`grad_unscale`](StepOptions::grad_unscale), if set), is finite; see
     /// [`all_finite`](crate::all_finite). `false` if the path or the options are invalid.
+    ///
+    /// ```
+    /// use lion_optim::{Path, StepOptions};
+    ///
+    /// let grads = [1.0f32, f32::INFINITY];
+    /// assert!(!Path::Portable.all_finite(&grads, &StepOptions::default()));
+    /// assert!(Path::Portable.all_finite(&grads[..1], &StepOptions::default()));
+    /// ```
     pub fn all_finite<G: Element>(self, grads: &[G], options: &StepOptions) -> bool {
         let Ok(inv_scale) = options.validate(0) else {
             return false;
@@ -233,6 +262,16 @@ impl Path {
 
     /// [`step_with`](Self::step_with) if every gradient is finite; otherwise nothing is
     /// written. See [`step_guarded`](crate::step_guarded).
+    ///
+    /// ```
+    /// use lion_optim::{Hyperparams, Outcome, Path, StepOptions};
+    ///
+    /// let (mut p, mut m) = ([1.0f32], [0.0f32]);
+    /// let (hp, opts) = (Hyperparams::default(), StepOptions::default());
+    /// let done = Path::Portable.step_guarded(&mut p, &[f32::NAN], &mut m, &hp, &opts)?;
+    /// assert_eq!((done, p), (Outcome::SkippedNonFinite, [1.0]));
+    /// # Ok::<(), lion_optim::Error>(())
+    /// ```
     pub fn step_guarded<P: Element, G: Element, M: Element>(
         self,
         params: &mut [P],
@@ -341,9 +380,18 @@ pub enum Outcome {
 
 /// Slices shorter than this are never split across threads by `par_step` (at this size one
 /// core updates a slice in less time than it takes to wake a second thread).
+///
+/// ```
+/// assert!(lion_optim::PAR_THRESHOLD >= lion_optim::PAR_BLOCK);
+/// ```
 pub const PAR_THRESHOLD: usize = 1 << 18;
 
-/// The number of elements each thread updates at a time in `par_step`.
+/// The number of elements each thread updates at a time in `par_step`: a multiple of every
+/// path's lane count.
+///
+/// ```
+/// assert_eq!(lion_optim::PAR_BLOCK % 64, 0);
+/// ```
 pub const PAR_BLOCK: usize = 1 << 16;
 
 impl fmt::Display for Path {

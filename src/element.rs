@@ -29,6 +29,12 @@ pub enum Dtype {
 
 impl Dtype {
     /// Every dtype, in tag order.
+    ///
+    /// ```
+    /// use lion_optim::Dtype;
+    ///
+    /// assert_eq!(Dtype::ALL.map(Dtype::size), [4, 2, 2]);
+    /// ```
     pub const ALL: [Dtype; 3] = [Dtype::F32, Dtype::F16, Dtype::Bf16];
 
     /// Size of one element in bytes.

@@ -85,6 +85,15 @@ pub enum Error {
 }
 
 /// What is wrong with a checkpoint passed to [`Lion::load_state`](crate::Lion::load_state).
+///
+/// ```
+/// use lion_optim::{CheckpointError, Error, Lion};
+///
+/// let mut opt = Lion::new(Default::default())?;
+/// let e = opt.load_state(b"not a checkpoint at all, but long enough to have a header......");
+/// assert_eq!(e, Err(Error::Checkpoint(CheckpointError::BadMagic)));
+/// # Ok::<(), lion_optim::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CheckpointError {

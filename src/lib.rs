@@ -219,6 +219,17 @@ pub fn step_with<P: Element, G: Element, M: Element>(
 
 /// [`step_with`] with large slices split across rayon's thread pool; bit-identical to it, with
 /// stochastic rounding too.
+///
+/// ```
+/// use lion_optim::{Hyperparams, StepOptions};
+///
+/// let n = 1 << 19;
+/// let (mut p, g, mut m) = (vec![1.0f32; n], vec![-1.0f32; n], vec![0.0f32; n]);
+/// let opts = StepOptions { maximize: true, ..StepOptions::default() };
+/// lion_optim::par_step_with(&mut p, &g, &mut m, &Hyperparams { lr: 0.5, ..Default::default() }, &opts)?;
+/// assert!(p.iter().all(|&x| x == 0.5));
+/// # Ok::<(), lion_optim::Error>(())
+/// ```
 #[cfg(feature = "rayon")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
 pub fn par_step_with<P: Element, G: Element, M: Element>(

@@ -46,9 +46,9 @@ pub enum SliceRef<'a> {
 }
 
 macro_rules! slice_common {
-    ($t:ident) => {
+    ($t:ident, $empty:literal) => {
         impl $t<'_> {
-            /// The element type.
+            /// The element type (see the type's example).
             pub fn dtype(&self) -> Dtype {
                 match self {
                     Self::F32(_) => Dtype::F32,
@@ -56,7 +56,7 @@ macro_rules! slice_common {
                     Self::Bf16(_) => Dtype::Bf16,
                 }
             }
-            /// The number of elements.
+            /// The number of elements (see the type's example).
             pub fn len(&self) -> usize {
                 match self {
                     Self::F32(s) => s.len(),
@@ -65,14 +65,18 @@ macro_rules! slice_common {
                 }
             }
             /// Whether there are no elements.
+            ///
+            /// ```
+            #[doc = concat!("assert!(lion_optim::", stringify!($t), "::from(", $empty, ").is_empty());")]
+            /// ```
             pub fn is_empty(&self) -> bool {
                 self.len() == 0
             }
         }
     };
 }
-slice_common!(SliceMut);
-slice_common!(SliceRef);
+slice_common!(SliceMut, "&mut [0.0f32; 0][..]");
+slice_common!(SliceRef, "&[0.0f32; 0][..]");
 
 impl<'a, T: Element> From<&'a mut [T]> for SliceMut<'a> {
     fn from(s: &'a mut [T]) -> Self {
@@ -88,6 +92,16 @@ impl<'a, T: Element> From<&'a [T]> for SliceRef<'a> {
 
 impl<'a> SliceMut<'a> {
     /// A shorter-lived mutable view of the same slice.
+    ///
+    /// ```
+    /// use lion_optim::SliceMut;
+    ///
+    /// let mut data = [1.0f32; 3];
+    /// let mut s = SliceMut::from(&mut data[..]);
+    /// if let SliceMut::F32(x) = s.reborrow() { x[0] = 2.0; }
+    /// assert_eq!(s.len(), 3);
+    /// assert_eq!(data[0], 2.0);
+    /// ```
     pub fn reborrow(&mut self) -> SliceMut<'_> {
         match self {
             Self::F32(s) => SliceMut::F32(s),
@@ -97,6 +111,13 @@ impl<'a> SliceMut<'a> {
     }
 
     /// A shared view of the same slice.
+    ///
+    /// ```
+    /// use lion_optim::{Dtype, SliceMut};
+    ///
+    /// let mut data = [lion_optim::f16::ONE; 2];
+    /// assert_eq!(SliceMut::from(&mut data[..]).as_ref().dtype(), Dtype::F16);
+    /// ```
     pub fn as_ref(&self) -> SliceRef<'_> {
         match self {
             Self::F32(s) => SliceRef::F32(s),
@@ -186,7 +207,8 @@ pub struct Tensor<'a> {
 }
 
 impl<'a> Tensor<'a> {
-    /// Pairs a parameter slice with its gradient (lengths are checked by [`Lion::step`]).
+    /// Pairs a parameter slice with its gradient (lengths are checked by [`Lion::step`]); see
+    /// the type's example.
     pub fn new<P: Element, G: Element>(params: &'a mut [P], grads: &'a [G]) -> Self {
         Self {
             params: params.into(),
@@ -207,12 +229,17 @@ impl<'a> Tensor<'a> {
         Self { params, grads }
     }
 
-    /// The number of parameters.
+    /// The number of parameters (see the type's example).
     pub fn len(&self) -> usize {
         self.params.len()
     }
 
     /// Whether the tensor has no parameters.
+    ///
+    /// ```
+    /// let mut w: [f32; 0] = [];
+    /// assert!(lion_optim::Tensor::new(&mut w, &[0.0f32; 0]).is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.params.is_empty()
     }
@@ -283,7 +310,7 @@ pub enum Buffer {
 
 #[cfg(feature = "alloc")]
 impl Buffer {
-    /// `len` zeros of type `dtype`.
+    /// `len` zeros of type `dtype` (see the type's example).
     pub fn zeros(dtype: Dtype, len: usize) -> Self {
         match dtype {
             Dtype::F32 => Buffer::F32(vec![0.0; len]),
@@ -295,7 +322,7 @@ impl Buffer {
 
 #[cfg(feature = "alloc")]
 impl Buffer {
-    /// The momentum, for reading.
+    /// The momentum, for reading (see the type's example).
     pub fn as_slice(&self) -> SliceRef<'_> {
         match self {
             Buffer::F32(v) => SliceRef::F32(v),
@@ -304,6 +331,14 @@ impl Buffer {
         }
     }
     /// The momentum, for updating.
+    ///
+    /// ```
+    /// use lion_optim::{Buffer, Dtype, SliceMut};
+    ///
+    /// let mut b = Buffer::zeros(Dtype::F32, 2);
+    /// if let SliceMut::F32(m) = b.as_mut_slice() { m[1] = 0.5; }
+    /// assert_eq!(b, Buffer::F32(vec![0.0, 0.5]));
+    /// ```
     pub fn as_mut_slice(&mut self) -> SliceMut<'_> {
         match self {
             Buffer::F32(v) => SliceMut::F32(v),
@@ -439,11 +474,27 @@ impl<B: MomentumStore> Lion<B> {
     }
 
     /// The hyperparameters of the next step.
+    ///
+    /// ```
+    /// let opt = lion_optim::Lion::new(Default::default())?;
+    /// assert_eq!(opt.hyperparams().beta2, 0.99);
+    /// # Ok::<(), lion_optim::Error>(())
+    /// ```
     pub fn hyperparams(&self) -> &Hyperparams {
         &self.hp
     }
 
     /// Replaces the hyperparameters if they are valid (otherwise nothing changes).
+    ///
+    /// ```
+    /// use lion_optim::{Hyperparams, Lion};
+    ///
+    /// let mut opt = Lion::new(Hyperparams::default())?;
+    /// opt.set_hyperparams(Hyperparams { beta1: 0.95, beta2: 0.98, ..Hyperparams::default() })?;
+    /// assert!(opt.set_hyperparams(Hyperparams { weight_decay: -1.0, ..Hyperparams::default() }).is_err());
+    /// assert_eq!(opt.hyperparams().beta1, 0.95);
+    /// # Ok::<(), lion_optim::Error>(())
+    /// ```
     pub fn set_hyperparams(&mut self, hp: Hyperparams) -> Result<(), Error> {
         hp.validate()?;
         self.hp = hp;
@@ -463,7 +514,7 @@ impl<B: MomentumStore> Lion<B> {
         self.set_hyperparams(Hyperparams { lr, ..self.hp })
     }
 
-    /// The per-step options (see [`StepOptions`]).
+    /// The per-step options (see [`StepOptions`] and [`set_options`](Self::set_options)).
     pub fn options(&self) -> &StepOptions {
         &self.options
     }
@@ -490,6 +541,19 @@ impl<B: MomentumStore> Lion<B> {
     }
 
     /// Sets the inverse loss scale of the next steps' gradients (`None`: no unscaling).
+    ///
+    /// ```
+    /// use lion_optim::{Dtype, Lion, Tensor};
+    ///
+    /// let mut opt = Lion::new(Default::default())?;
+    /// opt.add_tensor(1, Dtype::F32);
+    /// opt.set_grad_unscale(Some(1.0 / 65536.0))?;      // the loss was scaled by 2^16
+    /// let mut w = [0.0f32];
+    /// opt.step(&mut [Tensor::new(&mut w, &[65536.0f32])])?;
+    /// assert_eq!(opt.momentum(0)?.len(), 1);
+    /// assert_eq!(opt.options().grad_unscale, Some(1.0 / 65536.0));
+    /// # Ok::<(), lion_optim::Error>(())
+    /// ```
     pub fn set_grad_unscale(&mut self, inv_scale: Option<f64>) -> Result<(), Error> {
         self.set_options(StepOptions {
             grad_unscale: inv_scale,
@@ -516,17 +580,25 @@ impl<B: MomentumStore> Lion<B> {
         self.skip_non_finite = skip;
     }
 
-    /// How many steps were skipped for non-finite gradients.
+    /// How many steps were skipped for non-finite gradients (see
+    /// [`set_skip_non_finite`](Self::set_skip_non_finite)).
     pub fn skipped_steps(&self) -> u64 {
         self.skipped
     }
 
-    /// How many steps have been taken.
+    /// How many steps have been applied (see the type's example).
     pub fn steps(&self) -> u64 {
         self.steps
     }
 
     /// How many tensors the optimizer holds momentum for.
+    ///
+    /// ```
+    /// let mut opt = lion_optim::Lion::new(Default::default())?;
+    /// opt.add_tensor(8, lion_optim::Dtype::F32);
+    /// assert_eq!(opt.tensor_count(), 1);
+    /// # Ok::<(), lion_optim::Error>(())
+    /// ```
     pub fn tensor_count(&self) -> usize {
         self.buffers.count()
     }
@@ -556,7 +628,7 @@ impl<B: MomentumStore> Lion<B> {
     /// gradient and momentum have the same length and that the hyperparameters are valid; on
     /// error nothing is written and the step count does not change. With
     /// [`set_skip_non_finite`](Self::set_skip_non_finite), a step with a non-finite gradient is
-    /// skipped the same way.
+    /// skipped the same way. See the type's example.
     pub fn step(&mut self, tensors: &mut [Tensor<'_>]) -> Result<Outcome, Error> {
         self.hp.constants_with(&self.options, 0)?;
         let count = self.tensor_count();
@@ -613,6 +685,13 @@ impl<B: MomentumStore> Lion<B> {
     }
 
     /// The size in bytes of a checkpoint of this optimizer.
+    ///
+    /// ```
+    /// let mut opt = lion_optim::Lion::new(Default::default())?;
+    /// opt.add_tensor(10, lion_optim::Dtype::Bf16);
+    /// assert_eq!(opt.state_len(), 64 + 9 + 10 * 2);
+    /// # Ok::<(), lion_optim::Error>(())
+    /// ```
     pub fn state_len(&self) -> usize {
         HEADER + TENSOR_HEADER * self.tensor_count() + self.data_len()
     }
