@@ -79,7 +79,7 @@ impl fmt::Display for Dtype {
     }
 }
 
-/// An element type a Lion step can read and write: `f32`, [`f16`] or [`bf16`].
+/// An element type a Lion step can read and write: `f32`, [`f16`](struct@f16) or [`bf16`].
 ///
 /// Arithmetic always happens in f32. Loading widens exactly; storing rounds once to nearest,
 /// ties to even, exactly as `half::f16::from_f32` / `half::bf16::from_f32` do (a NaN stays a

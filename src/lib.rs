@@ -4,7 +4,7 @@
 //! Lion keeps one momentum buffer per parameter (Adam keeps two) and moves every parameter by
 //! exactly `±lr`. This crate performs the whole step — decoupled weight decay, sign update and
 //! momentum update — in a single pass: per element three reads (parameter, gradient, momentum)
-//! and two writes (parameter, momentum), for `f32`, [`f16`] and [`bf16`] in any combination.
+//! and two writes (parameter, momentum), for `f32`, [`f16`](struct@f16) and [`bf16`] in any combination.
 //!
 //! ```
 //! use lion_optim::{Hyperparams, bf16};
@@ -69,7 +69,7 @@
 //! | type | bytes | loaded as | stored as |
 //! |---|---|---|---|
 //! | `f32` | 4 | itself | itself |
-//! | [`f16`] | 2 | exact widening | round to nearest even; overflow to ±inf; subnormals kept |
+//! | [`f16`](struct@f16) | 2 | exact widening | round to nearest even; overflow to ±inf; subnormals kept |
 //! | [`bf16`] | 2 | exact widening | round to nearest even; overflow to ±inf |
 //!
 //! All 27 combinations are supported and tested, e.g. bf16 parameters with f32 momentum, or f32
@@ -141,7 +141,7 @@ pub use options::{Rounding, StepOptions, WeightDecay};
 
 /// One Lion step over `params` in place, with `grads`, updating `momentum` in place.
 ///
-/// `params`, `grads` and `momentum` must have the same length; each may be `f32`, [`f16`] or
+/// `params`, `grads` and `momentum` must have the same length; each may be `f32`, [`f16`](struct@f16) or
 /// [`bf16`]. Runs on the fastest available [`Path`]; the result is bit-identical to
 /// [`reference::step`]. Returns an [`Error`], having written nothing, if the lengths differ or a
 /// hyperparameter is invalid.

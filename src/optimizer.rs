@@ -352,8 +352,8 @@ impl Buffer {
 /// (each with its own element type) and the step count.
 ///
 /// `B` is the momentum storage: `Vec<Buffer>` when the optimizer owns it (feature `alloc`,
-/// [`Lion::new`]), or anything that derefs to a slice of [`MomentumSlot`]s — such as an array of
-/// [`SliceMut`] over `static` buffers on a microcontroller ([`Lion::with_buffers`]).
+/// [`Lion::new`]), or any other [`MomentumStore`] — such as an array of [`SliceMut`] over
+/// `static` buffers on a microcontroller ([`Lion::with_buffers`]).
 ///
 /// A step is all or nothing: [`Lion::step`] checks every tensor against its momentum and the
 /// hyperparameters first; on any error it returns it and changes nothing.

@@ -2,7 +2,7 @@
 
 use crate::Error;
 
-/// Per-call options of a Lion step ([`step_with`](crate::step_with), [`Path::step_with`],
+/// Per-call options of a Lion step ([`step_with`](crate::step_with), [`Path::step_with`](crate::Path::step_with),
 /// [`reference::step_with`](crate::reference::step_with)). The default is the plain step.
 ///
 /// Every option runs inside the one fused pass, and every path stays bit-identical to the
