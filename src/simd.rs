@@ -135,9 +135,24 @@ pub trait Simd<const N: usize>: Copy {
     }
     /// Rounds to f16 as `f16::from_f32_stochastic` does with the random bits in the low 16 bits
     /// of each lane of `random`, and stores the bits.
+    ///
+    /// Unless a lane is in f16's subnormal range (`0 < |x| < 2^-14`), every lane takes the
+    /// normal-range branch, which works on the signed bits directly (`x + noise` grows the
+    /// magnitude for either sign; an infinity's dropped bits are zero, so masking restores it)
+    /// and ends in the ordinary conversion, exact there. NaN lanes are converted as they are.
     #[inline(always)]
     fn store_f16_stochastic(self, v: Self::F32, random: Self::U32, dst: &mut [u16; N]) {
-        self.store_u16(f16_stochastic(self, v, random), dst)
+        let u = |x| self.splat_u32(x);
+        let x = self.to_bits(v);
+        let abs = self.and(x, u(0x7fff_ffff));
+        let tiny = self.andnot(self.eq_u32(abs, u(0)), self.gt_i32(u(113 << 23), abs));
+        if self.any(tiny) {
+            return self.store_u16(f16_stochastic(self, v, random), dst);
+        }
+        let noise = self.shr::<3>(self.and(random, u(0xffff)));
+        let truncated = self.andnot(u(0x1fff), self.add_u32(x, noise));
+        let kept = self.select(self.is_nan(v), x, truncated);
+        self.store_f16(self.bits_to_f32(kept), dst)
     }
 }
 
