@@ -272,6 +272,7 @@ impl Path {
     /// assert_eq!((done, p), (Outcome::SkippedNonFinite, [1.0]));
     /// # Ok::<(), lion_optim::Error>(())
     /// ```
+    #[must_use = "a skipped step changed nothing: the caller usually lowers its loss scale"]
     pub fn step_guarded<P: Element, G: Element, M: Element>(
         self,
         params: &mut [P],

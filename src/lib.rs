@@ -275,6 +275,7 @@ pub fn all_finite<G: Element>(grads: &[G], options: &StepOptions) -> bool {
 /// assert_eq!(lion_optim::step_guarded(&mut p, &[f32::NAN, 2.0], &mut m, &hp, &opts)?, Outcome::SkippedNonFinite);
 /// # Ok::<(), lion_optim::Error>(())
 /// ```
+#[must_use = "a skipped step changed nothing: the caller usually lowers its loss scale"]
 pub fn step_guarded<P: Element, G: Element, M: Element>(
     params: &mut [P],
     grads: &[G],

@@ -80,9 +80,10 @@ pub(crate) fn cpuid_probe() -> Probe {
         avx2: false,
         avx512: false,
     };
-    // CPUID exists on every x86_64 CPU.
-    let max_leaf = __cpuid(0).eax;
-    let leaf1 = __cpuid(1);
+    // SAFETY: CPUID exists on every x86_64 CPU. (A safe function in newer Rust; `unsafe` for
+    // the MSRV.)
+    #[allow(unused_unsafe)]
+    let (max_leaf, leaf1) = unsafe { (__cpuid(0).eax, __cpuid(1)) };
     if max_leaf < 7 || leaf1.ecx & (OSXSAVE | AVX | F16C) != OSXSAVE | AVX | F16C {
         return none;
     }
@@ -91,7 +92,9 @@ pub(crate) fn cpuid_probe() -> Probe {
     if xcr0 & XMM_YMM != XMM_YMM {
         return none;
     }
-    let leaf7 = __cpuid_count(7, 0).ebx;
+    // SAFETY: as above; leaf 7 exists (max_leaf >= 7).
+    #[allow(unused_unsafe)]
+    let leaf7 = unsafe { __cpuid_count(7, 0).ebx };
     let avx2 = leaf7 & AVX2 != 0;
     let avx512 = avx2
         && leaf7 & (AVX512F | AVX512BW) == AVX512F | AVX512BW
