@@ -13,6 +13,8 @@ takes the median time of every benchmark, and
 
     cargo bench --bench step
     python3 scripts/plot_bench.py                      # all groups and sizes
+    cargo bench --bench options
+    python3 scripts/plot_bench.py --options            # the cost of each per-call option
     python3 scripts/plot_bench.py --sizes 64K,16M      # fewer table rows (the SVG keeps all)
     python3 scripts/plot_bench.py --criterion-dir /tmp/t/criterion --svg /tmp/bench.svg
 
@@ -281,15 +283,49 @@ def svg(results, note):
     return "\n".join(s) + "\n"
 
 
+def options_table(results):
+    """The `options ...` groups of `cargo bench --bench options`: each option's median time as a
+    percentage over `plain` at the same size."""
+    out = []
+    for group in sorted(g for g in results if g.startswith("options ")):
+        functions = results[group]
+        plain = functions.get("plain", {})
+        order = ["stochastic", "unscale", "maximize", "decoupled-wd", "all", "all_finite", "guarded"]
+        names = [f for f in order if f in functions] + sorted(
+            f for f in functions if f != "plain" and f not in order
+        )
+        sizes = sorted(plain)
+        out.append(f"**{group[len('options '):]}**\n")
+        out.append("| elements | plain ns/element | " + " | ".join(names) + " |")
+        out.append("|---:|---:|" + "---:|" * len(names))
+        for n in sizes:
+            base = plain[n][0]
+            cells = []
+            for f in names:
+                t = functions[f].get(n)
+                cells.append(f"{100 * (t[0] / base - 1):+.0f}%" if t else "-")
+            out.append(f"| {size_label(n)} | {base / n:.3f} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--criterion-dir", default=default_criterion_dir(), help="criterion's output directory")
     ap.add_argument("--svg", default=os.path.join(REPO, "docs", "bench.svg"), help="the SVG to write ('' for none)")
     ap.add_argument("--sizes", help="table rows for these sizes only, e.g. 64K,16M")
     ap.add_argument("--note", default=None, help="subtitle of the chart (default: the CPU model)")
+    ap.add_argument("--options", action="store_true", help="print the table of `cargo bench --bench options`")
     args = ap.parse_args()
 
     results = load(args.criterion_dir)
+    if args.options:
+        table = options_table(results)
+        if not table:
+            sys.exit(f"no results of `cargo bench --bench options` under {args.criterion_dir}")
+        print(table)
+        return
+    results = {g: f for g, f in results.items() if not g.startswith("options ")}
     if not results:
         sys.exit(f"no criterion results of `cargo bench --bench step` under {args.criterion_dir}")
     sizes = {parse_size(s) for s in args.sizes.split(",")} if args.sizes else None
