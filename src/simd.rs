@@ -78,6 +78,13 @@ pub trait Simd<const N: usize>: Copy {
     /// Lane-wise `mask ? a : b`; `mask` lanes are all ones or all zeros.
     fn select(self, mask: Self::U32, a: Self::U32, b: Self::U32) -> Self::U32;
 
+    /// A hint that the cache line holding `addr` will be read soon. `addr` may point anywhere
+    /// (it is never dereferenced): the instruction does not fault. Default: nothing.
+    #[inline(always)]
+    fn prefetch(self, addr: *const u8) {
+        let _ = addr;
+    }
+
     /// Loads `N` f32.
     fn load_f32(self, src: &[f32; N]) -> Self::F32;
     /// Stores `N` f32.

@@ -167,6 +167,12 @@ impl Simd<8> for Avx2 {
     }
 
     #[inline(always)]
+    fn prefetch(self, addr: *const u8) {
+        // SAFETY: PREFETCHT0 (SSE, part of every x86_64 CPU) is a hint: it never faults and
+        // never dereferences `addr` in the program's semantics, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(addr.cast()) }
+    }
+    #[inline(always)]
     fn load_f32(self, src: &[f32; 8]) -> __m256 {
         // SAFETY: see the impl comment (AVX2 available; `src` is 8 readable f32).
         unsafe { _mm256_loadu_ps(src.as_ptr()) }
