@@ -290,6 +290,8 @@ impl Path {
     }
 
     /// Checks availability, hyperparameters, options and lengths; returns the step's constants.
+    /// (Inlined: returned through memory, the large `Result` costs more than the checks.)
+    #[inline(always)]
     fn validate(
         self,
         params: usize,

@@ -203,6 +203,7 @@ impl From<CheckpointError> for Error {
 }
 
 /// Checks that `grads` and `momentum` have the length of `params`.
+#[inline(always)]
 pub(crate) fn check_lengths(params: usize, grads: usize, momentum: usize) -> Result<(), Error> {
     if grads != params {
         return Err(Error::LengthMismatch {

@@ -66,6 +66,7 @@ impl Hyperparams {
 
     /// Validates hyperparameters and options (for slices of `len` elements) and computes the
     /// per-step f32 constants.
+    #[inline(always)]
     pub(crate) fn constants_with(&self, opts: &StepOptions, len: usize) -> Result<Consts, Error> {
         let bad = |name, value, rule| Err(Error::InvalidHyperparameter { name, value, rule });
         let Self {

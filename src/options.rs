@@ -108,6 +108,7 @@ pub enum Rounding {
 
 impl StepOptions {
     /// Validates the options for slices of `len` elements; returns the f32 inverse scale.
+    #[inline(always)]
     pub(crate) fn validate(&self, len: usize) -> Result<f32, Error> {
         let bad = |name, value, rule| Err(Error::InvalidHyperparameter { name, value, rule });
         if let WeightDecay::FullyDecoupled { max_lr } = self.weight_decay
