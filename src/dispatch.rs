@@ -104,8 +104,8 @@ impl Path {
     /// use lion_optim::Path;
     ///
     /// assert_eq!(Path::Scalar.instructions(), "scalar");
-    /// # #[cfg(all(target_arch = "x86_64", not(target_feature = "avx2")))]
-    /// assert_eq!(Path::Portable.instructions(), "sse2");
+    /// let portable = Path::Portable.instructions();
+    /// assert!(["sse2", "avx2", "neon", "simd128", "scalar"].contains(&portable));
     /// ```
     pub fn instructions(self) -> &'static str {
         match self {

@@ -12,12 +12,14 @@
 //!
 //! # Signalling NaNs
 //!
-//! The conversions are exact — bit for bit what `half` does — for every input except signalling
-//! NaNs, which no arithmetic produces and which the kernel never stores: loads keep a signalling
-//! NaN's payload without setting its quiet bit (the multiplication every loaded value goes
-//! through sets it, exactly as `half`'s widening would have), and stores assume their input is
-//! the result of arithmetic (a quiet NaN, if NaN). Skipping both NaN fix-ups saves about a third
-//! of the vector instructions of a bf16 step, and step results are unaffected.
+//! The stores are exact — bit for bit what `half` does — for every f32 input, signalling NaNs
+//! included: a NaN is stored quiet. The loads are exact for every input except signalling NaNs,
+//! whose payload they keep without setting the quiet bit (`half` sets it). That is invisible in a
+//! step's results: every loaded value goes through arithmetic and then a store, and the store
+//! quiets whatever NaN reaches it. Rust's float semantics allow an operation on a signalling NaN
+//! to return it unquieted (RFC 3514; Miri exercises this even where the hardware always quiets),
+//! so the stores must not rely on the arithmetic having quieted it. The loads skip the fix-up:
+//! it would cost instructions on every 16-bit load and change no result.
 
 /// An instruction set with `N` f32 lanes per vector. See the module docs.
 pub trait Simd<const N: usize>: Copy {
@@ -119,10 +121,12 @@ pub trait Simd<const N: usize>: Copy {
     /// bits of each lane of `random`, and stores the bits.
     #[inline(always)]
     fn store_bf16_stochastic(self, v: Self::F32, random: Self::U32, dst: &mut [u16; N]) {
-        // A NaN gets no increment (it could carry into the sign); an infinity's dropped bits are
-        // zero, so it stays infinite.
-        let increment = self.andnot(self.is_nan(v), self.and(random, self.splat_u32(0xffff)));
-        self.store_u16_upper(self.add_u32(self.to_bits(v), increment), dst)
+        // A NaN gets no increment (it could carry into the sign) but its quiet bit; an
+        // infinity's dropped bits are zero, so it stays infinite.
+        let nan = self.is_nan(v);
+        let x = self.or(self.to_bits(v), self.and(nan, self.splat_u32(QUIET_BIT)));
+        let increment = self.andnot(nan, self.and(random, self.splat_u32(0xffff)));
+        self.store_u16_upper(self.add_u32(x, increment), dst)
     }
     /// Loads `N` f16 (as bits), widened exactly (see the module docs on signalling NaNs).
     #[inline(always)]
@@ -206,14 +210,19 @@ pub(crate) fn random_bits<S: Simd<N>, const N: usize>(s: S, key: S::U32, index: 
 /// Adding `0x7fff` plus the lowest kept bit carries into the kept bits exactly when the dropped
 /// half is above one half, or exactly one half with an odd kept part. Finite values near the top
 /// carry into the exponent and give infinity, as they must. A NaN gets no rounding increment, so
-/// it cannot carry into the sign (and a quiet NaN keeps its top bits, as `half` keeps them).
+/// it cannot carry into the sign; it gets its quiet bit instead and keeps its top bits, as `half`
+/// does (a NaN whose payload lies only in the dropped bits would otherwise become an infinity).
 #[inline(always)]
 pub(crate) fn bf16_round<S: Simd<N>, const N: usize>(s: S, v: S::F32) -> S::U32 {
-    let x = s.to_bits(v);
+    let nan = s.is_nan(v);
+    let x = s.or(s.to_bits(v), s.and(nan, s.splat_u32(QUIET_BIT)));
     let lsb = s.and(s.shr::<16>(x), s.splat_u32(1));
-    let increment = s.andnot(s.is_nan(v), s.add_u32(lsb, s.splat_u32(0x7fff)));
+    let increment = s.andnot(nan, s.add_u32(lsb, s.splat_u32(0x7fff)));
     s.add_u32(x, increment)
 }
+
+/// The quiet bit of an f32 NaN (the top mantissa bit).
+pub(crate) const QUIET_BIT: u32 = 0x0040_0000;
 
 /// f16 bits (low 16 bits of each lane) to f32, exactly as `half` (see the module docs on
 /// signalling NaNs).
@@ -312,9 +321,6 @@ pub(crate) mod tests {
     pub(crate) fn bf16_is_snan(h: u16) -> bool {
         h & 0x7f80 == 0x7f80 && h & 0x007f != 0 && h & 0x0040 == 0
     }
-    pub(crate) fn f32_is_snan(x: u32) -> bool {
-        x & 0x7f80_0000 == 0x7f80_0000 && x & 0x007f_ffff != 0 && x & 0x0040_0000 == 0
-    }
 
     /// Every one of the 65536 f16 and 65536 bf16 bit patterns widens exactly as `half` does
     /// (signalling NaNs: up to the quiet bit, see the module docs).
@@ -346,8 +352,7 @@ pub(crate) mod tests {
     }
 
     /// Narrows every f32 in `inputs` to f16 and bf16 and compares with `half`, bit for bit.
-    /// f16 narrowing is exact for every input; bf16 narrowing for every input but signalling
-    /// NaNs, which arithmetic never produces (see the module docs).
+    /// Both are exact for every input, signalling NaNs included.
     pub(crate) fn narrow_matches_half<S: Simd<N>, const N: usize>(s: S, inputs: &[u32]) {
         chunked::<u32, N>(inputs, |c, _| {
             let v = s.load_f32(&c.map(f32::from_bits));
@@ -359,9 +364,7 @@ pub(crate) mod tests {
                 let want = f16::from_f32(x).to_bits();
                 assert_eq!(h[i], want, "f16 narrowing of {:#x} ({x:e})", c[i]);
                 let want = bf16::from_f32(x).to_bits();
-                if !f32_is_snan(c[i]) {
-                    assert_eq!(b[i], want, "bf16 narrowing of {:#x} ({x:e})", c[i]);
-                }
+                assert_eq!(b[i], want, "bf16 narrowing of {:#x} ({x:e})", c[i]);
             }
         });
     }
@@ -369,9 +372,10 @@ pub(crate) mod tests {
     /// The f32 inputs where rounding to f16 or bf16 can go wrong: for every f16 and bf16 value,
     /// the value itself, its neighbours in f32, the exact ties with the next value and one f32
     /// ulp either side of them; every NaN payload class; f32 subnormals; the overflow edges.
-    pub(crate) fn boundary_inputs() -> Vec<u32> {
+    /// `stride` > 1 takes every `stride`-th 16-bit pattern only (for Miri).
+    pub(crate) fn boundary_inputs(stride: usize) -> Vec<u32> {
         let mut v = Vec::new();
-        for h in 0..=u16::MAX {
+        for h in (0..=u16::MAX).step_by(stride) {
             let x = f16::from_bits(h).to_f32();
             if x.is_finite() {
                 let next = f16::from_bits(h.wrapping_add(1)).to_f32();
@@ -415,8 +419,8 @@ pub(crate) mod tests {
             .collect()
     }
 
-    /// The stochastic stores equal `from_f32_stochastic` on every input (bf16: but signalling
-    /// NaNs), with varied random bits, including the values that decide the result.
+    /// The stochastic stores equal `from_f32_stochastic` on every input, with varied random
+    /// bits, including the values that decide the result.
     pub(crate) fn stochastic_matches_spec<S: Simd<N>, const N: usize>(s: S, inputs: &[u32]) {
         use crate::Element;
         let randoms = random_inputs(inputs.len(), 0x5eed);
@@ -438,9 +442,7 @@ pub(crate) mod tests {
                     let want = f16::from_f32_stochastic(x, ri).to_bits();
                     assert_eq!(h[i], want, "f16 stochastic of {:#x} with {ri:#x}", c[i]);
                     let want = bf16::from_f32_stochastic(x, ri).to_bits();
-                    if !f32_is_snan(c[i]) {
-                        assert_eq!(b[i], want, "bf16 stochastic of {:#x} with {ri:#x}", c[i]);
-                    }
+                    assert_eq!(b[i], want, "bf16 stochastic of {:#x} with {ri:#x}", c[i]);
                 }
             });
         }
@@ -450,17 +452,17 @@ pub(crate) mod tests {
     /// (Under Miri, which interprets every instruction, on a sample.)
     pub(crate) fn conversions<S: Simd<N>, const N: usize>(s: S) {
         if cfg!(miri) {
-            let mut inputs = boundary_inputs();
-            inputs.retain(|x| x % 97 == 0);
+            // Every 257th pattern: all exponents, varied mantissas, both signs.
+            let inputs = boundary_inputs(257);
             narrow_matches_half(s, &inputs);
-            narrow_matches_half(s, &random_inputs(4096, 0x9e37_79b9_7f4a_7c15));
+            narrow_matches_half(s, &random_inputs(1024, 0x9e37_79b9_7f4a_7c15));
             stochastic_matches_spec(s, &inputs);
             return;
         }
         widen_all(s);
-        narrow_matches_half(s, &boundary_inputs());
+        narrow_matches_half(s, &boundary_inputs(1));
         narrow_matches_half(s, &random_inputs(1 << 22, 0x9e37_79b9_7f4a_7c15));
-        stochastic_matches_spec(s, &boundary_inputs());
+        stochastic_matches_spec(s, &boundary_inputs(1));
         stochastic_matches_spec(s, &random_inputs(1 << 20, 0x0123_4567_89ab_cdef));
     }
 

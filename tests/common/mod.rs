@@ -11,7 +11,7 @@ pub const MAX_LANES: usize = 64;
 /// Under Miri (which interprets every instruction) a reduced but still covering set is used.
 pub fn lengths() -> Vec<usize> {
     if cfg!(miri) {
-        return vec![0, 1, 7, 8, 9, 15, 16, 17, 33];
+        return vec![0, 1, 7, 9, 16, 33];
     }
     let mut v: Vec<usize> = (0..=3 * MAX_LANES + 1).collect();
     for k in [256usize, 512, 1024, 4096, 16384] {
@@ -289,6 +289,8 @@ pub fn check_combo<P: Element, G: Element, M: Element>(path: Path, seed: u64) {
         let lengths = lengths();
         let lengths = match i {
             0 => &lengths[..],
+            // Under Miri, the options on one length with a full chunk and a tail.
+            _ if cfg!(miri) => &[17][..],
             _ => &lengths[..lengths.len().min(3 * MAX_LANES + 5)],
         };
         for hp in hyperparams() {

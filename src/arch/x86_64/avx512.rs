@@ -8,7 +8,7 @@
 use core::arch::x86_64::*;
 
 use super::{Cached, has_avx512};
-use crate::simd::Simd;
+use crate::simd::{QUIET_BIT, Simd};
 
 /// Proof that AVX-512 F and BW are available (see the parent module's invariant).
 #[derive(Clone, Copy, Debug)]
@@ -252,6 +252,9 @@ impl Simd<16> for Avx512 {
             let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(x), _mm512_set1_epi32(1));
             let increment = _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff));
             let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(v, v);
+            // NaN lanes get their quiet bit (as `half`), ordered lanes the rounding increment.
+            let quiet = _mm512_set1_epi32(QUIET_BIT as i32);
+            let x = _mm512_mask_or_epi32(x, !ordered, x, quiet);
             _mm512_mask_add_epi32(x, ordered, x, increment)
         };
         self.store_u16_upper(rounded, dst)
@@ -264,6 +267,8 @@ impl Simd<16> for Avx512 {
             let x = _mm512_castps_si512(v);
             let increment = _mm512_and_si512(random, _mm512_set1_epi32(0xffff));
             let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(v, v);
+            let quiet = _mm512_set1_epi32(QUIET_BIT as i32);
+            let x = _mm512_mask_or_epi32(x, !ordered, x, quiet);
             _mm512_mask_add_epi32(x, ordered, x, increment)
         };
         self.store_u16_upper(rounded, dst)

@@ -200,6 +200,7 @@ use entries;
 #[cfg(all(test, feature = "std"))]
 mod tests {
     #[test]
+    #[cfg_attr(miri, ignore = "CPUID is inline assembly, which Miri cannot run")]
     fn no_std_probe_agrees_with_std_detection() {
         let probe = super::cpuid_probe();
         assert_eq!(

@@ -1,0 +1,136 @@
+# Shared helpers of the cross-target CI scripts. Source it: . "$(dirname "$0")/lib.sh"
+# Everything is found relative to this file (the crate root is its parent) or through PATH,
+# rustup and cargo metadata: the scripts work from any clone, on a fresh machine that has only
+# the stable Rust toolchain (they install the rest: rustup targets, components and toolchains,
+# Debian packages, cargo-fuzz).
+set -euo pipefail
+
+CI_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$CI_DIR/.." && pwd)"
+export CI_DIR ROOT
+cd "$ROOT"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}" CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# The toolchains these scripts install. NIGHTLY may be pinned (e.g. nightly-2026-05-19).
+NIGHTLY="${NIGHTLY:-nightly}"
+MSRV="${MSRV:-$(sed -n 's/^rust-version *= *"\([^"]*\)".*/\1/p' "$ROOT/Cargo.toml")}"
+
+ci_log() { printf '== [%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+ci_die() { printf 'ci: error: %s\n' "$*" >&2; exit 1; }
+
+# ci_time LABEL cmd... : runs a command and prints how long it took.
+ci_time() {
+  local label="$1"; shift
+  local t0=$SECONDS rc=0
+  ci_log "$label"
+  "$@" || rc=$?
+  printf '== TIME %-58s %5d s (rc=%d)\n' "$label" "$((SECONDS - t0))" "$rc" >&2
+  return "$rc"
+}
+
+# Cargo's target dir for the crate (honours CARGO_TARGET_DIR and cargo config).
+ci_target_dir() {
+  cargo metadata --no-deps --format-version 1 --manifest-path "$ROOT/Cargo.toml" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'
+}
+
+# apt-get install the packages that are missing (apt-get update first if the lists are old).
+ci_apt() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -360 2>/dev/null | head -1)" ]; then
+    ci_time "apt-get update" $sudo apt-get update -qq
+  fi
+  ci_time "apt-get install ${missing[*]}" \
+    env DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# ci_apt_qemu PKG... : installs QEMU packages without breaking an installed qemu-* from
+# <codename>-backports (bookworm's image ships qemu-utils 10 from backports; bookworm's own
+# qemu-system-* 7.2 conflicts with it and apt would silently REMOVE qemu-utils). When a
+# backports QEMU is installed, the packages come from backports too, through a temporary apt
+# configuration derived from the machine's own Debian source (/etc/apt is not modified).
+ci_apt_qemu() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if ! dpkg-query -W -f='${Version}\n' 'qemu-*' 2>/dev/null | grep -q '~bpo'; then
+    ci_apt "${missing[@]}"; return
+  fi
+  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  local codename tmp uri keyring
+  codename="$(. /etc/os-release && echo "$VERSION_CODENAME")"
+  tmp="$(mktemp -d)"
+  mkdir -p "$tmp/parts" "$tmp/lists/partial"
+  cp /etc/apt/sources.list.d/*.sources "$tmp/parts/" 2>/dev/null || true
+  if [ -f /etc/apt/sources.list ]; then cp /etc/apt/sources.list "$tmp/sources.list"; else : > "$tmp/sources.list"; fi
+  # The first deb822 stanza whose suites include "$codename" (the main archive).
+  read -r uri keyring < <(awk -v c="$codename" '
+      /^URIs:/ {u=$2} /^Suites:/ {s=$0} /^Signed-By:/ {k=$2}
+      /^$/ { if (s ~ ("[ ]" c "([ ]|$)") && u != "") { print u, k; exit } u=""; s=""; k="" }
+      END { if (s ~ ("[ ]" c "([ ]|$)") && u != "") print u, k }' /etc/apt/sources.list.d/*.sources 2>/dev/null) || true
+  if [ -z "${uri:-}" ]; then
+    ci_log "no deb822 source for $codename found: plain install"; rm -rf "$tmp"; ci_apt "${missing[@]}"; return
+  fi
+  printf 'Types: deb\nURIs: %s\nSuites: %s-backports\nComponents: main\n%s\n' \
+    "$uri" "$codename" "${keyring:+Signed-By: $keyring}" > "$tmp/parts/ci-backports.sources"
+  local o=(-o "Dir::Etc::sourcelist=$tmp/sources.list" -o "Dir::Etc::sourceparts=$tmp/parts"
+           -o "Dir::State::lists=$tmp/lists" -o APT::Sandbox::User=root)
+  ci_time "apt-get update (+$codename-backports)" $sudo apt-get "${o[@]}" update -qq
+  ci_time "apt-get install -t $codename-backports ${missing[*]}" \
+    env DEBIAN_FRONTEND=noninteractive $sudo apt-get "${o[@]}" install -y -qq --no-install-recommends \
+      -t "$codename-backports" "${missing[@]}" >/dev/null
+  rm -rf "$tmp"
+}
+
+# ci_toolchain NAME [COMPONENT...] : installs a rustup toolchain (minimal profile) and components.
+ci_toolchain() {
+  local tc="$1"; shift
+  if ! rustup run "$tc" rustc --version >/dev/null 2>&1; then
+    ci_time "rustup toolchain install $tc" rustup toolchain install "$tc" --profile minimal --no-self-update
+  fi
+  local c have
+  have="$(rustup component list --installed --toolchain "$tc")"
+  for c in "$@"; do
+    grep -q "^$c" <<<"$have" && continue
+    ci_time "rustup component add $c ($tc)" rustup component add --toolchain "$tc" "$c"
+  done
+}
+
+# ci_target [+TOOLCHAIN] TARGET... : rustup target add, for the default toolchain or the given one.
+ci_target() {
+  local tc=()
+  case "${1:-}" in +*) tc=(--toolchain "${1#+}"); shift ;; esac
+  local installed t
+  installed="$(rustup target list --installed "${tc[@]}")"
+  for t in "$@"; do
+    grep -qx "$t" <<<"$installed" && continue
+    ci_time "rustup target add $t ${tc[*]}" rustup target add "${tc[@]}" "$t" \
+      || ci_die "rustup could not add $t"
+  done
+}
+
+# The test executables a `cargo test --no-run ARGS...` build produced (one path a line).
+ci_test_executables() {
+  cargo test --no-run "$@" --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        print(m["executable"])'
+}
+
+# ci_helper_crate DIR : prepares a generated helper crate's directory; pins its dependencies to
+# the versions of the project's Cargo.lock (cargo adds and removes what differs).
+ci_helper_crate() {
+  mkdir -p "$1/src"
+  if [ -f "$ROOT/Cargo.lock" ] && [ ! -f "$1/Cargo.lock" ]; then cp "$ROOT/Cargo.lock" "$1/Cargo.lock"; fi
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# WASM: the whole test suite (unit, integration and example tests) on wasm32-wasip1 under Node's
+# WASI, twice: with `-C target-feature=+simd128` (wide's v128 path: the test binaries must contain
+# v128 instructions, and tests/platform.rs checks the portable path reports "simd128") and
+# without it (wide's scalar fallback, reported as "scalar").
+# Usage: ci/wasm.sh [extra `cargo test` args]
+# Env:   WASM_RUNNER=node|wasmtime (default: node if it is >= 20, else wasmtime from PyPI)
+. "$(dirname "$0")/lib.sh"
+TD="$(ci_target_dir)"
+ci_target wasm32-wasip1
+ci_apt wabt   # wasm-objdump, to count v128 instructions
+
+runner="${WASM_RUNNER:-}"
+if [ -z "$runner" ]; then
+  if command -v node >/dev/null && [ "$(node -p 'process.versions.node.split(".")[0]')" -ge 20 ]; then
+    runner=node
+  else
+    runner=wasmtime
+  fi
+fi
+case "$runner" in
+  node) export CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $CI_DIR/wasi-run.mjs" ;;
+  wasmtime)
+    venv="$TD/ci/venv"
+    [ -x "$venv/bin/python" ] || ci_time "python venv" python3 -m venv "$venv"
+    "$venv/bin/python" -c 'import wasmtime' 2>/dev/null || ci_time "pip install wasmtime" "$venv/bin/pip" install -q wasmtime
+    export CARGO_TARGET_WASM32_WASIP1_RUNNER="$venv/bin/python $CI_DIR/wasmtime-run.py" ;;
+  *) ci_die "WASM_RUNNER must be node or wasmtime" ;;
+esac
+base_rf="${RUSTFLAGS:-}"
+
+run_mode() { # simd128 | scalar
+  local mode="$1"; shift
+  export RUSTFLAGS="$base_rf"
+  [ "$mode" = simd128 ] && export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+simd128"
+  export CARGO_TARGET_DIR="$TD/ci/wasm-$mode"
+  LION_EXPECT_INSTRUCTIONS="$mode" ci_time "cargo test --target wasm32-wasip1 [$mode] ($runner)" \
+    cargo test --target wasm32-wasip1 "$@"
+  local n=0 f
+  for f in $(ci_test_executables --target wasm32-wasip1 "$@"); do
+    n=$(( n + $(wasm-objdump -d "$f" | grep -cE '\b(v128|[fi](8x16|16x8|32x4|64x2))\.' || true) ))
+  done
+  echo "== wasm [$mode]: v128 instructions in the test binaries: $n" >&2
+  if [ "$mode" = simd128 ] && [ "$n" = 0 ]; then ci_die "the simd128 build contains no v128 instructions"; fi
+}
+
+run_mode simd128 "$@"
+run_mode scalar "$@"
+ci_log "wasm: all tests passed, with and without simd128"

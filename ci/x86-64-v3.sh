@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The test suite built with RUSTFLAGS="-C target-cpu=x86-64-v3": wide itself compiles to AVX2
+# (and may fuse its mul_add); tests/platform.rs checks the portable path reports "avx2", and
+# every path must still equal the reference bit for bit. Skipped (with a message) on a CPU
+# without AVX2, FMA and F16C.
+# Usage: ci/x86-64-v3.sh [cargo test args; default: --release]
+. "$(dirname "$0")/lib.sh"
+[ "$(uname -m)" = x86_64 ] || { ci_log "not x86_64: skipped"; exit 0; }
+for f in avx2 fma f16c bmi2 movbe; do
+  grep -qw "$f" /proc/cpuinfo || { ci_log "this CPU lacks $f (x86-64-v3): skipped"; exit 0; }
+done
+export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-cpu=x86-64-v3"
+export RUSTDOCFLAGS="${RUSTDOCFLAGS:+$RUSTDOCFLAGS }-C target-cpu=x86-64-v3"  # doctests too
+export CARGO_TARGET_DIR="$(ci_target_dir)/ci/x86-64-v3"
+[ $# -gt 0 ] || set -- --release
+LION_EXPECT_INSTRUCTIONS=avx2 ci_time "RUSTFLAGS='$RUSTFLAGS' cargo test $*" cargo test "$@"
+ci_log "x86-64-v3: all tests passed"
