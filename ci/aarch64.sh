@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # aarch64: the test suite cross-compiled for aarch64-unknown-linux-gnu and run under qemu-aarch64
-# (user mode), so wide's NEON path is what gets tested. tests/platform.rs checks that the portable
+# (user mode), so wide's NEON path is what gets tested. tests/suite/platform.rs checks that the portable
 # path reports "neon" (LION_EXPECT_INSTRUCTIONS), and the NEON vector instructions in the
 # crate's and wide's functions of the test binaries are counted (there must be some).
 # Usage: ci/aarch64.sh [cargo test args; default: the library and the integration tests]

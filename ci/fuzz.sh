@@ -2,7 +2,7 @@
 # Fuzzing smoke run: builds every cargo-fuzz target of fuzz/ (libFuzzer + AddressSanitizer,
 # debug assertions on) and runs each for SECONDS from the committed seed corpus
 # (fuzz/seeds/<target>/). A failing input fails CI; it is printed in base64 so it can be
-# kept as a regression test (fuzz/regressions/<target>/, replayed by tests/fuzz_regressions.rs).
+# kept as a regression test (fuzz/regressions/<target>/, replayed by tests/suite/fuzz_regressions.rs).
 # Usage: ci/fuzz.sh [SECONDS per target, default 30]
 # Env:   NIGHTLY; installs cargo-fuzz from crates.io if it is missing.
 . "$(dirname "$0")/lib.sh"

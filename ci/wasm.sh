@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # WASM: the whole test suite (unit, integration and example tests) on wasm32-wasip1 under Node's
 # WASI, twice: with `-C target-feature=+simd128` (wide's v128 path: the test binaries must contain
-# v128 instructions, and tests/platform.rs checks the portable path reports "simd128") and
+# v128 instructions, and tests/suite/platform.rs checks the portable path reports "simd128") and
 # without it (wide's scalar fallback, reported as "scalar").
 # Usage: ci/wasm.sh [extra `cargo test` args]
 # Env:   WASM_RUNNER=node|wasmtime (default: node if it is >= 20, else wasmtime from PyPI)

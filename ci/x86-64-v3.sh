@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test suite built with RUSTFLAGS="-C target-cpu=x86-64-v3": wide itself compiles to AVX2
-# (and may fuse its mul_add); tests/platform.rs checks the portable path reports "avx2", and
+# (and may fuse its mul_add); tests/suite/platform.rs checks the portable path reports "avx2", and
 # every path must still equal the reference bit for bit. Skipped (with a message) on a CPU
 # without AVX2, FMA and F16C.
 # Usage: ci/x86-64-v3.sh [cargo test args; default: --release]

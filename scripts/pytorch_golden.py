@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Record what the reference PyTorch Lion computes, for tests/pytorch.rs (needs torch + numpy).
+"""Record what the reference PyTorch Lion computes, for tests/suite/pytorch.rs (needs torch + numpy).
 
 The step below is google/automl's `lion/lion_pytorch.py` `Lion.step`, operation by operation, on
 f32 CPU tensors. For each case it records the inputs and the parameters and momentum after one

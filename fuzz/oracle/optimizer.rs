@@ -1,5 +1,5 @@
 //! The oracle of the `optimizer` fuzz target (fuzz/fuzz_targets/optimizer.rs), also replayed by
-//! tests/fuzz_regressions.rs.
+//! tests/suite/fuzz_regressions.rs.
 //!
 //! Arbitrary bytes become a `Lion` optimizer (up to 3 tensors, each with its own momentum dtype),
 //! hyperparameters and options (valid or not), one step over tensors whose parameter and

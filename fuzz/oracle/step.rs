@@ -1,5 +1,5 @@
 //! The oracle of the `step` fuzz target (fuzz/fuzz_targets/step.rs), also replayed by
-//! tests/fuzz_regressions.rs on every target the test suite runs on.
+//! tests/suite/fuzz_regressions.rs on every target the test suite runs on.
 //!
 //! Arbitrary bytes become hyperparameters (valid and invalid: edges of every domain, raw f64
 //! bits), step options, one of the 27 dtype combinations, lengths (equal or not), misaligned
@@ -124,7 +124,7 @@ pub fn options(r: &mut Bytes) -> StepOptions {
     o
 }
 
-/// f32 values where things go wrong (see tests/common/mod.rs).
+/// f32 values where things go wrong (see tests/suite/common/mod.rs).
 const SPECIALS: [u32; 32] = [
     0x0000_0000,
     0x8000_0000,

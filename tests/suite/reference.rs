@@ -1,9 +1,7 @@
 //! The specification itself: checked against the paper's formula computed independently in f64,
 //! and against cases worked out by hand.
 
-mod common;
-
-use common::Rng;
+use crate::common::Rng;
 use lion_optim::{Hyperparams, bf16, reference};
 
 /// Lion as the paper writes it, in f64 from the f64 hyperparameters, with an exact sign.

@@ -1,9 +1,7 @@
 //! Stochastic rounding: unbiased, deterministic, split-invariant, never moves representable
 //! values — on every path.
 
-mod common;
-
-use common::{Rng, assert_same, paths_under_test};
+use crate::common::{Rng, assert_same, paths_under_test};
 use lion_optim::{
     Element, Hyperparams, Path, Rounding, StepOptions, bf16, f16, reference, reference::random_bits,
 };

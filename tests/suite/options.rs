@@ -1,8 +1,6 @@
 //! Per-call options and the non-finite guard: semantics, validation, and `Lion`'s use of them.
 
-mod common;
-
-use common::{Rng, available_paths, bits, paths_under_test};
+use crate::common::{Rng, available_paths, bits, paths_under_test};
 use lion_optim::{
     Dtype, Element, Error, Hyperparams, Lion, Outcome, Rounding, StepOptions, Tensor, WeightDecay,
     bf16, f16, reference,

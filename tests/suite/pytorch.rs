@@ -17,7 +17,7 @@ struct Case {
 }
 
 fn cases() -> (String, Vec<Case>) {
-    let bytes: &[u8] = include_bytes!("data/pytorch_lion.bin");
+    let bytes: &[u8] = include_bytes!("../data/pytorch_lion.bin");
     assert_eq!(&bytes[..8], b"LIONPT01");
     let mut at = 8;
     let mut take = |n: usize| {

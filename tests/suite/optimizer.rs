@@ -1,8 +1,6 @@
 //! `Lion`: the same bits as plain steps, all-or-nothing failures, checkpoints.
 
-mod common;
-
-use common::{Rng, bits};
+use crate::common::{Rng, bits};
 use lion_optim::{
     CheckpointError, Dtype, Element, Error, Hyperparams, Lion, SliceMut, SliceRef, Tensor, bf16,
     f16, reference,

@@ -1,8 +1,6 @@
 //! Bad input returns an `Err` that says what is wrong, and leaves every buffer bit-identical.
 
-mod common;
-
-use common::{available_paths, bits};
+use crate::common::{available_paths, bits};
 use lion_optim::{Element, Error, Hyperparams, Path, bf16, f16, reference};
 
 type StepFn<P, G, M> = fn(&mut [P], &[G], &mut [M], &Hyperparams) -> Result<(), Error>;

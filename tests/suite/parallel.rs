@@ -1,9 +1,6 @@
 //! `par_step` (feature `rayon`) is bit-identical to `step` on every path and dtype combination.
-#![cfg(feature = "rayon")]
 
-mod common;
-
-use common::{Rng, assert_same, special_f32, value};
+use crate::common::{Rng, assert_same, special_f32, value};
 use lion_optim::{Element, Hyperparams, PAR_BLOCK, PAR_THRESHOLD, Path};
 
 fn check<P: Element, G: Element, M: Element>(path: Path, len: usize) {
@@ -39,7 +36,7 @@ fn par_step_is_bit_identical_to_step() {
         PAR_THRESHOLD,
         3 * PAR_THRESHOLD + PAR_BLOCK / 2 + 13,
     ];
-    for path in common::available_paths() {
+    for path in crate::common::available_paths() {
         for combo in all_combos!(check) {
             for len in lens {
                 combo(path, len);
@@ -76,7 +73,7 @@ fn par_step_with_stochastic_rounding_is_bit_identical_to_step_with() {
             grad_unscale: Some(0.5),
             ..StepOptions::default()
         };
-        for path in common::paths_under_test() {
+        for path in crate::common::paths_under_test() {
             let (mut p1, mut m1, mut p2, mut m2) = (
                 p0.clone(),
                 vec![bf16::ZERO; n],

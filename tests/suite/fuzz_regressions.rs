@@ -8,7 +8,7 @@
 //! * every input that once made a fuzz target fail (fuzz/regressions/<target>/), kept as a
 //!   regression test. None has so far: the directories hold only a README.
 
-#[path = "../fuzz/oracle/mod.rs"]
+#[path = "../../fuzz/oracle/mod.rs"]
 #[allow(dead_code)]
 mod oracle;
 

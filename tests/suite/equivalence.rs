@@ -1,8 +1,6 @@
 //! Every available path is bit-identical to `reference::step`, for all 27 dtype combinations.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use lion_optim::{
     Element, Hyperparams, Path, Rounding, StepOptions, WeightDecay, bf16, f16, reference,
 };

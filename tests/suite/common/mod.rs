@@ -313,7 +313,6 @@ pub fn paths_under_test() -> Vec<Path> {
 
 /// The 27 instantiations `$f::<P, G, M>` for P, G, M each of f32, f16, bf16, as an array of
 /// function pointers (all with the same signature).
-#[macro_export]
 macro_rules! all_combos {
     ($f:ident) => {
         [
