@@ -145,6 +145,19 @@ pub(crate) mod private {
             random: S::U32,
             dst: &mut [Self; N],
         );
+        /// Loads `2N` elements into two vectors of f32 lanes (in the instruction set's pair
+        /// order: only bf16 has one of its own, and the kernel pairs bf16 with bf16 only).
+        #[inline(always)]
+        fn load_pair<S: Simd<N>, const N: usize>(s: S, src: &[[Self; N]; 2]) -> [S::F32; 2] {
+            [Self::load(s, &src[0]), Self::load(s, &src[1])]
+        }
+        /// Rounds two vectors (in the order of `load_pair`) to this type and stores them
+        /// (bf16: under the contract of `Simd::store_bf16_pair`).
+        #[inline(always)]
+        fn store_pair<S: Simd<N>, const N: usize>(s: S, v: [S::F32; 2], dst: &mut [[Self; N]; 2]) {
+            Self::store(s, v[0], &mut dst[0]);
+            Self::store(s, v[1], &mut dst[1]);
+        }
         /// Tags a slice with its dtype.
         fn slice_mut(s: &mut [Self]) -> SliceMut<'_>;
         /// Tags a slice with its dtype.
@@ -296,5 +309,13 @@ impl private::Sealed for bf16 {
         dst: &mut [Self; N],
     ) {
         s.store_bf16_stochastic(v, random, bytemuck::must_cast_mut(dst))
+    }
+    #[inline(always)]
+    fn load_pair<S: Simd<N>, const N: usize>(s: S, src: &[[Self; N]; 2]) -> [S::F32; 2] {
+        s.load_bf16_pair(bytemuck::must_cast_ref(src))
+    }
+    #[inline(always)]
+    fn store_pair<S: Simd<N>, const N: usize>(s: S, v: [S::F32; 2], dst: &mut [[Self; N]; 2]) {
+        s.store_bf16_pair(v, bytemuck::must_cast_mut(dst))
     }
 }

@@ -40,6 +40,14 @@ pub trait Simd<const N: usize>: Copy {
     /// rule: `x` where `c > 0`, `-x` where `c < 0`, `+0` where `c` is `±0` or NaN. (Exact, so it
     /// can be computed by selecting bits instead of multiplying.)
     fn signed(self, x: Self::F32, c: Self::F32) -> Self::F32;
+    /// Whether the kernel steps slices that are **all bf16** two chunks at a time (see
+    /// `kernel::passes`): worth it where a pair's conversions cost fewer instructions than two
+    /// single ones.
+    const PAIRS: bool = false;
+    /// Whether [`load_bf16_pair`](Self::load_bf16_pair) returns the **even** elements in its
+    /// first vector and the odd ones in its second (instead of the first `N` and the next `N`).
+    const BF16_PAIR_EVEN_ODD: bool = false;
+
     /// Lane-wise mask (all ones / all zeros) of `x` is NaN.
     fn is_nan(self, x: Self::F32) -> Self::U32;
     /// Lane-wise `x` truncated toward zero to an integer, for `0 <= x < 2^31`.
@@ -128,6 +136,25 @@ pub trait Simd<const N: usize>: Copy {
         let increment = self.andnot(nan, self.and(random, self.splat_u32(0xffff)));
         self.store_u16_upper(self.add_u32(x, increment), dst)
     }
+    /// Loads `2N` bf16 (as bits), widened exactly, in the order
+    /// [`BF16_PAIR_EVEN_ODD`](Self::BF16_PAIR_EVEN_ODD) says.
+    #[inline(always)]
+    fn load_bf16_pair(self, src: &[[u16; N]; 2]) -> [Self::F32; 2] {
+        [self.load_bf16(&src[0]), self.load_bf16(&src[1])]
+    }
+    /// Rounds `2N` lanes (in the order of [`load_bf16_pair`](Self::load_bf16_pair)) to bf16 as
+    /// `half::bf16::from_f32` does and stores the bits, for lanes computed by Lion's arithmetic
+    /// from bf16 values: the result is exact for every input except a NaN whose **low 16 bits
+    /// are not zero**, which may be stored as any value. No such NaN reaches it: a NaN result
+    /// of that arithmetic is an input NaN (low 16 bits zero, as every widened bf16) or the
+    /// default NaN (`0x7fc0_0000` with either sign), quieted on hardware. (Where an operation
+    /// may return a signalling NaN unquieted, as Rust's semantics allow, the store keeps it a
+    /// NaN, without the quiet bit.) The default is the exact single store.
+    #[inline(always)]
+    fn store_bf16_pair(self, v: [Self::F32; 2], dst: &mut [[u16; N]; 2]) {
+        self.store_bf16(v[0], &mut dst[0]);
+        self.store_bf16(v[1], &mut dst[1]);
+    }
     /// Loads `N` f16 (as bits), widened exactly (see the module docs on signalling NaNs).
     #[inline(always)]
     fn load_f16(self, src: &[u16; N]) -> Self::F32 {
@@ -209,16 +236,23 @@ pub(crate) fn random_bits<S: Simd<N>, const N: usize>(s: S, key: S::U32, index: 
 ///
 /// Adding `0x7fff` plus the lowest kept bit carries into the kept bits exactly when the dropped
 /// half is above one half, or exactly one half with an odd kept part. Finite values near the top
-/// carry into the exponent and give infinity, as they must. A NaN gets no rounding increment, so
-/// it cannot carry into the sign; it gets its quiet bit instead and keeps its top bits, as `half`
-/// does (a NaN whose payload lies only in the dropped bits would otherwise become an infinity).
+/// carry into the exponent and give infinity, as they must. A NaN lane takes its own bits with
+/// the quiet bit set instead (one select), as `half` does: the increment could carry out of a
+/// NaN's payload into the sign, and a NaN whose payload lies only in the dropped bits would
+/// become an infinity.
 #[inline(always)]
 pub(crate) fn bf16_round<S: Simd<N>, const N: usize>(s: S, v: S::F32) -> S::U32 {
-    let nan = s.is_nan(v);
-    let x = s.or(s.to_bits(v), s.and(nan, s.splat_u32(QUIET_BIT)));
+    let quiet_nan = s.or(s.to_bits(v), s.splat_u32(QUIET_BIT));
+    s.select(s.is_nan(v), quiet_nan, bf16_round_not_nan(s, v))
+}
+
+/// [`bf16_round`] of lanes that are not NaN. A NaN lane whose low 16 bits are zero keeps its top
+/// bits (the increment cannot carry out of the low half); any other NaN lane gives garbage.
+#[inline(always)]
+pub(crate) fn bf16_round_not_nan<S: Simd<N>, const N: usize>(s: S, v: S::F32) -> S::U32 {
+    let x = s.to_bits(v);
     let lsb = s.and(s.shr::<16>(x), s.splat_u32(1));
-    let increment = s.andnot(nan, s.add_u32(lsb, s.splat_u32(0x7fff)));
-    s.add_u32(x, increment)
+    s.add_u32(s.add_u32(x, s.splat_u32(0x7fff)), lsb)
 }
 
 /// The quiet bit of an f32 NaN (the top mantissa bit).
@@ -285,7 +319,7 @@ pub(crate) fn f32_to_f16_bits<S: Simd<N>, const N: usize>(s: S, v: S::F32) -> S:
 /// Proofs that the conversions above (and any hardware override of them) are exactly `half`'s.
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::Simd;
+    use super::{QUIET_BIT, Simd};
     use half::{bf16, f16};
     use std::vec::Vec;
 
@@ -353,7 +387,67 @@ pub(crate) mod tests {
 
     /// Narrows every f32 in `inputs` to f16 and bf16 and compares with `half`, bit for bit.
     /// Both are exact for every input, signalling NaNs included.
+    /// Where element `j` of a pair of chunks lives: (vector, lane), in `S`'s pair order.
+    fn pair_slot<S: Simd<N>, const N: usize>(j: usize) -> (usize, usize) {
+        if S::BF16_PAIR_EVEN_ODD {
+            (j % 2, j / 2)
+        } else {
+            (j / N, j % N)
+        }
+    }
+
+    /// The pair loads widen every bf16 pattern as `half` does, in `S`'s pair order.
+    pub(crate) fn widen_pairs_all<S: Simd<N>, const N: usize>(s: S) {
+        let all: Vec<u16> = (0..=u16::MAX).collect();
+        for c in all.chunks(2 * N) {
+            let mut pair = [[0u16; N]; 2];
+            for (j, &h) in c.iter().enumerate() {
+                pair[j / N][j % N] = h;
+            }
+            let v = s.load_bf16_pair(&pair);
+            let mut out = [[0.0f32; N]; 2];
+            s.store_f32(v[0], &mut out[0]);
+            s.store_f32(v[1], &mut out[1]);
+            for (j, &h) in c.iter().enumerate() {
+                let (vector, lane) = pair_slot::<S, N>(j);
+                let want = bf16::from_bits(h).to_f32();
+                let got = out[vector][lane];
+                widened_as_half("bf16 pair widening", h, bf16_is_snan(h), got, want);
+            }
+        }
+    }
+
+    /// The pair stores round as `half` does, in `S`'s pair order, on every input but NaNs
+    /// with nonzero low 16 bits (outside their contract: see `Simd::store_bf16_pair`).
+    pub(crate) fn narrow_pairs_match_half<S: Simd<N>, const N: usize>(s: S, inputs: &[u32]) {
+        for c in inputs.chunks(2 * N) {
+            let mut lanes = [[0.0f32; N]; 2];
+            for (j, &x) in c.iter().enumerate() {
+                let (vector, lane) = pair_slot::<S, N>(j);
+                lanes[vector][lane] = f32::from_bits(x);
+            }
+            let v = [s.load_f32(&lanes[0]), s.load_f32(&lanes[1])];
+            let mut b = [[0u16; N]; 2];
+            s.store_bf16_pair(v, &mut b);
+            for (j, &bits) in c.iter().enumerate() {
+                let (x, got) = (f32::from_bits(bits), b[j / N][j % N]);
+                if x.is_nan() && bits & 0xffff != 0 {
+                    continue;
+                }
+                let want = bf16::from_f32(x).to_bits();
+                if x.is_nan() && bits & QUIET_BIT == 0 {
+                    // A signalling NaN may keep its bits (see `Simd::store_bf16_pair`).
+                    let quieted = got | (QUIET_BIT >> 16) as u16;
+                    assert_eq!(quieted, want, "bf16 pair narrowing of {bits:#x}");
+                } else {
+                    assert_eq!(got, want, "bf16 pair narrowing of {bits:#x} ({x:e})");
+                }
+            }
+        }
+    }
+
     pub(crate) fn narrow_matches_half<S: Simd<N>, const N: usize>(s: S, inputs: &[u32]) {
+        narrow_pairs_match_half(s, inputs);
         chunked::<u32, N>(inputs, |c, _| {
             let v = s.load_f32(&c.map(f32::from_bits));
             let (mut h, mut b) = ([0u16; N], [0u16; N]);
@@ -460,6 +554,7 @@ pub(crate) mod tests {
             return;
         }
         widen_all(s);
+        widen_pairs_all(s);
         narrow_matches_half(s, &boundary_inputs(1));
         narrow_matches_half(s, &random_inputs(1 << 22, 0x9e37_79b9_7f4a_7c15));
         stochastic_matches_spec(s, &boundary_inputs(1));
