@@ -158,6 +158,19 @@ pub(crate) mod private {
             Self::store(s, v[0], &mut dst[0]);
             Self::store(s, v[1], &mut dst[1]);
         }
+        /// Rounds two vectors (in the order of `load_pair`) to this type stochastically with the
+        /// random bits in the low 16 bits of each lane of `random` (as `store_stochastic`) and
+        /// stores them.
+        #[inline(always)]
+        fn store_pair_stochastic<S: Simd<N>, const N: usize>(
+            s: S,
+            v: [S::F32; 2],
+            random: [S::U32; 2],
+            dst: &mut [[Self; N]; 2],
+        ) {
+            Self::store_stochastic(s, v[0], random[0], &mut dst[0]);
+            Self::store_stochastic(s, v[1], random[1], &mut dst[1]);
+        }
         /// Tags a slice with its dtype.
         fn slice_mut(s: &mut [Self]) -> SliceMut<'_>;
         /// Tags a slice with its dtype.
@@ -317,5 +330,14 @@ impl private::Sealed for bf16 {
     #[inline(always)]
     fn store_pair<S: Simd<N>, const N: usize>(s: S, v: [S::F32; 2], dst: &mut [[Self; N]; 2]) {
         s.store_bf16_pair(v, bytemuck::must_cast_mut(dst))
+    }
+    #[inline(always)]
+    fn store_pair_stochastic<S: Simd<N>, const N: usize>(
+        s: S,
+        v: [S::F32; 2],
+        random: [S::U32; 2],
+        dst: &mut [[Self; N]; 2],
+    ) {
+        s.store_bf16_pair_stochastic(v, random, bytemuck::must_cast_mut(dst))
     }
 }

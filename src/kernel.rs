@@ -115,10 +115,9 @@ fn passes<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: boo
     // Lane i of `index` is the low 32 bits of its element's global index.
     let index = s.add_u32(s.splat_u32(options.offset as u32), s.lane_indices());
     // Two chunks at a time where the instruction set asks for it, for bf16 only (the pair
-    // stores rely on every value coming from bf16: see `Simd::store_bf16_pair`). Stochastic
-    // rounding, whose random bits follow the element index, keeps single chunks.
+    // stores rely on every value coming from bf16: see `Simd::store_bf16_pair`).
     let bf16 = |d: Dtype| d == Dtype::Bf16;
-    let paired = S::PAIRS && !STOCHASTIC && bf16(P::DTYPE) && bf16(G::DTYPE) && bf16(M::DTYPE);
+    let paired = S::PAIRS && bf16(P::DTYPE) && bf16(G::DTYPE) && bf16(M::DTYPE);
     if !paired {
         singles::<S, N, P, G, M, UNSCALE, STOCHASTIC>(s, &v, params, grads, momentum, index);
         return;
@@ -137,11 +136,14 @@ fn passes<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: boo
     let (g_pairs, _) = grads.as_chunks::<N>().0.as_chunks::<2>();
     let (m_pairs, _) = momentum.as_chunks_mut::<N>().0.as_chunks_mut::<2>();
     let done = 2 * N * p_pairs.len();
+    // The global index (low 32 bits) of the first element of the pair, in every lane.
+    let mut first = s.splat_u32((options.offset as u32).wrapping_add(head as u32));
     for ((p, g), m) in p_pairs.iter_mut().zip(g_pairs).zip(m_pairs.iter_mut()) {
         s.prefetch(ahead(&*p));
         s.prefetch(ahead(g));
         s.prefetch(ahead(&*m));
-        pair::<S, N, P, G, M, UNSCALE>(s, &v, p, g, m);
+        pair::<S, N, P, G, M, UNSCALE, STOCHASTIC>(s, &v, p, g, m, first);
+        first = s.add_u32(first, s.splat_u32(2 * N as u32));
     }
     let index = s.add_u32(index, s.splat_u32((head + done) as u32));
     let (p_rest, g_rest, m_rest) = (&mut params[done..], &grads[done..], &mut momentum[done..]);
@@ -219,14 +221,16 @@ fn body<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: bool>
     }
 }
 
-/// Lion on two chunks, loaded and stored as pairs (in the instruction set's pair order).
+/// Lion on two chunks, loaded and stored as pairs (in the instruction set's pair order); `first`
+/// holds the global index of the pair's first element in every lane.
 #[inline(always)]
-fn pair<S, const N: usize, P, G, M, const UNSCALE: bool>(
+fn pair<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: bool>(
     s: S,
     k: &Lanes<S::F32, S::U32>,
     p: &mut [[P; N]; 2],
     g: &[[G; N]; 2],
     m: &mut [[M; N]; 2],
+    first: S::U32,
 ) where
     S: Simd<N>,
     P: Element,
@@ -238,8 +242,31 @@ fn pair<S, const N: usize, P, G, M, const UNSCALE: bool>(
     let [m0, m1] = M::load_pair(s, m);
     let (p0, m0) = math::<S, N, UNSCALE>(s, k, p0, g0, m0);
     let (p1, m1) = math::<S, N, UNSCALE>(s, k, p1, g1, m1);
-    P::store_pair(s, [p0, p1], p);
-    M::store_pair(s, [m0, m1], m);
+    if STOCHASTIC {
+        // The elements' indices in pair order: `2i` and `2i + 1` in lane `i` (even/odd), or
+        // `i` and `N + i`.
+        let lanes = s.lane_indices();
+        let index = if S::BF16_PAIR_EVEN_ODD {
+            let even = s.add_u32(first, s.shl::<1>(lanes));
+            [even, s.add_u32(even, s.splat_u32(1))]
+        } else {
+            let low = s.add_u32(first, lanes);
+            [low, s.add_u32(low, s.splat_u32(N as u32))]
+        };
+        // (No closures here: they would not inherit the entry point's target features.)
+        let random = [
+            random_bits(s, k.key, index[0]),
+            random_bits(s, k.key, index[1]),
+        ];
+        let low = s.splat_u32(0xffff);
+        let random_p = [s.and(random[0], low), s.and(random[1], low)];
+        let random_m = [s.shr::<16>(random[0]), s.shr::<16>(random[1])];
+        P::store_pair_stochastic(s, [p0, p1], random_p, p);
+        M::store_pair_stochastic(s, [m0, m1], random_m, m);
+    } else {
+        P::store_pair(s, [p0, p1], p);
+        M::store_pair(s, [m0, m1], m);
+    }
 }
 
 /// The arithmetic of Lion on loaded lanes, in exactly the order of operations of

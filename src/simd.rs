@@ -155,6 +155,21 @@ pub trait Simd<const N: usize>: Copy {
         self.store_bf16(v[0], &mut dst[0]);
         self.store_bf16(v[1], &mut dst[1]);
     }
+    /// Rounds `2N` lanes (in pair order) to bf16 stochastically, as
+    /// [`store_bf16_stochastic`](Self::store_bf16_stochastic) does with the random bits of
+    /// `random` (in pair order; **every lane at most `0xffff`**), and stores the bits; under the
+    /// contract of [`store_bf16_pair`](Self::store_bf16_pair). The default is the exact single
+    /// store.
+    #[inline(always)]
+    fn store_bf16_pair_stochastic(
+        self,
+        v: [Self::F32; 2],
+        random: [Self::U32; 2],
+        dst: &mut [[u16; N]; 2],
+    ) {
+        self.store_bf16_stochastic(v[0], random[0], &mut dst[0]);
+        self.store_bf16_stochastic(v[1], random[1], &mut dst[1]);
+    }
     /// Loads `N` f16 (as bits), widened exactly (see the module docs on signalling NaNs).
     #[inline(always)]
     fn load_f16(self, src: &[u16; N]) -> Self::F32 {
@@ -417,8 +432,9 @@ pub(crate) mod tests {
         }
     }
 
-    /// The pair stores round as `half` does, in `S`'s pair order, on every input but NaNs
-    /// with nonzero low 16 bits (outside their contract: see `Simd::store_bf16_pair`).
+    /// The pair stores round as `half` does (to nearest, and stochastically as
+    /// `from_f32_stochastic`), in `S`'s pair order, on every input but NaNs with nonzero low 16
+    /// bits (outside their contract: see `Simd::store_bf16_pair`).
     pub(crate) fn narrow_pairs_match_half<S: Simd<N>, const N: usize>(s: S, inputs: &[u32]) {
         for c in inputs.chunks(2 * N) {
             let mut lanes = [[0.0f32; N]; 2];
@@ -427,12 +443,41 @@ pub(crate) mod tests {
                 lanes[vector][lane] = f32::from_bits(x);
             }
             let v = [s.load_f32(&lanes[0]), s.load_f32(&lanes[1])];
-            let mut b = [[0u16; N]; 2];
+            // Random bits for the stochastic store: varied, and the ones that decide results.
+            let special = [0u32, 1, 0x7fff, 0x8000, 0xffff];
+            let mut r = [[0u32; N]; 2];
+            for (j, &x) in c.iter().enumerate() {
+                let (vector, lane) = pair_slot::<S, N>(j);
+                r[vector][lane] = (x.rotate_left(7) ^ 0x9e37_79b9) >> (16 + j % 3 * 4);
+                if j % 4 == 0 {
+                    r[vector][lane] = special[(j / 4) % special.len()];
+                }
+            }
+            let random = r.map(|r| s.to_bits(s.load_f32(&r.map(f32::from_bits))));
+            let (mut b, mut sr) = ([[0u16; N]; 2], [[0u16; N]; 2]);
             s.store_bf16_pair(v, &mut b);
+            s.store_bf16_pair_stochastic(v, random, &mut sr);
             for (j, &bits) in c.iter().enumerate() {
                 let (x, got) = (f32::from_bits(bits), b[j / N][j % N]);
                 if x.is_nan() && bits & 0xffff != 0 {
                     continue;
+                }
+                let (vector, lane) = pair_slot::<S, N>(j);
+                let ri = r[vector][lane] as u16;
+                let want_sr = crate::Element::from_f32_stochastic(x, ri);
+                let want_sr = bf16::to_bits(want_sr);
+                let got_sr = sr[j / N][j % N];
+                if x.is_nan() {
+                    // NaN: rounded as to nearest (also a signalling one: see below).
+                    assert_eq!(
+                        got_sr, got,
+                        "bf16 pair stochastic of {bits:#x} with {ri:#x}"
+                    );
+                } else {
+                    assert_eq!(
+                        got_sr, want_sr,
+                        "bf16 pair stochastic of {bits:#x} with {ri:#x}"
+                    );
                 }
                 let want = bf16::from_f32(x).to_bits();
                 if x.is_nan() && bits & QUIET_BIT == 0 {

@@ -184,7 +184,8 @@ proptest! {
 /// (where the AVX2 path stores pairs of chunks without a NaN fix-up: the NaNs Lion's arithmetic
 /// makes from bf16 values have zero low halves). One NaN source per element, so which NaN
 /// propagates is not up to the compiler's operand order: quiet and signalling NaNs of both
-/// signs in each buffer, and infinities whose products cancel into the default NaN.
+/// signs in each buffer, and infinities whose products cancel into the default NaN; rounding
+/// to nearest and stochastically.
 #[test]
 #[cfg(all(target_arch = "x86_64", not(miri)))]
 fn bf16_nan_results_are_bit_identical_on_x86() {
@@ -223,19 +224,25 @@ fn bf16_nan_results_are_bit_identical_on_x86() {
             _ => (m0[i], g0[i]) = (bf16::INFINITY, bf16::NEG_INFINITY),
         }
     }
-    for path in paths_under_test() {
+    let stochastic = StepOptions {
+        rounding: Rounding::Stochastic { seed: 11 },
+        step: 2,
+        ..StepOptions::default()
+    };
+    for (path, opts) in paths_under_test()
+        .into_iter()
+        .flat_map(|path| [(path, StepOptions::default()), (path, stochastic)])
+    {
         for offset in 0..16 {
             let (mut p, mut m) = (p0[offset..].to_vec(), m0[offset..].to_vec());
             let (mut pr, mut mr) = (p.clone(), m.clone());
-            path.step(&mut p, &g0[offset..], &mut m, &hp).unwrap();
-            reference::step(&mut pr, &g0[offset..], &mut mr, &hp).unwrap();
+            let g = &g0[offset..];
+            path.step_with(&mut p, g, &mut m, &hp, &opts).unwrap();
+            reference::step_with(&mut pr, g, &mut mr, &hp, &opts).unwrap();
             let bits = |v: &[bf16]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&p), bits(&pr), "path {path}, offset {offset}: params");
-            assert_eq!(
-                bits(&m),
-                bits(&mr),
-                "path {path}, offset {offset}: momentum"
-            );
+            let ctx = format!("path {path}, {:?}, offset {offset}", opts.rounding);
+            assert_eq!(bits(&p), bits(&pr), "{ctx}: params");
+            assert_eq!(bits(&m), bits(&mr), "{ctx}: momentum");
         }
     }
 }

@@ -260,6 +260,22 @@ impl Simd<8> for Avx2 {
         ];
         self.store_even_odd(rounded, dst)
     }
+    /// Adds the random bits (at most `0xffff`) without the NaN fix-up of
+    /// `store_bf16_stochastic`, under the same contract as `store_bf16_pair` (a NaN's zero low
+    /// half cannot carry).
+    #[inline(always)]
+    fn store_bf16_pair_stochastic(
+        self,
+        v: [__m256; 2],
+        random: [__m256i; 2],
+        dst: &mut [[u16; 8]; 2],
+    ) {
+        let rounded = [
+            self.add_u32(self.to_bits(v[0]), random[0]),
+            self.add_u32(self.to_bits(v[1]), random[1]),
+        ];
+        self.store_even_odd(rounded, dst)
+    }
 
     /// F16C: exact widening (NaNs quieted, as `half`).
     #[inline(always)]
