@@ -118,24 +118,21 @@ fn passes<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: boo
     // stores rely on every value coming from bf16: see `Simd::store_bf16_pair`).
     let bf16 = |d: Dtype| d == Dtype::Bf16;
     let paired = S::PAIRS && bf16(P::DTYPE) && bf16(G::DTYPE) && bf16(M::DTYPE);
-    if !paired {
-        singles::<S, N, P, G, M, UNSCALE, STOCHASTIC>(s, &v, params, grads, momentum, index);
-        return;
-    }
     // A head of single elements first, so that the pairs' accesses to the parameters are
     // aligned to `PAIR_ALIGN` bytes: a 32-byte access that straddles two cache lines costs two
     // (about +30% on a DRAM-bound bf16 step here, with 16-byte aligned buffers). Gradients and
     // momentum are aligned too when congruent to the parameters, as large allocations are.
-    let head =
-        (params.as_ptr().addr().wrapping_neg() % PAIR_ALIGN / size_of::<P>()).min(params.len());
-    let (p_head, params) = params.split_at_mut(head);
-    let (g_head, grads) = grads.split_at(head);
-    let (m_head, momentum) = momentum.split_at_mut(head);
-    singles::<S, N, P, G, M, UNSCALE, STOCHASTIC>(s, &v, p_head, g_head, m_head, index);
-    let (p_pairs, _) = params.as_chunks_mut::<N>().0.as_chunks_mut::<2>();
-    let (g_pairs, _) = grads.as_chunks::<N>().0.as_chunks::<2>();
-    let (m_pairs, _) = momentum.as_chunks_mut::<N>().0.as_chunks_mut::<2>();
-    let done = 2 * N * p_pairs.len();
+    // Without pairs, the "head" is everything.
+    let len = params.len();
+    let head = if paired {
+        (params.as_ptr().addr().wrapping_neg() % PAIR_ALIGN / size_of::<P>()).min(len)
+    } else {
+        len
+    };
+    let (p_pairs, _) = params[head..].as_chunks_mut::<N>().0.as_chunks_mut::<2>();
+    let (g_pairs, _) = grads[head..].as_chunks::<N>().0.as_chunks::<2>();
+    let (m_pairs, _) = momentum[head..].as_chunks_mut::<N>().0.as_chunks_mut::<2>();
+    let end = head + 2 * N * p_pairs.len();
     // The global index (low 32 bits) of the first element of the pair, in every lane.
     let mut first = s.splat_u32((options.offset as u32).wrapping_add(head as u32));
     for ((p, g), m) in p_pairs.iter_mut().zip(g_pairs).zip(m_pairs.iter_mut()) {
@@ -145,9 +142,13 @@ fn passes<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: boo
         pair::<S, N, P, G, M, UNSCALE, STOCHASTIC>(s, &v, p, g, m, first);
         first = s.add_u32(first, s.splat_u32(2 * N as u32));
     }
-    let index = s.add_u32(index, s.splat_u32((head + done) as u32));
-    let (p_rest, g_rest, m_rest) = (&mut params[done..], &grads[done..], &mut momentum[done..]);
-    singles::<S, N, P, G, M, UNSCALE, STOCHASTIC>(s, &v, p_rest, g_rest, m_rest, index);
+    // The head and what the pairs left, through one copy of the single-chunk loop (every
+    // instantiation of this function carries it: debug builds do not drop dead code).
+    for range in [0..head, end..len] {
+        let index = s.add_u32(index, s.splat_u32(range.start as u32));
+        let (p, g) = (&mut params[range.clone()], &grads[range.clone()]);
+        singles::<S, N, P, G, M, UNSCALE, STOCHASTIC>(s, &v, p, g, &mut momentum[range], index);
+    }
 }
 
 /// The alignment (bytes) of the parameters' address at the first pair of chunks.
