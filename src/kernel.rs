@@ -115,40 +115,68 @@ fn passes<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: boo
     // Lane i of `index` is the low 32 bits of its element's global index.
     let index = s.add_u32(s.splat_u32(options.offset as u32), s.lane_indices());
     // Two chunks at a time where the instruction set asks for it, for bf16 only (the pair
-    // stores rely on every value coming from bf16: see `Simd::store_bf16_pair`).
-    let bf16 = |d: Dtype| d == Dtype::Bf16;
-    let paired = S::PAIRS && bf16(P::DTYPE) && bf16(G::DTYPE) && bf16(M::DTYPE);
-    // A head of single elements first, so that the pairs' accesses to the parameters are
-    // aligned to `PAIR_ALIGN` bytes: a 32-byte access that straddles two cache lines costs two
-    // (about +30% on a DRAM-bound bf16 step here, with 16-byte aligned buffers). Gradients and
-    // momentum are aligned too when congruent to the parameters, as large allocations are.
-    // Without pairs, the "head" is everything.
+    // stores rely on every value coming from bf16: see `Simd::store_bf16_pair`). An inline
+    // `const` condition, so that other instantiations do not even compile the pair code.
     let len = params.len();
-    let head = if paired {
-        (params.as_ptr().addr().wrapping_neg() % PAIR_ALIGN / size_of::<P>()).min(len)
+    let (head, end) = if const { S::PAIRS && all_bf16::<P, G, M>() } {
+        pairs::<S, N, P, G, M, UNSCALE, STOCHASTIC>(s, &v, params, grads, momentum, options.offset)
     } else {
-        len
+        (len, len)
     };
-    let (p_pairs, _) = params[head..].as_chunks_mut::<N>().0.as_chunks_mut::<2>();
-    let (g_pairs, _) = grads[head..].as_chunks::<N>().0.as_chunks::<2>();
-    let (m_pairs, _) = momentum[head..].as_chunks_mut::<N>().0.as_chunks_mut::<2>();
-    let end = head + 2 * N * p_pairs.len();
-    // The global index (low 32 bits) of the first element of the pair, in every lane.
-    let mut first = s.splat_u32((options.offset as u32).wrapping_add(head as u32));
-    for ((p, g), m) in p_pairs.iter_mut().zip(g_pairs).zip(m_pairs.iter_mut()) {
-        s.prefetch(ahead(&*p));
-        s.prefetch(ahead(g));
-        s.prefetch(ahead(&*m));
-        pair::<S, N, P, G, M, UNSCALE, STOCHASTIC>(s, &v, p, g, m, first);
-        first = s.add_u32(first, s.splat_u32(2 * N as u32));
-    }
-    // The head and what the pairs left, through one copy of the single-chunk loop (every
-    // instantiation of this function carries it: debug builds do not drop dead code).
+    // The head and what the pairs left, through one copy of the single-chunk loop (inlined
+    // once, not twice, into each of the 27 dtype combinations of every path).
     for range in [0..head, end..len] {
         let index = s.add_u32(index, s.splat_u32(range.start as u32));
         let (p, g) = (&mut params[range.clone()], &grads[range.clone()]);
         singles::<S, N, P, G, M, UNSCALE, STOCHASTIC>(s, &v, p, g, &mut momentum[range], index);
     }
+}
+
+/// Whether parameters, gradients and momentum are all bf16 (in `const` context).
+const fn all_bf16<P: Element, G: Element, M: Element>() -> bool {
+    matches!(
+        (P::DTYPE, G::DTYPE, M::DTYPE),
+        (Dtype::Bf16, Dtype::Bf16, Dtype::Bf16)
+    )
+}
+
+/// The pairs of chunks of an all-bf16 step: returns `(head, end)`, the elements `head..end`
+/// being done (the caller does the others with single chunks).
+#[inline(always)]
+fn pairs<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: bool>(
+    s: S,
+    v: &Lanes<S::F32, S::U32>,
+    params: &mut [P],
+    grads: &[G],
+    momentum: &mut [M],
+    offset: u64,
+) -> (usize, usize)
+where
+    S: Simd<N>,
+    P: Element,
+    G: Element,
+    M: Element,
+{
+    // A head of single elements first, so that the pairs' accesses to the parameters are
+    // aligned to `PAIR_ALIGN` bytes: a 32-byte access that straddles two cache lines costs two
+    // (about +30% on a DRAM-bound bf16 step here, with 16-byte aligned buffers). Gradients and
+    // momentum are aligned too when congruent to the parameters, as large allocations are.
+    let head =
+        (params.as_ptr().addr().wrapping_neg() % PAIR_ALIGN / size_of::<P>()).min(params.len());
+    let (p_pairs, _) = params[head..].as_chunks_mut::<N>().0.as_chunks_mut::<2>();
+    let (g_pairs, _) = grads[head..].as_chunks::<N>().0.as_chunks::<2>();
+    let (m_pairs, _) = momentum[head..].as_chunks_mut::<N>().0.as_chunks_mut::<2>();
+    let end = head + 2 * N * p_pairs.len();
+    // The global index (low 32 bits) of the first element of the pair, in every lane.
+    let mut first = s.splat_u32((offset as u32).wrapping_add(head as u32));
+    for ((p, g), m) in p_pairs.iter_mut().zip(g_pairs).zip(m_pairs.iter_mut()) {
+        s.prefetch(ahead(&*p));
+        s.prefetch(ahead(g));
+        s.prefetch(ahead(&*m));
+        pair::<S, N, P, G, M, UNSCALE, STOCHASTIC>(s, v, p, g, m, first);
+        first = s.add_u32(first, s.splat_u32(2 * N as u32));
+    }
+    (head, end)
 }
 
 /// The alignment (bytes) of the parameters' address at the first pair of chunks.
