@@ -6,7 +6,8 @@
 //! stored (2 writes). The tail (fewer than `N` elements) is copied into zero-padded chunks and
 //! goes through the very same body, so there is no second copy of the math to get wrong. Where
 //! an instruction set converts bf16 more cheaply two chunks at a time (AVX2), all-bf16 slices go
-//! through pairs of chunks: the same arithmetic (`math`), other loads and stores.
+//! through pairs of chunks: the same arithmetic (`momentum_math`, `param_math`), other loads and
+//! stores.
 
 use crate::element::{Dtype, Element};
 use crate::hyper::Consts;
@@ -163,24 +164,36 @@ where
     // momentum are aligned too when congruent to the parameters, as large allocations are.
     let head =
         (params.as_ptr().addr().wrapping_neg() % PAIR_ALIGN / size_of::<P>()).min(params.len());
-    let (p_pairs, _) = params[head..].as_chunks_mut::<N>().0.as_chunks_mut::<2>();
-    let (g_pairs, _) = grads[head..].as_chunks::<N>().0.as_chunks::<2>();
-    let (m_pairs, _) = momentum[head..].as_chunks_mut::<N>().0.as_chunks_mut::<2>();
-    let end = head + 2 * N * p_pairs.len();
-    // The global index (low 32 bits) of the first element of the pair, in every lane.
+    let p_blocks = params[head..].as_chunks_mut::<N>().0.as_chunks_mut::<2>().0;
+    let (p_blocks, _) = p_blocks.as_chunks_mut::<BLOCK>();
+    let g_blocks = grads[head..].as_chunks::<N>().0.as_chunks::<2>().0;
+    let (g_blocks, _) = g_blocks.as_chunks::<BLOCK>();
+    let m_blocks = momentum[head..]
+        .as_chunks_mut::<N>()
+        .0
+        .as_chunks_mut::<2>()
+        .0;
+    let (m_blocks, _) = m_blocks.as_chunks_mut::<BLOCK>();
+    let end = head + 2 * N * BLOCK * p_blocks.len();
+    // The global index (low 32 bits) of the first element of the block, in every lane.
     let mut first = s.splat_u32((offset as u32).wrapping_add(head as u32));
-    for ((p, g), m) in p_pairs.iter_mut().zip(g_pairs).zip(m_pairs.iter_mut()) {
+    for ((p, g), m) in p_blocks.iter_mut().zip(g_blocks).zip(m_blocks.iter_mut()) {
         s.prefetch(ahead(&*p));
         s.prefetch(ahead(g));
         s.prefetch(ahead(&*m));
-        pair::<S, N, P, G, M, UNSCALE, STOCHASTIC>(s, v, p, g, m, first);
-        first = s.add_u32(first, s.splat_u32(2 * N as u32));
+        block::<S, N, P, G, M, UNSCALE, STOCHASTIC>(s, v, p, g, m, first);
+        first = s.add_u32(first, s.splat_u32((2 * N * BLOCK) as u32));
     }
     (head, end)
 }
 
-/// The alignment (bytes) of the parameters' address at the first pair of chunks.
-const PAIR_ALIGN: usize = 32;
+/// The alignment (bytes) of the parameters' address at the first block of pairs: a cache line,
+/// so that each block of pairs reads and writes whole lines.
+const PAIR_ALIGN: usize = 64;
+
+/// Pairs of chunks per iteration of the pair loop: two pairs of 8-lane bf16 chunks are one
+/// 64-byte cache line of each array (see `block`).
+const BLOCK: usize = 2;
 
 /// Single chunks and a zero-padded tail over equally long slices; lane `i` of `index` is the
 /// low 32 bits of the global index of element `i`.
@@ -238,8 +251,8 @@ fn body<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: bool>
     G: Element,
     M: Element,
 {
-    let (new_param, new_mom) =
-        math::<S, N, UNSCALE>(s, k, P::load(s, p), G::load(s, g), M::load(s, m));
+    let (c, new_mom) = momentum_math::<S, N, UNSCALE>(s, k, G::load(s, g), M::load(s, m));
+    let new_param = param_math(s, k, P::load(s, p), c);
     if STOCHASTIC {
         let random = random_bits(s, k.key, index);
         P::store_stochastic(s, new_param, random, p);
@@ -250,15 +263,25 @@ fn body<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: bool>
     }
 }
 
-/// Lion on two chunks, loaded and stored as pairs (in the instruction set's pair order); `first`
-/// holds the global index of the pair's first element in every lane.
+/// Lion on `BLOCK` pairs of chunks, loaded and stored as pairs (in the instruction set's pair
+/// order); `first` holds the global index of the block's first element in every lane.
+///
+/// The momentum of the whole block first (it needs only gradients and momentum), then the
+/// parameters, so that each array's cache line is done with before the next one is touched.
+/// Large buffers of equal length allocated one after the other share their page offset, so the
+/// three elements of one index fall in the same L1 set; on AMD Zen, two such lines whose
+/// linear addresses also hash to the same way-predictor tag (measured here: 64 MiB + 8 KiB
+/// apart, as the parameters and momentum of three consecutive 16M-element bf16 `Vec`s) evict
+/// each other on every alternate access. Measured on a 16M-element step in three layouts:
+/// 0.34 / 0.39 / 0.50 ns per element with the arrays interleaved chunk by chunk, 0.32 / 0.32 /
+/// 0.33 in this order (and 7% faster in cache, with half as many prefetches).
 #[inline(always)]
-fn pair<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: bool>(
+fn block<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: bool>(
     s: S,
     k: &Lanes<S::F32, S::U32>,
-    p: &mut [[P; N]; 2],
-    g: &[[G; N]; 2],
-    m: &mut [[M; N]; 2],
+    p: &mut [[[P; N]; 2]; BLOCK],
+    g: &[[[G; N]; 2]; BLOCK],
+    m: &mut [[[M; N]; 2]; BLOCK],
     first: S::U32,
 ) where
     S: Simd<N>,
@@ -266,45 +289,59 @@ fn pair<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: bool>
     G: Element,
     M: Element,
 {
-    let [p0, p1] = P::load_pair(s, p);
-    let [g0, g1] = G::load_pair(s, g);
-    let [m0, m1] = M::load_pair(s, m);
-    let (p0, m0) = math::<S, N, UNSCALE>(s, k, p0, g0, m0);
-    let (p1, m1) = math::<S, N, UNSCALE>(s, k, p1, g1, m1);
-    if STOCHASTIC {
-        // The elements' indices in pair order: `2i` and `2i + 1` in lane `i` (even/odd), or
-        // `i` and `N + i`.
-        let lanes = s.lane_indices();
-        let index = if S::BF16_PAIR_EVEN_ODD {
-            let even = s.add_u32(first, s.shl::<1>(lanes));
-            [even, s.add_u32(even, s.splat_u32(1))]
+    let zero = s.splat(0.0);
+    let mut c = [[zero; 2]; BLOCK];
+    let mut random_p = [[s.splat_u32(0); 2]; BLOCK];
+    for i in 0..BLOCK {
+        let [g0, g1] = G::load_pair(s, &g[i]);
+        let [m0, m1] = M::load_pair(s, &m[i]);
+        let (c0, m0) = momentum_math::<S, N, UNSCALE>(s, k, g0, m0);
+        let (c1, m1) = momentum_math::<S, N, UNSCALE>(s, k, g1, m1);
+        c[i] = [c0, c1];
+        if STOCHASTIC {
+            // The elements' indices in pair order: `2j` and `2j + 1` in lane `j` (even/odd),
+            // or `j` and `N + j`.
+            let pair_first = s.add_u32(first, s.splat_u32((2 * N * i) as u32));
+            let lanes = s.lane_indices();
+            let index = if S::BF16_PAIR_EVEN_ODD {
+                let even = s.add_u32(pair_first, s.shl::<1>(lanes));
+                [even, s.add_u32(even, s.splat_u32(1))]
+            } else {
+                let low = s.add_u32(pair_first, lanes);
+                [low, s.add_u32(low, s.splat_u32(N as u32))]
+            };
+            // (No closures here: they would not inherit the entry point's target features.)
+            let random = [
+                random_bits(s, k.key, index[0]),
+                random_bits(s, k.key, index[1]),
+            ];
+            let low = s.splat_u32(0xffff);
+            random_p[i] = [s.and(random[0], low), s.and(random[1], low)];
+            let random_m = [s.shr::<16>(random[0]), s.shr::<16>(random[1])];
+            M::store_pair_stochastic(s, [m0, m1], random_m, &mut m[i]);
         } else {
-            let low = s.add_u32(first, lanes);
-            [low, s.add_u32(low, s.splat_u32(N as u32))]
-        };
-        // (No closures here: they would not inherit the entry point's target features.)
-        let random = [
-            random_bits(s, k.key, index[0]),
-            random_bits(s, k.key, index[1]),
-        ];
-        let low = s.splat_u32(0xffff);
-        let random_p = [s.and(random[0], low), s.and(random[1], low)];
-        let random_m = [s.shr::<16>(random[0]), s.shr::<16>(random[1])];
-        P::store_pair_stochastic(s, [p0, p1], random_p, p);
-        M::store_pair_stochastic(s, [m0, m1], random_m, m);
-    } else {
-        P::store_pair(s, [p0, p1], p);
-        M::store_pair(s, [m0, m1], m);
+            M::store_pair(s, [m0, m1], &mut m[i]);
+        }
+    }
+    for i in 0..BLOCK {
+        let [p0, p1] = P::load_pair(s, &p[i]);
+        let p0 = param_math(s, k, p0, c[i][0]);
+        let p1 = param_math(s, k, p1, c[i][1]);
+        if STOCHASTIC {
+            P::store_pair_stochastic(s, [p0, p1], random_p[i], &mut p[i]);
+        } else {
+            P::store_pair(s, [p0, p1], &mut p[i]);
+        }
     }
 }
 
-/// The arithmetic of Lion on loaded lanes, in exactly the order of operations of
-/// `reference::step_with`: returns the new parameters and the new momentum, unrounded.
+/// The momentum half of Lion's arithmetic on loaded lanes, in exactly the order of operations of
+/// `reference::step_with`: returns the interpolation `c` (which gives the update's sign) and the
+/// new momentum, unrounded.
 #[inline(always)]
-fn math<S: Simd<N>, const N: usize, const UNSCALE: bool>(
+fn momentum_math<S: Simd<N>, const N: usize, const UNSCALE: bool>(
     s: S,
     k: &Lanes<S::F32, S::U32>,
-    param: S::F32,
     grad: S::F32,
     mom: S::F32,
 ) -> (S::F32, S::F32) {
@@ -313,11 +350,22 @@ fn math<S: Simd<N>, const N: usize, const UNSCALE: bool>(
     } else {
         grad
     };
-    let decayed = s.mul(param, k.decay);
     let c = s.add(s.mul(mom, k.c_beta1), s.mul(grad, k.c_one_minus_beta1));
-    let new_param = s.sub(decayed, s.signed(k.lr, c)); // lr * sign(c)
     let new_mom = s.add(s.mul(mom, k.beta2), s.mul(grad, k.one_minus_beta2));
-    (new_param, new_mom)
+    (c, new_mom)
+}
+
+/// The parameter half of Lion's arithmetic, in exactly the order of operations of
+/// `reference::step_with`: the decayed parameter moved by `lr * sign(c)`, unrounded.
+#[inline(always)]
+fn param_math<S: Simd<N>, const N: usize>(
+    s: S,
+    k: &Lanes<S::F32, S::U32>,
+    param: S::F32,
+    c: S::F32,
+) -> S::F32 {
+    let decayed = s.mul(param, k.decay);
+    s.sub(decayed, s.signed(k.lr, c)) // lr * sign(c)
 }
 
 /// Whether every gradient, times `inv_scale` when `UNSCALE`, is finite.
