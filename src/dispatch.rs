@@ -6,7 +6,7 @@ use crate::arch::{self, portable::Portable};
 use crate::element::Element;
 use crate::error::check_lengths;
 use crate::hyper::Consts;
-use crate::{Error, Hyperparams, Rounding, StepOptions, kernel, reference};
+use crate::{Cautious, Error, Hyperparams, Rounding, StepOptions, kernel, reference};
 
 /// An implementation of the Lion step. All of them give **bit-identical** results.
 ///
@@ -160,8 +160,67 @@ impl Path {
         options: &StepOptions,
     ) -> Result<(), Error> {
         let k = self.validate(params.len(), grads.len(), momentum.len(), hp, options)?;
+        let k = self.with_caution(k, grads, momentum, options);
         self.run(params, grads, momentum, &k, options);
         Ok(())
+    }
+
+    /// The cautious variant's count on this path; the contract is
+    /// [`cautious_count`](crate::cautious_count)'s.
+    ///
+    /// ```
+    /// use lion_optim::{Hyperparams, Path, StepOptions};
+    ///
+    /// let (g, m) = ([1.0f32, -1.0, 1.0], [0.0f32, 0.0, -9.0]);
+    /// let (hp, opts) = (Hyperparams::default(), StepOptions::default());
+    /// assert_eq!(Path::Portable.cautious_count(&g, &m, &hp, &opts)?, 2);
+    /// # Ok::<(), lion_optim::Error>(())
+    /// ```
+    pub fn cautious_count<G: Element, M: Element>(
+        self,
+        grads: &[G],
+        momentum: &[M],
+        hp: &Hyperparams,
+        options: &StepOptions,
+    ) -> Result<u64, Error> {
+        let k = self.validate(grads.len(), grads.len(), momentum.len(), hp, options)?;
+        Ok(self.count(grads, momentum, &k, options))
+    }
+
+    /// The constants of a step with `options`: for a cautious step, with the learning rate
+    /// `lr_c` of the count (taken over these slices for [`Cautious::Whole`]).
+    #[inline(always)]
+    fn with_caution<G: Element, M: Element>(
+        self,
+        k: Consts,
+        grads: &[G],
+        momentum: &[M],
+        options: &StepOptions,
+    ) -> Consts {
+        match options.cautious {
+            Cautious::Off => k,
+            Cautious::Whole => {
+                let agreeing = self.count(grads, momentum, &k, options);
+                k.cautious(agreeing, grads.len() as u64)
+            }
+            Cautious::Shard { agreeing, numel } => k.cautious(agreeing, numel),
+        }
+    }
+
+    /// The count of agreeing elements on this (available) path, on validated input.
+    pub(crate) fn count<G: Element, M: Element>(
+        self,
+        grads: &[G],
+        momentum: &[M],
+        k: &Consts,
+        options: &StepOptions,
+    ) -> u64 {
+        match self {
+            Path::Scalar => reference::count(grads, momentum, k, options),
+            Path::Portable => kernel::cautious_count(Portable, grads, momentum, k, options),
+            Path::Avx2 | Path::Avx512 => arch::cautious_count(self, grads, momentum, k, options)
+                .unwrap_or_else(|| kernel::cautious_count(Portable, grads, momentum, k, options)),
+        }
     }
 
     /// Like [`step`](Self::step), but slices of at least [`PAR_THRESHOLD`] elements are split
@@ -219,8 +278,20 @@ impl Path {
         use rayon::prelude::*;
         let k = self.validate(params.len(), grads.len(), momentum.len(), hp, options)?;
         if params.len() < PAR_THRESHOLD {
+            let k = self.with_caution(k, grads, momentum, options);
             self.run(params, grads, momentum, &k, options);
         } else {
+            let k = match options.cautious {
+                Cautious::Whole => {
+                    let agreeing = grads
+                        .par_chunks(PAR_BLOCK)
+                        .zip(momentum.par_chunks(PAR_BLOCK))
+                        .map(|(g, m)| self.count(g, m, &k, options))
+                        .sum();
+                    k.cautious(agreeing, grads.len() as u64)
+                }
+                _ => self.with_caution(k, grads, momentum, options),
+            };
             params
                 .par_chunks_mut(PAR_BLOCK)
                 .zip(grads.par_chunks(PAR_BLOCK))
@@ -285,6 +356,7 @@ impl Path {
         if !self.all_finite(grads, options) {
             return Ok(Outcome::SkippedNonFinite);
         }
+        let k = self.with_caution(k, grads, momentum, options);
         self.run(params, grads, momentum, &k, options);
         Ok(Outcome::Applied)
     }

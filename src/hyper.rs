@@ -116,12 +116,23 @@ impl Hyperparams {
     }
 }
 
+impl Consts {
+    /// The constants of a cautious step with `agreeing` of `numel` elements agreeing: the
+    /// learning rate becomes `lr_c = f32(lr) * f32(numel / (agreeing + 1))` (see
+    /// [`Cautious`](crate::Cautious)).
+    #[inline]
+    pub(crate) fn cautious(self, agreeing: u64, numel: u64) -> Self {
+        let lr = self.lr * crate::options::cautious_scale(agreeing, numel);
+        Self { lr, ..self }
+    }
+}
+
 /// The f32 constants of one step, each computed in f64 from [`Hyperparams`] and rounded once.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Consts {
     /// `f32(1 - lr * weight_decay)` (or `f32(1 - weight_decay * lr / max_lr)`)
     pub decay: f32,
-    /// `f32(lr)`
+    /// `f32(lr)` (for a cautious step: `lr_c`, see `Consts::cautious`)
     pub lr: f32,
     /// `f32(beta1)`
     pub beta1: f32,

@@ -12,7 +12,7 @@
 use crate::element::{Dtype, Element};
 use crate::hyper::Consts;
 use crate::simd::{Simd, random_bits};
-use crate::{Rounding, StepOptions};
+use crate::{Cautious, Rounding, StepOptions};
 
 /// The step's constants, splatted once per call.
 struct Lanes<F, U> {
@@ -26,6 +26,12 @@ struct Lanes<F, U> {
     one_minus_beta2: F,
     inv_scale: F,
     key: U,
+    /// `1.0` and `0.0`, for the agreement test of the cautious variant.
+    one: F,
+    zero: F,
+    /// The sign bit when maximizing (where `c` is negated), else 0: `sign(c) * dir` is the sign
+    /// of the reference's `c`.
+    direction_bit: U,
 }
 
 impl<F: Copy, U: Copy> Lanes<F, U> {
@@ -46,6 +52,9 @@ impl<F: Copy, U: Copy> Lanes<F, U> {
             one_minus_beta2: s.splat(k.one_minus_beta2),
             inv_scale: s.splat(k.inv_scale),
             key: s.splat_u32(key),
+            one: s.splat(1.0),
+            zero: s.splat(0.0),
+            direction_bit: s.splat_u32(if options.maximize { 1 << 31 } else { 0 }),
         }
     }
 }
@@ -69,13 +78,99 @@ pub(crate) fn lion<S, const N: usize, P, G, M>(
     M: Element,
 {
     let stochastic = matches!(options.rounding, Rounding::Stochastic { .. });
+    let cautious = options.cautious != Cautious::Off;
     let args = (params, grads, momentum, k, options, key);
-    match (options.grad_unscale.is_some(), stochastic) {
-        (false, false) => passes::<S, N, P, G, M, false, false>(s, args),
-        (true, false) => passes::<S, N, P, G, M, true, false>(s, args),
-        (false, true) => passes::<S, N, P, G, M, false, true>(s, args),
-        (true, true) => passes::<S, N, P, G, M, true, true>(s, args),
+    match (options.grad_unscale.is_some(), stochastic, cautious) {
+        (false, false, false) => passes::<S, N, P, G, M, false, false, false>(s, args),
+        (true, false, false) => passes::<S, N, P, G, M, true, false, false>(s, args),
+        (false, true, false) => passes::<S, N, P, G, M, false, true, false>(s, args),
+        (true, true, false) => passes::<S, N, P, G, M, true, true, false>(s, args),
+        (false, false, true) => passes::<S, N, P, G, M, false, false, true>(s, args),
+        (true, false, true) => passes::<S, N, P, G, M, true, false, true>(s, args),
+        (false, true, true) => passes::<S, N, P, G, M, false, true, true>(s, args),
+        (true, true, true) => passes::<S, N, P, G, M, true, true, true>(s, args),
     }
+}
+
+/// The number of elements where `sign(c) * g > 0` (the cautious variant's read-only counting
+/// pass), over equally long slices (checked by the caller).
+#[inline(always)]
+pub(crate) fn cautious_count<S, const N: usize, G, M>(
+    s: S,
+    grads: &[G],
+    momentum: &[M],
+    k: &Consts,
+    options: &StepOptions,
+) -> u64
+where
+    S: Simd<N>,
+    G: Element,
+    M: Element,
+{
+    let v = Lanes::new(s, k, options, 0);
+    match options.grad_unscale.is_some() {
+        false => count_pass::<S, N, G, M, false>(s, &v, grads, momentum),
+        true => count_pass::<S, N, G, M, true>(s, &v, grads, momentum),
+    }
+}
+
+/// Chunks counted into 32-bit lanes before the lanes are added up (far below 2^32).
+const COUNT_BLOCK: usize = 1 << 12;
+
+#[inline(always)]
+fn count_pass<S, const N: usize, G, M, const UNSCALE: bool>(
+    s: S,
+    v: &Lanes<S::F32, S::U32>,
+    grads: &[G],
+    momentum: &[M],
+) -> u64
+where
+    S: Simd<N>,
+    G: Element,
+    M: Element,
+{
+    debug_assert_eq!(grads.len(), momentum.len());
+    let (g_chunks, g_tail) = grads.as_chunks::<N>();
+    let (m_chunks, m_tail) = momentum.as_chunks::<N>();
+    let mut total = 0;
+    for (g_block, m_block) in g_chunks
+        .chunks(COUNT_BLOCK)
+        .zip(m_chunks.chunks(COUNT_BLOCK))
+    {
+        let mut lanes = s.splat_u32(0);
+        for (g, m) in g_block.iter().zip(m_block) {
+            s.prefetch(ahead(g));
+            s.prefetch(ahead(m));
+            lanes = s.sub_u32(lanes, agree::<S, N, G, M, UNSCALE>(s, v, g, m)); // all ones: -1
+        }
+        total += lane_sum(s, lanes);
+    }
+    // The tail, zero-padded: a zero gradient never agrees.
+    let (mut g, mut m) = ([G::default(); N], [M::default(); N]);
+    g[..g_tail.len()].copy_from_slice(g_tail);
+    m[..m_tail.len()].copy_from_slice(m_tail);
+    let tail = agree::<S, N, G, M, UNSCALE>(s, v, &g, &m);
+    total + lane_sum(s, s.sub_u32(s.splat_u32(0), tail))
+}
+
+/// The agreement mask of one chunk (see `agreement`).
+#[inline(always)]
+fn agree<S: Simd<N>, const N: usize, G: Element, M: Element, const UNSCALE: bool>(
+    s: S,
+    v: &Lanes<S::F32, S::U32>,
+    g: &[G; N],
+    m: &[M; N],
+) -> S::U32 {
+    let grad = gradient::<S, N, UNSCALE>(s, v, G::load(s, g));
+    agreement(s, v, interpolation(s, v, grad, M::load(s, m)), grad)
+}
+
+/// The sum of the u32 lanes.
+#[inline(always)]
+fn lane_sum<S: Simd<N>, const N: usize>(s: S, lanes: S::U32) -> u64 {
+    let mut out = [0.0f32; N];
+    s.store_f32(s.bits_to_f32(lanes), &mut out);
+    out.iter().map(|x| u64::from(x.to_bits())).sum()
 }
 
 /// How far ahead of the current chunk to prefetch (measured best on the AVX2 and AVX-512 paths
@@ -102,7 +197,16 @@ type Args<'a, P, G, M> = (
 
 /// The pass over all elements, for one combination of options.
 #[inline(always)]
-fn passes<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: bool>(
+fn passes<
+    S,
+    const N: usize,
+    P,
+    G,
+    M,
+    const UNSCALE: bool,
+    const STOCHASTIC: bool,
+    const CAUTIOUS: bool,
+>(
     s: S,
     (params, grads, momentum, k, options, key): Args<'_, P, G, M>,
 ) where
@@ -120,7 +224,14 @@ fn passes<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: boo
     // `const` condition, so that other instantiations do not even compile the pair code.
     let len = params.len();
     let (head, end) = if const { S::PAIRS && all_bf16::<P, G, M>() } {
-        pairs::<S, N, P, G, M, UNSCALE, STOCHASTIC>(s, &v, params, grads, momentum, options.offset)
+        pairs::<S, N, P, G, M, UNSCALE, STOCHASTIC, CAUTIOUS>(
+            s,
+            &v,
+            params,
+            grads,
+            momentum,
+            options.offset,
+        )
     } else {
         (len, len)
     };
@@ -129,7 +240,14 @@ fn passes<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: boo
     for range in [0..head, end..len] {
         let index = s.add_u32(index, s.splat_u32(range.start as u32));
         let (p, g) = (&mut params[range.clone()], &grads[range.clone()]);
-        singles::<S, N, P, G, M, UNSCALE, STOCHASTIC>(s, &v, p, g, &mut momentum[range], index);
+        singles::<S, N, P, G, M, UNSCALE, STOCHASTIC, CAUTIOUS>(
+            s,
+            &v,
+            p,
+            g,
+            &mut momentum[range],
+            index,
+        );
     }
 }
 
@@ -144,7 +262,16 @@ const fn all_bf16<P: Element, G: Element, M: Element>() -> bool {
 /// The pairs of chunks of an all-bf16 step: returns `(head, end)`, the elements `head..end`
 /// being done (the caller does the others with single chunks).
 #[inline(always)]
-fn pairs<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: bool>(
+fn pairs<
+    S,
+    const N: usize,
+    P,
+    G,
+    M,
+    const UNSCALE: bool,
+    const STOCHASTIC: bool,
+    const CAUTIOUS: bool,
+>(
     s: S,
     v: &Lanes<S::F32, S::U32>,
     params: &mut [P],
@@ -181,7 +308,7 @@ where
         s.prefetch(ahead(&*p));
         s.prefetch(ahead(g));
         s.prefetch(ahead(&*m));
-        block::<S, N, P, G, M, UNSCALE, STOCHASTIC>(s, v, p, g, m, first);
+        block::<S, N, P, G, M, UNSCALE, STOCHASTIC, CAUTIOUS>(s, v, p, g, m, first);
         first = s.add_u32(first, s.splat_u32((2 * N * BLOCK) as u32));
     }
     (head, end)
@@ -198,7 +325,16 @@ const BLOCK: usize = 2;
 /// Single chunks and a zero-padded tail over equally long slices; lane `i` of `index` is the
 /// low 32 bits of the global index of element `i`.
 #[inline(always)]
-fn singles<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: bool>(
+fn singles<
+    S,
+    const N: usize,
+    P,
+    G,
+    M,
+    const UNSCALE: bool,
+    const STOCHASTIC: bool,
+    const CAUTIOUS: bool,
+>(
     s: S,
     v: &Lanes<S::F32, S::U32>,
     params: &mut [P],
@@ -221,7 +357,7 @@ fn singles<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: bo
         s.prefetch(ahead(&*p));
         s.prefetch(ahead(g));
         s.prefetch(ahead(&*m));
-        body::<S, N, P, G, M, UNSCALE, STOCHASTIC>(s, v, p, g, m, index);
+        body::<S, N, P, G, M, UNSCALE, STOCHASTIC, CAUTIOUS>(s, v, p, g, m, index);
         index = s.add_u32(index, stride);
     }
     let n = p_tail.len();
@@ -230,7 +366,7 @@ fn singles<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: bo
         p[..n].copy_from_slice(p_tail);
         g[..n].copy_from_slice(g_tail);
         m[..n].copy_from_slice(m_tail);
-        body::<S, N, P, G, M, UNSCALE, STOCHASTIC>(s, v, &mut p, &g, &mut m, index);
+        body::<S, N, P, G, M, UNSCALE, STOCHASTIC, CAUTIOUS>(s, v, &mut p, &g, &mut m, index);
         p_tail.copy_from_slice(&p[..n]);
         m_tail.copy_from_slice(&m[..n]);
     }
@@ -238,7 +374,16 @@ fn singles<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: bo
 
 /// Lion on `N` elements, in exactly the order of operations of `reference::step_with`.
 #[inline(always)]
-fn body<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: bool>(
+fn body<
+    S,
+    const N: usize,
+    P,
+    G,
+    M,
+    const UNSCALE: bool,
+    const STOCHASTIC: bool,
+    const CAUTIOUS: bool,
+>(
     s: S,
     k: &Lanes<S::F32, S::U32>,
     p: &mut [P; N],
@@ -251,7 +396,7 @@ fn body<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: bool>
     G: Element,
     M: Element,
 {
-    let (c, new_mom) = momentum_math::<S, N, UNSCALE>(s, k, G::load(s, g), M::load(s, m));
+    let (c, new_mom) = momentum_math::<S, N, UNSCALE, CAUTIOUS>(s, k, G::load(s, g), M::load(s, m));
     let new_param = param_math(s, k, P::load(s, p), c);
     if STOCHASTIC {
         let random = random_bits(s, k.key, index);
@@ -277,7 +422,16 @@ fn body<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: bool>
 /// 0.33 in this order. In cache, with one prefetch per line instead of two and the 16-bit-lane
 /// rounding of the AVX2 pair store, 7% faster than the former pair loop.
 #[inline(always)]
-fn block<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: bool>(
+fn block<
+    S,
+    const N: usize,
+    P,
+    G,
+    M,
+    const UNSCALE: bool,
+    const STOCHASTIC: bool,
+    const CAUTIOUS: bool,
+>(
     s: S,
     k: &Lanes<S::F32, S::U32>,
     p: &mut [[[P; N]; 2]; BLOCK],
@@ -296,8 +450,8 @@ fn block<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: bool
     for i in 0..BLOCK {
         let [g0, g1] = G::load_pair(s, &g[i]);
         let [m0, m1] = M::load_pair(s, &m[i]);
-        let (c0, m0) = momentum_math::<S, N, UNSCALE>(s, k, g0, m0);
-        let (c1, m1) = momentum_math::<S, N, UNSCALE>(s, k, g1, m1);
+        let (c0, m0) = momentum_math::<S, N, UNSCALE, CAUTIOUS>(s, k, g0, m0);
+        let (c1, m1) = momentum_math::<S, N, UNSCALE, CAUTIOUS>(s, k, g1, m1);
         c[i] = [c0, c1];
         if STOCHASTIC {
             // The elements' indices in pair order: `2j` and `2j + 1` in lane `j` (even/odd),
@@ -338,22 +492,61 @@ fn block<S, const N: usize, P, G, M, const UNSCALE: bool, const STOCHASTIC: bool
 
 /// The momentum half of Lion's arithmetic on loaded lanes, in exactly the order of operations of
 /// `reference::step_with`: returns the interpolation `c` (which gives the update's sign) and the
-/// new momentum, unrounded.
+/// new momentum, unrounded. `CAUTIOUS`: `c` is zeroed where it does not agree with the gradient,
+/// so that `param_math` leaves those parameters at their decayed value.
 #[inline(always)]
-fn momentum_math<S: Simd<N>, const N: usize, const UNSCALE: bool>(
+fn momentum_math<S: Simd<N>, const N: usize, const UNSCALE: bool, const CAUTIOUS: bool>(
     s: S,
     k: &Lanes<S::F32, S::U32>,
     grad: S::F32,
     mom: S::F32,
 ) -> (S::F32, S::F32) {
-    let grad = if UNSCALE {
+    let grad = gradient::<S, N, UNSCALE>(s, k, grad);
+    let c = interpolation(s, k, grad, mom);
+    let new_mom = s.add(s.mul(mom, k.beta2), s.mul(grad, k.one_minus_beta2));
+    if CAUTIOUS {
+        let agreeing_c = s.and(agreement(s, k, c, grad), s.to_bits(c));
+        return (s.bits_to_f32(agreeing_c), new_mom);
+    }
+    (c, new_mom)
+}
+
+/// The gradient as the step uses it: times the inverse loss scale when `UNSCALE`.
+#[inline(always)]
+fn gradient<S: Simd<N>, const N: usize, const UNSCALE: bool>(
+    s: S,
+    k: &Lanes<S::F32, S::U32>,
+    grad: S::F32,
+) -> S::F32 {
+    if UNSCALE {
         s.mul(grad, k.inv_scale)
     } else {
         grad
-    };
-    let c = s.add(s.mul(mom, k.c_beta1), s.mul(grad, k.c_one_minus_beta1));
-    let new_mom = s.add(s.mul(mom, k.beta2), s.mul(grad, k.one_minus_beta2));
-    (c, new_mom)
+    }
+}
+
+/// `c = m*b1 + g*omb1` (negated to maximize, see `Lanes`).
+#[inline(always)]
+fn interpolation<S: Simd<N>, const N: usize>(
+    s: S,
+    k: &Lanes<S::F32, S::U32>,
+    grad: S::F32,
+    mom: S::F32,
+) -> S::F32 {
+    s.add(s.mul(mom, k.c_beta1), s.mul(grad, k.c_one_minus_beta1))
+}
+
+/// The mask of lanes where `sign(c) * g > 0` for the reference's `c` (the kernel's `c` times
+/// the direction): exact, since `sign(c) * g` is `±g` or a zero (or NaN, which is not `> 0`).
+#[inline(always)]
+fn agreement<S: Simd<N>, const N: usize>(
+    s: S,
+    k: &Lanes<S::F32, S::U32>,
+    c: S::F32,
+    grad: S::F32,
+) -> S::U32 {
+    let sign = s.xor(s.to_bits(s.signed(k.one, c)), k.direction_bit);
+    s.gt(s.mul(s.bits_to_f32(sign), grad), k.zero)
 }
 
 /// The parameter half of Lion's arithmetic, in exactly the order of operations of

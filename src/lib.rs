@@ -137,7 +137,7 @@ pub use optimizer::Buffer;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 pub use optimizer::{Lion, MomentumStore, SliceMut, SliceRef, Tensor};
-pub use options::{Rounding, StepOptions, WeightDecay};
+pub use options::{Cautious, Rounding, StepOptions, WeightDecay};
 
 /// One Lion step over `params` in place, with `grads`, updating `momentum` in place.
 ///
@@ -240,6 +240,49 @@ pub fn par_step_with<P: Element, G: Element, M: Element>(
     options: &StepOptions,
 ) -> Result<(), Error> {
     Path::detect().par_step_with(params, grads, momentum, hp, options)
+}
+
+/// The number of elements where the [cautious variant](Cautious) moves the parameter: where
+/// `sign(c) * g > 0`, with `c = m*b1 + g*omb1` and `g` as a step with `hp` and `options` computes
+/// them. One vectorized read-only pass over gradients and momentum; exact, and the same on every
+/// path.
+///
+/// For a tensor stepped in pieces, add the pieces' counts and step each piece with
+/// [`Cautious::Shard`]: the result is the bytes of the whole tensor stepped with
+/// [`Cautious::Whole`]. Returns an [`Error`] if the lengths differ or `hp`/`options` are invalid.
+///
+/// ```
+/// use lion_optim::{Cautious, Hyperparams, StepOptions};
+///
+/// let hp = Hyperparams { lr: 0.1, ..Hyperparams::default() };
+/// let g: Vec<f32> = (0..1000).map(|i| (i as f32 - 300.0) / 1000.0).collect();
+/// let m: Vec<f32> = (0..1000).map(|i| if i % 3 == 0 { -0.5 } else { 0.5 }).collect();
+/// let opts = StepOptions::default();
+/// // Two shards, counted separately and stepped with the total: the bytes of one whole step.
+/// let agreeing = lion_optim::cautious_count(&g[..600], &m[..600], &hp, &opts)?
+///     + lion_optim::cautious_count(&g[600..], &m[600..], &hp, &opts)?;
+/// let (mut p1, mut m1) = (vec![1.0f32; 1000], m.clone());
+/// let whole = StepOptions { cautious: Cautious::Whole, ..opts };
+/// lion_optim::step_with(&mut p1, &g, &mut m1, &hp, &whole)?;
+/// let (mut p2, mut m2) = (vec![1.0f32; 1000], m.clone());
+/// for (start, end) in [(0, 600), (600, 1000)] {
+///     let shard = StepOptions {
+///         cautious: Cautious::Shard { agreeing, numel: 1000 },
+///         offset: start as u64,
+///         ..opts
+///     };
+///     lion_optim::step_with(&mut p2[start..end], &g[start..end], &mut m2[start..end], &hp, &shard)?;
+/// }
+/// assert_eq!((p1, m1), (p2, m2));
+/// # Ok::<(), lion_optim::Error>(())
+/// ```
+pub fn cautious_count<G: Element, M: Element>(
+    grads: &[G],
+    momentum: &[M],
+    hp: &Hyperparams,
+    options: &StepOptions,
+) -> Result<u64, Error> {
+    Path::detect().cautious_count(grads, momentum, hp, options)
 }
 
 /// Whether every gradient, as a step with `options` would use it (after

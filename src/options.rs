@@ -51,6 +51,65 @@ pub struct StepOptions {
     /// tensor in pieces (each with its offset), on any thread or machine, gives exactly the bytes
     /// of updating it whole.
     pub offset: u64,
+    /// The cautious variant of the update; see [`Cautious`]. Default: off.
+    pub cautious: Cautious,
+}
+
+/// The cautious variant ("Cautious Optimizers", Liang et al. 2024, arXiv 2411.16085): the sign
+/// step is applied only where it agrees with the gradient, and rescaled so the average step
+/// size stays about the same.
+///
+/// An element *agrees* when `sign(c) * g > 0` — `c` and the gradient `g` (after
+/// [`grad_unscale`](StepOptions::grad_unscale)) are both nonzero, not NaN, and of the same
+/// sign. With `agreeing` such elements out of `numel`, every agreeing element moves by
+/// `lr * s * sign(c)` and the others only decay, where
+///
+/// ```text
+/// s    = f32(numel / (agreeing + 1))      computed in f64, rounded once
+/// lr_c = f32(lr) * s                      one f32 multiply
+/// p'   = p1 - (agrees ? lr_c * sign(c) : 0)
+/// ```
+///
+/// This is C-Optim's form (`c_lion.py`: `mask * (numel / (mask.sum() + 1))`, which torch
+/// computes as one f32 division for tensors below 2^24 elements, and so gives the same `s`).
+/// timm's `Lion(caution=True)` divides by `max(agreeing / numel, 1e-3)` instead: the same up to
+/// the `+ 1` for most tensors, but a different `s` in every element, so not bit-compatible.
+/// `maximize` does not change which elements agree (it negates `c` and the descent direction
+/// together).
+///
+/// The count needs the whole tensor, so a cautious step reads gradients and momentum twice:
+/// a read-only counting pass ([`cautious_count`](crate::cautious_count)), then the step. For a
+/// tensor updated in pieces (shards on several threads or machines), count every piece, add
+/// the counts, and step every piece with [`Cautious::Shard`]: the pieces then get exactly the
+/// bytes of the whole tensor stepped with [`Cautious::Whole`].
+///
+/// ```
+/// use lion_optim::{Cautious, Hyperparams, StepOptions};
+///
+/// let hp = Hyperparams { lr: 0.5, beta1: 0.0, ..Hyperparams::default() }; // c = g
+/// let opts = StepOptions { cautious: Cautious::Whole, ..StepOptions::default() };
+/// let (mut p, mut m) = ([1.0f32; 4], [0.0f32; 4]);
+/// lion_optim::step_with(&mut p, &[1.0f32, -1.0, 0.0, 2.0], &mut m, &hp, &opts)?;
+/// // 3 of 4 agree: s = 4 / (3 + 1) = 1, so they move by lr; the zero gradient does not move.
+/// assert_eq!(p, [0.5, 1.5, 1.0, 0.5]);
+/// # Ok::<(), lion_optim::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Cautious {
+    /// The plain Lion step. Default.
+    #[default]
+    Off,
+    /// Cautious, counted over the slices of this call (a whole tensor).
+    Whole,
+    /// Cautious, for a piece of a larger tensor: `agreeing` is the sum of
+    /// [`cautious_count`](crate::cautious_count) over all pieces, `numel` the whole tensor's
+    /// length. `agreeing <= numel` and `offset + len <= numel` are checked.
+    Shard {
+        /// Agreeing elements of the whole tensor.
+        agreeing: u64,
+        /// Elements of the whole tensor.
+        numel: u64,
+    },
 }
 
 /// How the decoupled weight decay is scaled.
@@ -106,6 +165,11 @@ pub enum Rounding {
     },
 }
 
+/// The f32 scale `s = f32(numel / (agreeing + 1))` of a cautious step (see [`Cautious`]).
+pub(crate) fn cautious_scale(agreeing: u64, numel: u64) -> f32 {
+    (numel as f64 / (agreeing as f64 + 1.0)) as f32
+}
+
 impl StepOptions {
     /// Validates the options for slices of `len` elements; returns the f32 inverse scale.
     #[inline(always)]
@@ -126,12 +190,28 @@ impl StepOptions {
                 s32
             }
         };
-        if self.offset.checked_add(len as u64).is_none() {
+        let Some(end) = self.offset.checked_add(len as u64) else {
             return bad(
                 "offset",
                 self.offset as f64,
                 "offset + length overflows u64",
             );
+        };
+        if let Cautious::Shard { agreeing, numel } = self.cautious {
+            if agreeing > numel {
+                return bad(
+                    "cautious.agreeing",
+                    agreeing as f64,
+                    "must be <= cautious.numel",
+                );
+            }
+            if end > numel {
+                return bad(
+                    "cautious.numel",
+                    numel as f64,
+                    "must be >= offset + the length of the slices",
+                );
+            }
         }
         Ok(inv_scale)
     }

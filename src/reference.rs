@@ -18,6 +18,9 @@
 //!     m  = m*b2 + g*omb2                    momentum update
 //! ```
 //!
+//! The [cautious variant](crate::Cautious) first counts the elements where `sign(c) * g > 0`
+//! ([`cautious_count`]) and then moves only those, by `lr_c = f32(lr) * f32(numel / (count + 1))`.
+//!
 //! f16 and bf16 inputs are widened to f32 exactly; results are rounded once to the storage type,
 //! to nearest with ties to even, by `half`'s own conversions — or, with
 //! [`Rounding::Stochastic`](crate::Rounding), by [`Element::from_f32_stochastic`] with the bits of
@@ -26,7 +29,7 @@
 use crate::element::Element;
 use crate::error::check_lengths;
 use crate::hyper::Consts;
-use crate::{Error, Hyperparams, Rounding, StepOptions};
+use crate::{Cautious, Error, Hyperparams, Rounding, StepOptions};
 
 /// One Lion step, computed the plain scalar way. Same contract as [`crate::step`].
 ///
@@ -59,7 +62,8 @@ pub fn step<P: Element, G: Element, M: Element>(
 ///     p1 = p * decay                  (decay per `options.weight_decay`)
 ///     c  = m*b1 + g*omb1
 ///     d  = sign(c), or sign(-c) to maximize
-///     p  = store(p1 - lr*d, low 16 bits of r)     r = random_bits(seed, step, offset + i)
+///     u  = lr*d                       cautious: lr_c*d if sign(c)*g > 0, else 0
+///     p  = store(p1 - u, low 16 bits of r)        r = random_bits(seed, step, offset + i)
 ///     m  = store(m*b2 + g*omb2, high 16 bits of r)    (r only for stochastic rounding)
 /// ```
 ///
@@ -80,10 +84,75 @@ pub fn step_with<P: Element, G: Element, M: Element>(
     hp: &Hyperparams,
     options: &StepOptions,
 ) -> Result<(), Error> {
-    let k = hp.constants_with(options, params.len())?;
+    let mut k = hp.constants_with(options, params.len())?;
     check_lengths(params.len(), grads.len(), momentum.len())?;
+    match options.cautious {
+        Cautious::Off => {}
+        Cautious::Whole => {
+            let agreeing = count(grads, momentum, &k, options);
+            k = k.cautious(agreeing, params.len() as u64);
+        }
+        Cautious::Shard { agreeing, numel } => k = k.cautious(agreeing, numel),
+    }
     lion(params, grads, momentum, &k, options);
     Ok(())
+}
+
+/// The number of elements of these slices where a cautious step would move the parameter:
+/// where `sign(c) * g > 0`, with `c` and `g` as [`step_with`] computes them (the read-only
+/// counting pass of the [cautious variant](crate::Cautious)). Same contract as
+/// [`crate::cautious_count`].
+///
+/// ```
+/// use lion_optim::{Hyperparams, StepOptions, reference};
+///
+/// let hp = Hyperparams { beta1: 0.5, ..Hyperparams::default() };
+/// // c = 0.5*m + 0.5*g: agrees with g in elements 0 (both > 0) and 3 (both < 0).
+/// let (g, m) = ([1.0f32, 1.0, 0.0, -1.0], [0.0f32, -3.0, 1.0, -1.0]);
+/// assert_eq!(reference::cautious_count(&g, &m, &hp, &StepOptions::default())?, 2);
+/// # Ok::<(), lion_optim::Error>(())
+/// ```
+pub fn cautious_count<G: Element, M: Element>(
+    grads: &[G],
+    momentum: &[M],
+    hp: &Hyperparams,
+    options: &StepOptions,
+) -> Result<u64, Error> {
+    let k = hp.constants_with(options, grads.len())?;
+    check_lengths(grads.len(), grads.len(), momentum.len())?;
+    Ok(count(grads, momentum, &k, options))
+}
+
+/// The counting loop of [`cautious_count`], on validated input.
+pub(crate) fn count<G: Element, M: Element>(
+    grads: &[G],
+    momentum: &[M],
+    k: &Consts,
+    options: &StepOptions,
+) -> u64 {
+    let agreeing = grads.iter().zip(momentum).filter(|(g, m)| {
+        let grad = unscaled(**g, k, options);
+        agrees(interpolation(m.to_f32_exact(), grad, k), grad)
+    });
+    agreeing.count() as u64
+}
+
+/// The gradient as a step uses it: times `f32(grad_unscale)` if given.
+fn unscaled<G: Element>(g: G, k: &Consts, options: &StepOptions) -> f32 {
+    match options.grad_unscale {
+        Some(_) => g.to_f32_exact() * k.inv_scale,
+        None => g.to_f32_exact(),
+    }
+}
+
+/// `c = m*b1 + g*omb1`, each operation rounded on its own.
+fn interpolation(mom: f32, grad: f32, k: &Consts) -> f32 {
+    mom * k.beta1 + grad * k.one_minus_beta1
+}
+
+/// Whether `sign(c) * g > 0`: the cautious variant moves this element.
+fn agrees(c: f32, grad: f32) -> bool {
+    sign(c) * grad > 0.0
 }
 
 /// The element loop of [`step_with`], on validated input.
@@ -97,14 +166,17 @@ pub(crate) fn lion<P: Element, G: Element, M: Element>(
     let elements = params.iter_mut().zip(grads).zip(momentum.iter_mut());
     for (i, ((p, g), m)) in elements.enumerate() {
         let (param, mom) = (p.to_f32_exact(), m.to_f32_exact());
-        let grad = match options.grad_unscale {
-            Some(_) => g.to_f32_exact() * k.inv_scale,
-            None => g.to_f32_exact(),
-        };
+        let grad = unscaled(*g, k, options);
         let decayed = param * k.decay;
-        let c = mom * k.beta1 + grad * k.one_minus_beta1;
+        let c = interpolation(mom, grad, k);
         let direction = if options.maximize { sign(-c) } else { sign(c) };
-        let new_param = decayed - k.lr * direction;
+        let update = match options.cautious {
+            Cautious::Off => k.lr * direction,
+            // `k.lr` is the cautious `lr_c` here (see `Consts::cautious`).
+            _ if agrees(c, grad) => k.lr * direction,
+            _ => 0.0,
+        };
+        let new_param = decayed - update;
         let new_mom = mom * k.beta2 + grad * k.one_minus_beta2;
         match options.rounding {
             Rounding::Nearest => {

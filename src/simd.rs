@@ -36,7 +36,9 @@ pub trait Simd<const N: usize>: Copy {
     fn sub(self, a: Self::F32, b: Self::F32) -> Self::F32;
     /// Lane-wise `a * b`, rounded once.
     fn mul(self, a: Self::F32, b: Self::F32) -> Self::F32;
-    /// Lane-wise `x * sign(c)` for `x` that is `+0` or positive and finite, with `torch.sign`'s
+    /// Lane-wise mask (all ones / all zeros) of `a > b` (ordered: false if either is NaN).
+    fn gt(self, a: Self::F32, b: Self::F32) -> Self::U32;
+    /// Lane-wise `x * sign(c)` for `x` that is `+0` or positive (not NaN), with `torch.sign`'s
     /// rule: `x` where `c > 0`, `-x` where `c < 0`, `+0` where `c` is `±0` or NaN. (Exact, so it
     /// can be computed by selecting bits instead of multiplying.)
     fn signed(self, x: Self::F32, c: Self::F32) -> Self::F32;

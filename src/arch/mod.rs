@@ -64,3 +64,28 @@ pub(crate) fn all_finite<G: Element>(
     let _ = (path, grads, inv_scale);
     None
 }
+
+/// The cautious count on the run-time-detected instruction set of `path`; `None` if it cannot
+/// run here.
+pub(crate) fn cautious_count<G: Element, M: Element>(
+    path: Path,
+    grads: &[G],
+    momentum: &[M],
+    k: &Consts,
+    options: &StepOptions,
+) -> Option<u64> {
+    #[cfg(target_arch = "x86_64")]
+    match (path, x86_64::Avx2::detect(), x86_64::Avx512::detect()) {
+        (Path::Avx2, Some(t), _) => {
+            return Some(x86_64::avx2::cautious_count(t, grads, momentum, k, options));
+        }
+        (Path::Avx512, _, Some(t)) => {
+            return Some(x86_64::avx512::cautious_count(
+                t, grads, momentum, k, options,
+            ));
+        }
+        _ => {}
+    }
+    let _ = (path, grads, momentum, k, options);
+    None
+}

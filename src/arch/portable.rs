@@ -63,6 +63,10 @@ impl Simd<8> for Portable {
         with_sign & nonzero(c)
     }
     #[inline(always)]
+    fn gt(self, a: f32x8, b: f32x8) -> u32x8 {
+        bytemuck::must_cast(a.simd_gt(b))
+    }
+    #[inline(always)]
     fn is_nan(self, x: f32x8) -> u32x8 {
         bytemuck::must_cast(x.is_nan())
     }

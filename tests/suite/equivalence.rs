@@ -2,7 +2,7 @@
 
 use crate::common::*;
 use lion_optim::{
-    Element, Hyperparams, Path, Rounding, StepOptions, WeightDecay, bf16, f16, reference,
+    Cautious, Element, Hyperparams, Path, Rounding, StepOptions, WeightDecay, bf16, f16, reference,
 };
 use proptest::prelude::*;
 
@@ -77,6 +77,12 @@ fn any_options() -> impl Strategy<Value = StepOptions> {
         ((1u64 << 32) - 300..(1u64 << 32) + 10),
         any::<u64>().prop_map(|x| x >> 2)
     ];
+    // A shard's count and size: valid for any slice of up to 2^20 elements at its offset.
+    let cautious = prop_oneof![
+        Just(None),
+        Just(Some((0, 0))),
+        (0u64..1 << 20, 0u64..1 << 40).prop_map(Some)
+    ];
     (
         any::<bool>(),
         unscale,
@@ -84,15 +90,27 @@ fn any_options() -> impl Strategy<Value = StepOptions> {
         rounding,
         any::<u64>(),
         offset,
+        cautious,
     )
         .prop_map(
-            |(maximize, grad_unscale, weight_decay, rounding, step, offset)| StepOptions {
-                maximize,
-                grad_unscale,
-                weight_decay,
-                rounding,
-                step,
-                offset,
+            |(maximize, grad_unscale, weight_decay, rounding, step, offset, cautious)| {
+                let cautious = match cautious {
+                    None => Cautious::Off,
+                    Some((0, 0)) => Cautious::Whole,
+                    Some((agreeing, extra)) => Cautious::Shard {
+                        agreeing,
+                        numel: offset.saturating_add(1 << 20).saturating_add(extra),
+                    },
+                };
+                StepOptions {
+                    maximize,
+                    grad_unscale,
+                    weight_decay,
+                    rounding,
+                    step,
+                    offset,
+                    cautious,
+                }
             },
         )
 }

@@ -81,6 +81,11 @@ impl Simd<8> for Avx2 {
         unsafe { _mm256_cvttps_epi32(x) }
     }
     #[inline(always)]
+    fn gt(self, a: __m256, b: __m256) -> __m256i {
+        // SAFETY: see the impl comment (AVX2 available).
+        unsafe { _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GT_OQ>(a, b)) }
+    }
+    #[inline(always)]
     fn is_nan(self, x: __m256) -> __m256i {
         // SAFETY: see the impl comment (AVX2 available).
         unsafe { _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(x, x)) }

@@ -99,6 +99,11 @@ impl Simd<16> for Avx512 {
         }
     }
     #[inline(always)]
+    fn gt(self, a: __m512, b: __m512) -> __m512i {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe { _mm512_maskz_set1_epi32(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, b), -1) }
+    }
+    #[inline(always)]
     fn is_nan(self, x: __m512) -> __m512i {
         // SAFETY: see the impl comment (AVX-512 available).
         unsafe { _mm512_maskz_set1_epi32(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x), -1) }

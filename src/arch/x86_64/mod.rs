@@ -142,6 +142,29 @@ macro_rules! entries {
             unsafe { entry(token, params, grads, momentum, k, options, key) }
         }
 
+        /// The cautious variant's count on this instruction set (see `kernel::cautious_count`).
+        #[inline]
+        pub(crate) fn cautious_count<G: crate::Element, M: crate::Element>(
+            token: $token,
+            grads: &[G],
+            momentum: &[M],
+            k: &crate::hyper::Consts,
+            options: &crate::StepOptions,
+        ) -> u64 {
+            #[target_feature(enable = $features)]
+            fn entry<G: crate::Element, M: crate::Element>(
+                token: $token,
+                grads: &[G],
+                momentum: &[M],
+                k: &crate::hyper::Consts,
+                options: &crate::StepOptions,
+            ) -> u64 {
+                crate::kernel::cautious_count(token, grads, momentum, k, options)
+            }
+            // SAFETY: the token exists, so the entry's target features are available.
+            unsafe { entry(token, grads, momentum, k, options) }
+        }
+
         /// Whether every gradient (times `inv_scale`) is finite, on this instruction set.
         #[inline]
         pub(crate) fn all_finite<G: crate::Element>(

@@ -2,7 +2,9 @@
 //! matters, misaligned sub-slices and special values, and compares results bit for bit.
 #![allow(dead_code)]
 
-use lion_optim::{Element, Hyperparams, Path, Rounding, StepOptions, WeightDecay, reference};
+use lion_optim::{
+    Cautious, Element, Hyperparams, Path, Rounding, StepOptions, WeightDecay, reference,
+};
 
 /// Largest lane count any path uses (AVX-512 would be 16; unrolled loops up to 64).
 pub const MAX_LANES: usize = 64;
@@ -202,9 +204,10 @@ pub fn plant_cancellations<G: Element, M: Element>(
     }
 }
 
-/// Option sets the harness runs: the plain step; maximize with gradient unscaling; stochastic
-/// rounding; and everything at once with the fully decoupled decay, at element indices that cross
-/// a multiple of 2^32 (where the random stream's key changes).
+/// Option sets the harness runs: the plain step; the cautious variant with maximize and
+/// gradient unscaling; stochastic rounding; and everything at once with the fully decoupled
+/// decay and a cautious shard, at element indices that cross a multiple of 2^32 (where the
+/// random stream's key changes).
 pub fn option_sets() -> Vec<StepOptions> {
     let d = StepOptions::default();
     vec![
@@ -212,6 +215,7 @@ pub fn option_sets() -> Vec<StepOptions> {
         StepOptions {
             maximize: true,
             grad_unscale: Some(1.0 / 1024.0),
+            cautious: Cautious::Whole,
             ..d
         },
         StepOptions {
@@ -227,6 +231,10 @@ pub fn option_sets() -> Vec<StepOptions> {
             rounding: Rounding::Stochastic { seed: u64::MAX },
             step: 1 << 40,
             offset: (1 << 32) - 37,
+            cautious: Cautious::Shard {
+                agreeing: 12_345,
+                numel: 1 << 33,
+            },
         },
     ]
 }
@@ -249,6 +257,19 @@ pub fn run_case<P: Element, G: Element, M: Element>(
     plant_cancellations(&g, &mut m, hp, rng);
     let r = offset..offset + len;
 
+    let ctx = || {
+        format!(
+            "path {path}, P={:?} G={:?} M={:?}, len {len}, offset {offset}, {hp:?}, {opts:?}",
+            P::DTYPE,
+            G::DTYPE,
+            M::DTYPE
+        )
+    };
+    if opts.cautious != Cautious::Off {
+        let got = path.cautious_count(&g[r.clone()], &m[r.clone()], hp, opts);
+        let want = reference::cautious_count(&g[r.clone()], &m[r.clone()], hp, opts);
+        assert_eq!(got.unwrap(), want.unwrap(), "cautious count, {}", ctx());
+    }
     let (mut p_got, mut m_got) = (p.clone(), m.clone());
     path.step_with(
         &mut p_got[r.clone()],
@@ -267,15 +288,6 @@ pub fn run_case<P: Element, G: Element, M: Element>(
         opts,
     )
     .unwrap();
-
-    let ctx = || {
-        format!(
-            "path {path}, P={:?} G={:?} M={:?}, len {len}, offset {offset}, {hp:?}, {opts:?}",
-            P::DTYPE,
-            G::DTYPE,
-            M::DTYPE
-        )
-    };
     assert_same(&p_got, &p_want, &|| format!("params, {}", ctx()));
     assert_same(&m_got, &m_want, &|| format!("momentum, {}", ctx()));
 }
