@@ -21,7 +21,9 @@ use std::time::Duration;
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use lion_optim::{Element, Hyperparams, Path, Rounding, StepOptions, WeightDecay, bf16, f16};
+use lion_optim::{
+    Cautious, Element, Hyperparams, Path, Rounding, StepOptions, WeightDecay, bf16, f16,
+};
 
 const HP: Hyperparams = Hyperparams {
     lr: 1e-3,
@@ -75,6 +77,13 @@ fn options() -> Vec<(&'static str, StepOptions)> {
             },
         ),
         (
+            "cautious",
+            StepOptions {
+                cautious: Cautious::Whole,
+                ..d
+            },
+        ),
+        (
             "all",
             StepOptions {
                 maximize: true,
@@ -83,6 +92,7 @@ fn options() -> Vec<(&'static str, StepOptions)> {
                 rounding: sr,
                 step: 3,
                 offset: 0,
+                cautious: Cautious::Whole,
             },
         ),
     ]
