@@ -383,7 +383,7 @@ impl Path {
     /// Runs this (available) path on validated input. With stochastic rounding, the slices are
     /// cut where the element index crosses a multiple of 2^32, so that within one kernel call the
     /// index's high 32 bits (folded into the key of the random bits) are constant.
-    fn run<P: Element, G: Element, M: Element>(
+    pub(crate) fn run<P: Element, G: Element, M: Element>(
         self,
         params: &mut [P],
         grads: &[G],

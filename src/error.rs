@@ -41,27 +41,68 @@ pub enum Error {
         /// The rule it breaks, e.g. `"must be finite and >= 0"`.
         rule: &'static str,
     },
-    /// The optimizer was given a different number of tensors than it holds state for.
+    /// The optimizer was given a different number of tensors than it holds state for (in an
+    /// unkeyed step, which must pass all of them).
     TensorCount {
         /// How many tensors the optimizer holds momentum for.
         expected: usize,
         /// How many were passed.
         found: usize,
     },
-    /// A tensor of the optimizer does not match the momentum buffer it holds for it.
+    /// A tensor passed to a step does not have the length of its state (or, in
+    /// [`step_many`](crate::step_many), of its parameters).
     TensorMismatch {
-        /// Index of the tensor.
+        /// Index of the tensor (of the update, in `step_many`).
         index: usize,
-        /// The underlying problem (a length mismatch).
+        /// What has the wrong length: `"params"`, `"grads"` or `"momentum"`.
+        what: &'static str,
+        /// The length it must have (the momentum's; in `step_many`, the parameters').
         expected: usize,
         /// The length that was passed.
         found: usize,
+    },
+    /// A tensor's parameters do not have the element type it was added with.
+    TensorDtype {
+        /// Index of the tensor.
+        index: usize,
+        /// The element type it was added with.
+        expected: Dtype,
+        /// The element type passed.
+        found: Dtype,
     },
     /// An index does not name a tensor of the optimizer.
     NoSuchTensor {
         /// The index that was passed.
         index: usize,
         /// How many tensors the optimizer holds.
+        count: usize,
+    },
+    /// No tensor of the optimizer has the name of the tensor at this position of a step.
+    UnknownName {
+        /// The position in the step's list of tensors.
+        position: usize,
+    },
+    /// A step passed one tensor twice.
+    DuplicateTensor {
+        /// Index of the tensor.
+        index: usize,
+    },
+    /// A step mixed keyed tensors ([`Tensor::of`](crate::Tensor::of),
+    /// [`Tensor::named`](crate::Tensor::named)) with tensors matched by position.
+    MixedKeys {
+        /// The position of the first tensor that differs from the first one.
+        position: usize,
+    },
+    /// A tensor was added with a name another tensor has.
+    DuplicateName {
+        /// Index of the tensor that has the name.
+        index: usize,
+    },
+    /// An index does not name a parameter group.
+    NoSuchGroup {
+        /// The index that was passed.
+        index: usize,
+        /// How many groups there are.
         count: usize,
     },
     /// Data does not have the element type it must have.
@@ -117,8 +158,42 @@ pub enum CheckpointError {
     },
     /// A dtype tag is not one this version knows.
     UnknownDtype(u8),
-    /// Its hyperparameters are invalid.
+    /// Its hyperparameters or options are invalid.
     Hyperparams,
+    /// It was written by a version of the format this one does not read.
+    UnknownVersion,
+    /// It holds a different number of parameter groups than the optimizer.
+    GroupCount {
+        /// Groups in the optimizer.
+        expected: usize,
+        /// Groups in the checkpoint.
+        found: usize,
+    },
+    /// A tensor in it is in another group, or has another parameter dtype or random stream,
+    /// than the optimizer's tensor of that name (or position).
+    TensorSettings {
+        /// Index of the optimizer's tensor.
+        index: usize,
+    },
+    /// A tensor in it has a name no tensor of the optimizer has (or, unnamed, its position
+    /// holds a named tensor).
+    UnknownTensor {
+        /// Its position in the checkpoint.
+        position: usize,
+    },
+    /// It holds no state for a tensor of the optimizer.
+    MissingTensor {
+        /// Index of the optimizer's tensor.
+        index: usize,
+    },
+    /// Two of its tensors are the same tensor of the optimizer.
+    DuplicateTensor {
+        /// Index of the optimizer's tensor.
+        index: usize,
+    },
+    /// A field does not hold a valid value (a flag, a variant tag, a name, metadata, the
+    /// file's structure).
+    Invalid(&'static str),
 }
 
 impl fmt::Display for CheckpointError {
@@ -138,7 +213,27 @@ impl fmt::Display for CheckpointError {
                 "tensor {index} of the checkpoint differs in length or dtype from the optimizer's"
             ),
             Self::UnknownDtype(tag) => write!(f, "unknown dtype tag {tag} in checkpoint"),
-            Self::Hyperparams => f.write_str("checkpoint holds invalid hyperparameters"),
+            Self::Hyperparams => f.write_str("checkpoint holds invalid hyperparameters or options"),
+            Self::UnknownVersion => f.write_str("checkpoint format version not supported"),
+            Self::GroupCount { expected, found } => write!(
+                f,
+                "checkpoint holds {found} parameter groups, the optimizer {expected}"
+            ),
+            Self::TensorSettings { index } => write!(
+                f,
+                "tensor {index} of the checkpoint differs in group, parameter dtype or stream"
+            ),
+            Self::UnknownTensor { position } => write!(
+                f,
+                "tensor {position} of the checkpoint matches no tensor of the optimizer"
+            ),
+            Self::DuplicateTensor { index } => {
+                write!(f, "checkpoint holds tensor {index} twice")
+            }
+            Self::MissingTensor { index } => {
+                write!(f, "checkpoint holds no state for tensor {index}")
+            }
+            Self::Invalid(field) => write!(f, "checkpoint holds an invalid {field}"),
         }
     }
 }
@@ -161,16 +256,27 @@ impl fmt::Display for Error {
                 f,
                 "{found} tensors were passed, the optimizer holds state for {expected}"
             ),
-            Self::TensorMismatch {
-                index,
-                expected,
-                found,
-            } => write!(
-                f,
-                "tensor {index}: {found} parameters were passed, its momentum holds {expected}"
-            ),
+            Self::TensorMismatch { index, .. }
+            | Self::TensorDtype { index, .. }
+            | Self::DuplicateTensor { index }
+            | Self::DuplicateName { index } => {
+                write!(f, "tensor {index}: ")?;
+                self.fmt_body(f)
+            }
             Self::NoSuchTensor { index, count } => {
                 write!(f, "no tensor {index}: the optimizer holds {count}")
+            }
+            Self::UnknownName { position } => write!(
+                f,
+                "the tensor at position {position} has a name no tensor of the optimizer has"
+            ),
+            Self::MixedKeys { position } => write!(
+                f,
+                "the tensor at position {position} is keyed differently from the first one \
+                 (all tensors of a step must be keyed by id or name, or none)"
+            ),
+            Self::NoSuchGroup { index, count } => {
+                write!(f, "no parameter group {index}: there are {count}")
             }
             Self::DtypeMismatch { expected, found } => {
                 write!(f, "element type {found} where {expected} is required")
@@ -189,6 +295,29 @@ impl fmt::Display for Error {
                     p.name()
                 )
             }
+        }
+    }
+}
+
+impl Error {
+    /// The message of a tensor error without its `tensor N: ` prefix (see `Lion::describe`).
+    pub(crate) fn fmt_body(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::TensorMismatch {
+                what,
+                expected,
+                found,
+                ..
+            } => write!(f, "{what} has {found} elements, expected {expected}"),
+            Self::TensorDtype {
+                expected, found, ..
+            } => write!(
+                f,
+                "parameters are {found}, the tensor was added as {expected}"
+            ),
+            Self::DuplicateTensor { .. } => f.write_str("passed twice in one step"),
+            Self::DuplicateName { .. } => f.write_str("already has this name"),
+            _ => write!(f, "{self}"),
         }
     }
 }

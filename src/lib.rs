@@ -131,12 +131,15 @@ pub use half::{bf16, f16};
 pub use hyper::Hyperparams;
 #[cfg(feature = "alloc")]
 pub use optimizer::Buffer;
+pub use optimizer::{
+    Group, GroupId, Lion, MomentumStore, SliceMut, SliceRef, Tensor, TensorId, TensorSpec, Update,
+    step_many, step_many_guarded,
+};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
-pub use optimizer::{Lion, MomentumStore, SliceMut, SliceRef, Tensor};
 pub use options::{Cautious, Rounding, StepOptions, WeightDecay};
 
 /// One Lion step over `params` in place, with `grads`, updating `momentum` in place.

@@ -46,9 +46,9 @@ fn lion_equals_plain_steps_over_a_schedule() {
         ..Hyperparams::default()
     };
     let mut opt = Lion::new(hp).unwrap();
-    assert_eq!(opt.add_tensor(n1, Dtype::F32), 0);
-    assert_eq!(opt.add_tensor(n2, Dtype::Bf16), 1);
-    assert_eq!(opt.add_tensor(n3, Dtype::F32), 2);
+    assert_eq!(opt.add_tensor(n1, Dtype::F32).index(), 0);
+    assert_eq!(opt.add_tensor(n2, Dtype::Bf16).index(), 1);
+    assert_eq!(opt.add_tensor(n3, Dtype::F32).index(), 2);
     for t in 0..10 {
         let lr = 1e-2 * (1.0 - t as f64 / 10.0);
         let (g1, g2, g3) = (
@@ -133,6 +133,7 @@ fn a_failing_step_changes_nothing() {
         e,
         Err(Error::TensorMismatch {
             index: 1,
+            what: "params",
             expected: 3,
             found: 2
         })
@@ -143,7 +144,8 @@ fn a_failing_step_changes_nothing() {
     ]);
     assert_eq!(
         e,
-        Err(Error::LengthMismatch {
+        Err(Error::TensorMismatch {
+            index: 1,
             what: "grads",
             expected: 3,
             found: 2
