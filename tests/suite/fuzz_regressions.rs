@@ -1,4 +1,4 @@
-//! The fuzz targets' oracles (fuzz/oracle/), run by the test suite: so they also run on every
+//! The fuzz targets' oracles (tests/oracle/), run by the test suite: so they also run on every
 //! target CI tests (wasm32, aarch64 under qemu, Miri on x86_64 and big-endian s390x), not only
 //! where libFuzzer runs.
 //!
@@ -8,7 +8,7 @@
 //! * every input that once made a fuzz target fail (fuzz/regressions/<target>/), kept as a
 //!   regression test. None has so far: the directories hold only a README.
 
-#[path = "../../fuzz/oracle/mod.rs"]
+#[path = "../oracle/mod.rs"]
 #[allow(dead_code)]
 mod oracle;
 
