@@ -52,9 +52,10 @@ pub enum Error {
     TensorMismatch {
         /// Index of the tensor.
         index: usize,
-        /// The underlying problem (a length mismatch).
+        /// The length of the momentum buffer the optimizer holds for the tensor: the number of
+        /// parameters it must have.
         expected: usize,
-        /// The length that was passed.
+        /// The number of parameters that was passed.
         found: usize,
     },
     /// An index does not name a tensor of the optimizer.
