@@ -14,6 +14,8 @@ mod oracle;
 
 use std::path::Path;
 
+use crate::common::fixture;
+
 type Oracle = fn(&[u8]);
 
 const TARGETS: [(&str, Oracle); 2] = [
@@ -46,6 +48,15 @@ fn replay_dir(dir: &str, target: &str, check: Oracle) -> usize {
 #[test]
 #[cfg_attr(miri, ignore = "reads files; Miri runs the random inputs instead")]
 fn seed_corpus_and_regressions() {
+    // fuzz/ is not in the published package (the oracles are: tests/oracle/).
+    if fixture(
+        "fuzz/seeds",
+        "fuzz_regressions::seed_corpus_and_regressions",
+    )
+    .is_none()
+    {
+        return;
+    }
     for (target, check) in TARGETS {
         let seeds = replay_dir("seeds", target, check);
         let regressions = replay_dir("regressions", target, check);
