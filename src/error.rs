@@ -56,7 +56,7 @@ pub enum Error {
         index: usize,
         /// What has the wrong length: `"params"`, `"grads"` or `"momentum"`.
         what: &'static str,
-        /// The length it must have (the momentum's; in `step_many`, the parameters').
+        /// The length it must have: the momentum buffer's (in `step_many`, the parameters').
         expected: usize,
         /// The length that was passed.
         found: usize,

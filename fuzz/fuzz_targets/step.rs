@@ -1,6 +1,6 @@
 //! Every available path, `Path::step`, `step_guarded`, `all_finite` and `lion_optim::step_with`
 //! against `reference::step_with`, on arbitrary hyperparameters, options, dtypes, lengths,
-//! offsets and values: see oracle/step.rs.
+//! offsets and values: see tests/oracle/step.rs.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,4 +1,4 @@
-//! The fuzz targets' oracles (fuzz/oracle/), run by the test suite: so they also run on every
+//! The fuzz targets' oracles (tests/oracle/), run by the test suite: so they also run on every
 //! target CI tests (wasm32, aarch64 under qemu, Miri on x86_64 and big-endian s390x), not only
 //! where libFuzzer runs.
 //!
@@ -8,11 +8,13 @@
 //! * every input that once made a fuzz target fail (fuzz/regressions/<target>/), kept as a
 //!   regression test. None has so far: the directories hold only a README.
 
-#[path = "../../fuzz/oracle/mod.rs"]
+#[path = "../oracle/mod.rs"]
 #[allow(dead_code)]
 mod oracle;
 
 use std::path::Path;
+
+use crate::common::fixture;
 
 type Oracle = fn(&[u8]);
 
@@ -46,6 +48,15 @@ fn replay_dir(dir: &str, target: &str, check: Oracle) -> usize {
 #[test]
 #[cfg_attr(miri, ignore = "reads files; Miri runs the random inputs instead")]
 fn seed_corpus_and_regressions() {
+    // fuzz/ is not in the published package (the oracles are: tests/oracle/).
+    if fixture(
+        "fuzz/seeds",
+        "fuzz_regressions::seed_corpus_and_regressions",
+    )
+    .is_none()
+    {
+        return;
+    }
     for (target, check) in TARGETS {
         let seeds = replay_dir("seeds", target, check);
         let regressions = replay_dir("regressions", target, check);

@@ -373,3 +373,33 @@ pub fn available_paths() -> Vec<Path> {
         })
         .collect()
 }
+
+/// The path of a test's data file or directory, `rel` (relative to the crate root), or `None`
+/// when the test must be skipped because the crate is the published package.
+///
+/// The package leaves test data out (`tests/data/`, `fuzz/`: see `include` in Cargo.toml), so
+/// there a test that needs it says on stderr that it is skipped (written past the test
+/// harness's output capture, so `cargo test` shows it) and passes; `ci/package.sh` checks that
+/// exactly the expected tests skip. In the repository a missing fixture is a failure: the crate
+/// is the package when cargo's `Cargo.toml.orig` is beside its Cargo.toml, and
+/// `LION_REQUIRE_FIXTURES=1` makes a missing fixture fail even there.
+pub fn fixture(rel: &str, test: &str) -> Option<std::path::PathBuf> {
+    use std::io::Write;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = root.join(rel);
+    if path.exists() {
+        return Some(path);
+    }
+    let packaged = root.join("Cargo.toml.orig").is_file();
+    let required = std::env::var_os("LION_REQUIRE_FIXTURES").is_some_and(|v| v == "1");
+    assert!(
+        packaged && !required,
+        "{test}: test data {} is missing (it is committed in the repository)",
+        path.display()
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: {rel} is not in the published package (run it in the repository)"
+    );
+    None
+}
