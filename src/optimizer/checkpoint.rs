@@ -323,16 +323,23 @@ fn take_group(r: &mut Reader<'_>) -> Result<Group, CheckpointError> {
         beta2: r.f64()?,
         weight_decay: r.f64()?,
     };
+    // Unused fields must be zero: one state, one encoding (a loaded checkpoint saves back
+    // byte for byte).
     let maximize = r.flag("maximize")?;
-    let has_unscale = r.flag("grad_unscale")?;
-    let unscale = r.f64()?;
-    let weight_decay = match (r.take(1)?[0], r.f64()?) {
-        (0, _) => WeightDecay::Paper,
-        (1, max_lr) => WeightDecay::FullyDecoupled { max_lr },
+    let grad_unscale = match (r.flag("grad_unscale")?, r.u64()?) {
+        (false, 0) => None,
+        (true, bits) => Some(f64::from_bits(bits)),
+        _ => return Err(CheckpointError::Invalid("grad_unscale")),
+    };
+    let weight_decay = match (r.take(1)?[0], r.u64()?) {
+        (0, 0) => WeightDecay::Paper,
+        (1, bits) => WeightDecay::FullyDecoupled {
+            max_lr: f64::from_bits(bits),
+        },
         _ => return Err(CheckpointError::Invalid("weight decay variant")),
     };
     let rounding = match (r.take(1)?[0], r.u64()?) {
-        (0, _) => Rounding::Nearest,
+        (0, 0) => Rounding::Nearest,
         (1, seed) => Rounding::Stochastic { seed },
         _ => return Err(CheckpointError::Invalid("rounding")),
     };
@@ -342,7 +349,7 @@ fn take_group(r: &mut Reader<'_>) -> Result<Group, CheckpointError> {
     };
     let options = StepOptions {
         maximize,
-        grad_unscale: has_unscale.then_some(unscale),
+        grad_unscale,
         weight_decay,
         rounding,
         cautious,

@@ -898,7 +898,8 @@ impl<B: MomentumStore> Lion<B> {
     ///
     /// Either every tensor is keyed ([`Tensor::of`], [`Tensor::named`]): then they may come in
     /// any order, and the optimizer's tensors that are not passed (no gradient this step) are
-    /// left alone; or none is: then `tensors[i]` is tensor `i`, and all must be passed.
+    /// left alone (an empty list passes none); or none is: then `tensors[i]` is tensor `i`, and
+    /// all must be passed. Either way the step count advances by one.
     ///
     /// Checks first that every tensor's parameters and gradient have its momentum's length and
     /// its declared parameter dtype, that no tensor is passed twice, and that every key names a
@@ -911,7 +912,8 @@ impl<B: MomentumStore> Lion<B> {
     /// tensor. See the type's example.
     pub fn step(&mut self, tensors: &mut [Tensor<'_>]) -> Result<Outcome, Error> {
         let count = self.tensor_count();
-        let keyed = tensors.first().is_some_and(|t| t.key != Key::Position);
+        // An empty list is a keyed step that passes no tensor.
+        let keyed = tensors.first().is_none_or(|t| t.key != Key::Position);
         if !keyed && tensors.len() != count {
             return Err(Error::TensorCount {
                 expected: count,

@@ -9,7 +9,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::str::FromStr;
 
-use ::safetensors::tensor::{Dtype as StDtype, SafeTensors, View, serialize};
+use ::safetensors::tensor::{Dtype as StDtype, SafeTensors};
 use half::{bf16, f16};
 
 use super::checkpoint::fill_le;
@@ -22,36 +22,79 @@ const FORMAT: &str = "lion-optim";
 /// The version of the metadata layout this code writes and reads.
 const VERSION: &str = "1";
 
-/// One momentum buffer as a 1-D safetensors tensor (little-endian on every platform).
-struct Momentum<'a> {
-    slice: SliceRef<'a>,
-    shape: [usize; 1],
+/// A momentum buffer's bytes, little-endian on every platform.
+fn le_bytes(slice: SliceRef<'_>) -> Cow<'_, [u8]> {
+    fn le<T: bytemuck::Pod, const W: usize>(s: &[T], to: fn(&T) -> [u8; W]) -> Cow<'_, [u8]> {
+        if cfg!(target_endian = "little") {
+            Cow::Borrowed(bytemuck::cast_slice(s))
+        } else {
+            Cow::Owned(s.iter().flat_map(to).collect())
+        }
+    }
+    match slice {
+        SliceRef::F32(s) => le(s, |x| x.to_le_bytes()),
+        SliceRef::F16(s) => le(s, |x| x.to_le_bytes()),
+        SliceRef::Bf16(s) => le(s, |x| x.to_le_bytes()),
+    }
 }
 
-impl View for Momentum<'_> {
-    fn dtype(&self) -> StDtype {
-        st_dtype(self.slice.dtype())
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        fn le<T: bytemuck::Pod, const W: usize>(s: &[T], to: fn(&T) -> [u8; W]) -> Cow<'_, [u8]> {
-            if cfg!(target_endian = "little") {
-                Cow::Borrowed(bytemuck::cast_slice(s))
-            } else {
-                Cow::Owned(s.iter().flat_map(to).collect())
-            }
-        }
-        match self.slice {
-            SliceRef::F32(s) => le(s, |x| x.to_le_bytes()),
-            SliceRef::F16(s) => le(s, |x| x.to_le_bytes()),
-            SliceRef::Bf16(s) => le(s, |x| x.to_le_bytes()),
+/// Appends `text` as a JSON string literal.
+fn json_string(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
         }
     }
-    fn data_len(&self) -> usize {
-        self.slice.len() * self.slice.dtype().size()
+    out.push('"');
+}
+
+/// A safetensors file with these metadata entries (written sorted by key) and 1-D tensors (in
+/// this order): the same bytes for the same state, every time.
+fn write_file(mut meta: Vec<(String, String)>, tensors: &[(String, SliceRef<'_>)]) -> Vec<u8> {
+    meta.sort();
+    let mut header = String::from("{\"__metadata__\":{");
+    for (i, (key, value)) in meta.iter().enumerate() {
+        if i > 0 {
+            header.push(',');
+        }
+        json_string(&mut header, key);
+        header.push(':');
+        json_string(&mut header, value);
     }
+    header.push('}');
+    let mut at = 0;
+    for (name, slice) in tensors {
+        let bytes = slice.len() * slice.dtype().size();
+        header.push(',');
+        json_string(&mut header, name);
+        let dtype = match slice.dtype() {
+            Dtype::F32 => "F32",
+            Dtype::F16 => "F16",
+            Dtype::Bf16 => "BF16",
+        };
+        let (len, end) = (slice.len(), at + bytes);
+        header.push_str(&format!(
+            ":{{\"dtype\":\"{dtype}\",\"shape\":[{len}],\"data_offsets\":[{at},{end}]}}"
+        ));
+        at = end;
+    }
+    header.push('}');
+    // The data starts at a multiple of 8 bytes (the header padded with spaces), as the
+    // reference implementation writes it.
+    while (8 + header.len()) % 8 != 0 {
+        header.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + header.len() + at);
+    out.extend((header.len() as u64).to_le_bytes());
+    out.extend(header.as_bytes());
+    for (_, slice) in tensors {
+        out.extend(le_bytes(*slice).iter());
+    }
+    out
 }
 
 fn st_dtype(d: Dtype) -> StDtype {
@@ -87,7 +130,7 @@ impl<B: MomentumStore> Lion<B> {
     /// the step count (`steps`), the skipped steps, the skip flag, the learning-rate scale,
     /// every group's hyperparameters and options (`group.{i}.lr`, ...) and every tensor's
     /// group, parameter dtype and random stream (`tensor.{name}.group`, ...). Numbers are
-    /// written exactly (shortest round-trip decimal).
+    /// written exactly (shortest round-trip decimal); the same state gives the same bytes.
     ///
     /// Which state to use when: this file for anything another program reads (Python's
     /// `safetensors.torch.load_file` gives the momentum as ordinary tensors) or that should
@@ -133,8 +176,7 @@ impl<B: MomentumStore> Lion<B> {
             put(format!("tensor.{name}.group"), m.group.to_string());
             put(format!("tensor.{name}.params"), dtype_name(m.params).into());
             put(format!("tensor.{name}.stream"), m.stream.to_string());
-            let shape = [slice.len()];
-            tensors.push((format!("{name}.exp_avg"), Momentum { slice, shape }));
+            tensors.push((format!("{name}.exp_avg"), slice));
         }
         let mut names: Vec<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
         names.sort_unstable();
@@ -143,8 +185,7 @@ impl<B: MomentumStore> Lion<B> {
             let index = self.tensor_id(name).map_or(0, TensorId::index);
             return Err(Error::DuplicateName { index });
         }
-        serialize(tensors, Some(meta.into_iter().collect()))
-            .map_err(|_| CheckpointError::Invalid("safetensors serialization").into())
+        Ok(write_file(meta, &tensors))
     }
 
     /// Restores the state from a safetensors file written by

@@ -1,23 +1,30 @@
 //! The oracle of the `optimizer` fuzz target (fuzz/fuzz_targets/optimizer.rs), also replayed by
 //! tests/suite/fuzz_regressions.rs.
 //!
-//! Arbitrary bytes become a `Lion` optimizer (up to 3 tensors, each with its own momentum dtype),
-//! hyperparameters and options (valid or not), one step over tensors whose parameter and
-//! gradient dtypes are picked at run time (so every dtype combination of `Lion`'s run-time
-//! dispatch is reached), and a checkpoint: bytes in the documented format, mutated (truncated,
-//! extended, a byte changed, another shape), or raw bytes. Then:
+//! Arbitrary bytes become a `Lion` optimizer — one or two parameter groups (hyperparameters and
+//! options valid or not, the cautious variant included), up to four tensors, each with its own
+//! momentum dtype, maybe a declared parameter dtype, a name (maybe taken already) and a group
+//! (maybe unknown), a learning-rate scale — then one step, positional or keyed by handle or by
+//! name, over all tensors or (keyed) a subset, with parameter and gradient dtypes picked at run
+//! time (every dtype combination of `Lion`'s run-time dispatch), maybe with a wrong length, a
+//! wrong dtype, a tensor passed twice or an unknown name; then a state to load, in the compact
+//! format or (feature `safetensors`) as a safetensors file: raw bytes, the state of a twin
+//! optimizer of the same structure, or that state mutated (truncated, extended, a byte changed).
+//! Then:
 //!
-//! * `Lion::new` / `set_options` accept exactly what the documented rules accept;
-//! * `Lion::step` equals `reference::step_with` on every tensor (with the step count as
-//!   `step`), skips non-finite gradients when asked and refuses mismatched tensors, writing
-//!   nothing then;
-//! * `load_state` never panics; it accepts exactly the checkpoints a parser of the documented
-//!   format accepts, with the same error; on success the optimizer's checkpoint is the input,
-//!   byte for byte; on error the optimizer is unchanged.
+//! * `Lion::new`, `add_group`, `set_options`, `add` and `set_lr_scale` accept exactly what the
+//!   documented rules accept, and change nothing when they refuse;
+//! * `Lion::step` equals `reference::step_with` on every tensor passed (with its group's
+//!   settings, the learning-rate scale, the step count as `step` and the documented per-tensor
+//!   random stream), leaves the others alone, skips non-finite gradients when asked and refuses
+//!   bad tensors, writing nothing then;
+//! * loading never panics; a twin's state loads and gives the twin's state; a refused state
+//!   changes nothing; an accepted one saves back byte for byte (compact) or loads again into a
+//!   copy to the same state (safetensors), and leaves valid settings that step.
 
 use lion_optim::{
-    CheckpointError, Dtype, Element, Error, Hyperparams, Lion, Outcome, Rounding, SliceMut,
-    SliceRef, StepOptions, Tensor, bf16, f16, reference,
+    Cautious, Dtype, Element, Error, Group, GroupId, Hyperparams, Lion, Outcome, Rounding,
+    SliceMut, SliceRef, StepOptions, Tensor, TensorId, TensorSpec, bf16, f16, reference,
 };
 
 use super::step::{Bytes, expect_valid, options, param, value};
@@ -138,287 +145,466 @@ fn dtype(r: &mut Bytes) -> Dtype {
     Dtype::ALL[usize::from(r.u8() % 3)]
 }
 
-/// Decodes `data` and checks `Lion` and its checkpoints (see the module docs).
+/// The documented rules of a group of a `Lion` (with the learning-rate scale applied).
+fn group_valid(g: &Group, lr_scale: f64) -> bool {
+    let hp = Hyperparams {
+        lr: g.hp.lr * lr_scale,
+        ..g.hp
+    };
+    let o = StepOptions {
+        step: 0,
+        offset: 0,
+        ..g.options
+    };
+    !matches!(o.cautious, Cautious::Shard { .. }) && expect_valid(&hp, &o, [0; 3])
+}
+
+/// Group options from the input: any options but the per-call ones, cautious or not.
+fn group_options(r: &mut Bytes) -> StepOptions {
+    let o = options(r);
+    StepOptions {
+        step: 0,
+        offset: 0,
+        ..o
+    }
+}
+
+/// The documented per-tensor options of a `Lion` step: the group's, the step count, offset 0,
+/// and the group's seed mixed with the tensor's stream.
+fn tensor_options(group: &StepOptions, steps: u64, stream: u64) -> StepOptions {
+    let rounding = match group.rounding {
+        Rounding::Nearest => Rounding::Nearest,
+        Rounding::Stochastic { seed } => Rounding::Stochastic {
+            seed: seed ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        },
+    };
+    StepOptions {
+        step: steps,
+        offset: 0,
+        rounding,
+        ..*group
+    }
+}
+
+const NAMES: [&str; 4] = ["wte", "h.0.ln_1.bias", "0", "wpe"];
+
+/// What the oracle knows of each tensor it added.
+#[derive(Clone, Debug)]
+struct Added {
+    id: TensorId,
+    len: usize,
+    name: Option<&'static str>,
+    params: Option<Dtype>,
+    group: usize,
+}
+
+type Opt = Lion<Vec<lion_optim::Buffer>>;
+
+fn momenta(opt: &Opt) -> Vec<Buf> {
+    (0..opt.tensor_count())
+        .map(|i| Buf::copy_of(opt.momentum(i).unwrap()))
+        .collect()
+}
+
+/// Decodes `data` and checks `Lion` and its state files (see the module docs).
 pub fn check(data: &[u8]) {
     let mut r = Bytes(data);
-    let shape: Vec<(usize, Dtype)> = (0..r.u8() % 4)
-        .map(|_| (usize::from(r.u8() % 41), dtype(&mut r)))
-        .collect();
+    // Group 0.
     let hp = Hyperparams {
         lr: param(&mut r),
         beta1: param(&mut r),
         beta2: param(&mut r),
         weight_decay: param(&mut r),
     };
-    let hp_valid = expect_valid(&hp, &StepOptions::default(), [0; 3]);
     let made = Lion::new(hp);
+    let hp_valid = expect_valid(&hp, &StepOptions::default(), [0; 3]);
     assert_eq!(made.is_ok(), hp_valid, "Lion::new({hp:?}) gave {made:?}");
-    let mut opt = made.unwrap_or_else(|_| Lion::new(Hyperparams::default()).unwrap());
-    let hp = *opt.hyperparams();
-    for &(len, d) in &shape {
-        opt.add_tensor(len, d);
-    }
+    let mut opt: Opt = made.unwrap_or_else(|_| Lion::new(Hyperparams::default()).unwrap());
     let flags = r.u8();
     if flags & 1 != 0 {
-        // Stochastic rounding's per-tensor streams are the optimizer's business: round to nearest.
-        let o = StepOptions {
-            rounding: Rounding::Nearest,
-            ..options(&mut r)
-        };
+        let o = group_options(&mut r);
+        let before = *opt.group(GroupId::DEFAULT).unwrap();
         let set = opt.set_options(o);
-        assert_eq!(
-            set.is_ok(),
-            expect_valid(&hp, &StepOptions { offset: 0, ..o }, [0; 3]),
-            "set_options({o:?}) with {hp:?} gave {set:?}"
+        let want = group_valid(
+            &Group {
+                options: o,
+                ..before
+            },
+            1.0,
         );
-    }
-    opt.set_skip_non_finite(flags & 2 != 0);
-
-    // One step, against the reference tensor by tensor.
-    let mut params: Vec<Buf> = Vec::new();
-    let mut grads: Vec<Buf> = Vec::new();
-    let mut mismatch = false;
-    for &(len, _) in &shape {
-        let (pd, gd) = (dtype(&mut r), dtype(&mut r));
-        let glen = if flags & 0x0c == 0x0c && r.u8() % 4 == 0 {
-            mismatch = true;
-            len + 1
-        } else {
-            len
-        };
-        params.push(Buf::decode(pd, len, &mut r));
-        grads.push(Buf::decode(gd, glen, &mut r));
-    }
-    let momentum_before: Vec<Buf> = (0..shape.len())
-        .map(|i| Buf::copy_of(opt.momentum(i).unwrap()))
-        .collect();
-    let (steps, skipped) = (opt.steps(), opt.skipped_steps());
-    let step_options = StepOptions {
-        step: steps,
-        offset: 0,
-        ..*opt.options()
-    };
-    let mut want_p = params.clone();
-    let mut want_m = momentum_before.clone();
-    for i in 0..shape.len() {
-        if !mismatch {
-            reference_dyn(
-                want_p[i].slice_mut(),
-                grads[i].slice_ref(),
-                want_m[i].slice_mut(),
-                &hp,
-                &step_options,
-            )
-            .unwrap();
+        assert_eq!(set.is_ok(), want, "set_options({o:?}) gave {set:?}");
+        if set.is_err() {
+            assert_eq!(*opt.group(GroupId::DEFAULT).unwrap(), before);
         }
     }
-    let finite = grads
-        .iter()
-        .all(|g| all_finite(g.slice_ref(), opt.options()));
+    // Maybe group 1.
+    if flags & 2 != 0 {
+        let g = Group {
+            hp: Hyperparams {
+                lr: param(&mut r),
+                beta1: [0.9, 0.95, 0.0, 1.0][usize::from(r.u8() % 4)],
+                beta2: param(&mut r),
+                weight_decay: param(&mut r),
+            },
+            options: group_options(&mut r),
+        };
+        let added = opt.add_group(g);
+        assert_eq!(
+            added.is_ok(),
+            group_valid(&g, 1.0),
+            "add_group({g:?}) gave {added:?}"
+        );
+        assert_eq!(opt.group_count(), 1 + usize::from(added.is_ok()));
+    }
+    opt.set_skip_non_finite(flags & 4 != 0);
+
+    // Tensors.
+    let mut added: Vec<Added> = Vec::new();
+    for _ in 0..r.u8() % 5 {
+        let len = usize::from(r.u8() % 41);
+        let m = dtype(&mut r);
+        let sel = r.u8();
+        let name = (sel & 3 != 0).then(|| NAMES[usize::from(sel >> 2) % NAMES.len()]);
+        let params = (sel & 0x40 != 0).then(|| dtype(&mut r));
+        let group = usize::from(r.u8() % 3);
+        let mut spec = TensorSpec::new(len).momentum(m).group(GroupId::new(group));
+        if let Some(n) = name {
+            spec = spec.name(n);
+        }
+        if let Some(d) = params {
+            spec = spec.params(d);
+        }
+        let taken = name.is_some_and(|n| added.iter().any(|a| a.name == Some(n)));
+        let ok = group < opt.group_count() && !taken;
+        let count = opt.tensor_count();
+        match opt.add(spec) {
+            Ok(id) => {
+                assert!(ok, "add({spec:?}) accepted");
+                added.push(Added {
+                    id,
+                    len,
+                    name,
+                    params,
+                    group,
+                });
+            }
+            Err(e) => {
+                assert!(!ok, "add({spec:?}) refused: {e:?}");
+                assert_eq!(opt.tensor_count(), count);
+            }
+        }
+    }
+    if flags & 8 != 0 {
+        let scale = param(&mut r);
+        let groups: Vec<Group> = (0..opt.group_count())
+            .map(|i| *opt.group(GroupId::new(i)).unwrap())
+            .collect();
+        let want =
+            scale.is_finite() && scale >= 0.0 && groups.iter().all(|g| group_valid(g, scale));
+        let before = opt.lr_scale();
+        let set = opt.set_lr_scale(scale);
+        assert_eq!(set.is_ok(), want, "set_lr_scale({scale}) gave {set:?}");
+        if set.is_err() {
+            assert_eq!(opt.lr_scale().to_bits(), before.to_bits());
+        }
+    }
+
+    step_once(&mut opt, &added, flags, &mut r);
+    load(&mut opt, &added, &mut r);
+}
+
+/// One step against the reference (see the module docs).
+fn step_once(opt: &mut Opt, added: &[Added], flags: u8, r: &mut Bytes) {
+    // How the tensors are passed: positional (all), by handle or by name (a subset, any order).
+    let mode = r.u8();
+    let keyed = mode % 3;
+    let mut order: Vec<usize> = (0..added.len()).collect();
+    if keyed != 0 {
+        order.retain(|_| !r.u8().is_multiple_of(4));
+        for i in (1..order.len()).rev() {
+            order.swap(i, usize::from(r.u8()) % (i + 1));
+        }
+    }
+    let mut expect_ok = true;
+    let by_name_ok = |a: &Added| keyed != 2 || a.name.is_some();
+    let mut params: Vec<Buf> = Vec::new();
+    let mut grads: Vec<Buf> = Vec::new();
+    for &i in &order {
+        let a = &added[i];
+        let pd = match (a.params, r.u8() % 8) {
+            (Some(d), 0) => Dtype::ALL[(d as usize + 1) % 3], // the wrong one
+            (Some(d), _) => d,
+            (None, _) => dtype(r),
+        };
+        let glen = if flags & 0x30 == 0x30 && r.u8().is_multiple_of(4) {
+            a.len + 1
+        } else {
+            a.len
+        };
+        expect_ok &= a.params.is_none_or(|d| d == pd) && glen == a.len && by_name_ok(a);
+        params.push(Buf::decode(pd, a.len, r));
+        grads.push(Buf::decode(dtype(r), glen, r));
+    }
+    // Maybe the first tensor once more (keyed only: a positional list would be too long).
+    let twice = keyed != 0 && !order.is_empty() && mode & 0x80 != 0;
+    if twice {
+        expect_ok = false;
+    }
+    let momentum_before = momenta(opt);
+    let (steps, skipped) = (opt.steps(), opt.skipped_steps());
+    let mut want_p = params.clone();
+    let mut want_m = momentum_before.clone();
+    let mut finite = true;
+    for (k, &i) in order.iter().enumerate() {
+        let a = &added[i];
+        let group = *opt.group(GroupId::new(a.group)).unwrap();
+        let o = tensor_options(&group.options, steps, a.id.index() as u64);
+        let hp = Hyperparams {
+            lr: group.hp.lr * opt.lr_scale(),
+            ..group.hp
+        };
+        finite &= all_finite(grads[k].slice_ref(), &o);
+        if expect_ok {
+            let (p, m) = (want_p[k].slice_mut(), want_m[a.id.index()].slice_mut());
+            reference_dyn(p, grads[k].slice_ref(), m, &hp, &o).unwrap();
+        }
+    }
     let mut got_p = params.clone();
+    let mut extra_p = params.first().cloned();
     let outcome = {
         let mut tensors: Vec<Tensor<'_>> = got_p
             .iter_mut()
             .zip(&grads)
-            .map(|(p, g)| Tensor::from_slices(p.slice_mut(), g.slice_ref()))
+            .zip(&order)
+            .map(|((p, g), &i)| {
+                key(
+                    Tensor::from_slices(p.slice_mut(), g.slice_ref()),
+                    &added[i],
+                    keyed,
+                )
+            })
             .collect();
+        if twice && let Some(p) = extra_p.as_mut() {
+            tensors.push(key(
+                Tensor::from_slices(p.slice_mut(), grads[0].slice_ref()),
+                &added[order[0]],
+                keyed,
+            ));
+        }
         opt.step(&mut tensors)
     };
-    let unchanged = |opt: &Lion<Vec<lion_optim::Buffer>>, got_p: &[Buf]| {
+    let unchanged = |opt: &Opt, got_p: &[Buf]| {
         got_p
             .iter()
             .zip(&params)
             .all(|(a, b)| same_slices(a.slice_ref(), b.slice_ref(), false))
-            && (0..shape.len()).all(|i| {
-                same_slices(
-                    opt.momentum(i).unwrap(),
-                    momentum_before[i].slice_ref(),
-                    false,
-                )
-            })
+            && momenta(opt)
+                .iter()
+                .zip(&momentum_before)
+                .all(|(a, b)| same_slices(a.slice_ref(), b.slice_ref(), false))
     };
     match outcome {
         Err(e) => {
-            assert!(mismatch, "Lion::step refused valid tensors: {e:?}");
-            assert!(unchanged(&opt, &got_p), "Lion::step wrote before refusing");
+            assert!(!expect_ok, "Lion::step refused valid tensors: {e:?}");
+            assert!(unchanged(opt, &got_p), "Lion::step wrote before refusing");
             assert_eq!((opt.steps(), opt.skipped_steps()), (steps, skipped));
         }
         Ok(Outcome::SkippedNonFinite) => {
-            assert!(!mismatch && !finite && flags & 2 != 0, "Lion::step skipped");
-            assert!(unchanged(&opt, &got_p), "Lion::step wrote while skipping");
+            assert!(expect_ok && !finite && flags & 4 != 0, "Lion::step skipped");
+            assert!(unchanged(opt, &got_p), "Lion::step wrote while skipping");
             assert_eq!((opt.steps(), opt.skipped_steps()), (steps, skipped + 1));
         }
         Ok(Outcome::Applied) => {
             assert!(
-                !mismatch && (finite || flags & 2 == 0),
+                expect_ok && (finite || flags & 4 == 0),
                 "Lion::step applied"
             );
-            for i in 0..shape.len() {
+            for (k, &i) in order.iter().enumerate() {
+                let index = added[i].id.index();
                 assert!(
-                    same_slices(got_p[i].slice_ref(), want_p[i].slice_ref(), true),
-                    "Lion::step: tensor {i}'s parameters differ from the reference"
+                    same_slices(got_p[k].slice_ref(), want_p[k].slice_ref(), true),
+                    "Lion::step: tensor {index}'s parameters differ from the reference"
                 );
+            }
+            for (index, m) in momenta(opt).iter().enumerate() {
                 assert!(
-                    same_slices(opt.momentum(i).unwrap(), want_m[i].slice_ref(), true),
-                    "Lion::step: tensor {i}'s momentum differs from the reference"
+                    same_slices(m.slice_ref(), want_m[index].slice_ref(), true),
+                    "Lion::step: tensor {index}'s momentum differs from the reference"
                 );
             }
             assert_eq!((opt.steps(), opt.skipped_steps()), (steps + 1, skipped));
         }
     }
+}
 
-    // A checkpoint to load.
+fn key<'a>(t: Tensor<'a>, a: &Added, keyed: u8) -> Tensor<'a> {
+    match (keyed, a.name) {
+        (0, _) => t,
+        (1, _) => t.of(a.id),
+        (_, Some(name)) => t.named(name),
+        (_, None) => t.named("no such name"),
+    }
+}
+
+/// A state to load (see the module docs).
+fn load(opt: &mut Opt, added: &[Added], r: &mut Bytes) {
     let mode = r.u8();
-    let bytes = if mode % 4 == 0 {
-        r.rest().to_vec()
-    } else {
-        let mut b = synthesize(&shape, mode, &mut r);
-        match (mode >> 2) % 4 {
-            0 => {}
-            1 => b.truncate(usize::from(r.u16()) % (b.len() + 1)),
-            2 => {
-                let at = usize::from(r.u16()) % (b.len() + 1);
-                let extra = (0..r.u8() % 4).map(|_| r.u8()).collect::<Vec<_>>();
-                b.splice(at..at, extra);
-            }
-            _ => {
-                if !b.is_empty() {
-                    let at = usize::from(r.u16()) % b.len();
-                    b[at] ^= r.u8() | 1;
+    let mut safetensors = cfg!(feature = "safetensors") && mode & 1 != 0;
+    // A twin: the same structure, other settings, counts and momentum.
+    let mut twin = opt.clone();
+    for i in 0..twin.group_count() {
+        let g = Group {
+            hp: Hyperparams {
+                lr: [1e-4, 0.0, 3e-4, 1.0][usize::from(r.u8() % 4)],
+                ..Hyperparams::default()
+            },
+            options: group_options(r),
+        };
+        let _ = twin.set_group(GroupId::new(i), g);
+    }
+    let _ = twin.set_lr_scale([1.0, 0.5, 0.0][usize::from(r.u8() % 3)]);
+    twin.set_skip_non_finite(r.u8() & 1 != 0);
+    {
+        let mut p: Vec<Buf> = added
+            .iter()
+            .map(|a| Buf::decode(dtype(r), a.len, r))
+            .collect();
+        let g: Vec<Buf> = added
+            .iter()
+            .map(|a| Buf::decode(dtype(r), a.len, r))
+            .collect();
+        let mut tensors: Vec<Tensor<'_>> = p
+            .iter_mut()
+            .zip(&g)
+            .zip(added)
+            .filter(|(_, a)| a.params.is_none())
+            .map(|((p, g), a)| Tensor::from_slices(p.slice_mut(), g.slice_ref()).of(a.id))
+            .collect();
+        let _ = twin.step(&mut tensors);
+    }
+    let twin_state = match save(&twin, safetensors) {
+        Some(state) => state,
+        None => {
+            // An unnamed tensor's index is another tensor's name: no safetensors file.
+            let names: Vec<String> = (0..added.len())
+                .filter(|&i| twin.tensor_name(TensorId::new(i)).is_none())
+                .map(|i| i.to_string())
+                .collect();
+            assert!(
+                added
+                    .iter()
+                    .any(|a| a.name.is_some_and(|n| names.iter().any(|x| x == n))),
+                "save_safetensors refused names that do not collide"
+            );
+            safetensors = false;
+            save(&twin, false).unwrap()
+        }
+    };
+    let bytes = match (mode >> 1) % 4 {
+        0 => r.rest().to_vec(),
+        1 => twin_state.clone(),
+        m => {
+            let mut b = twin_state.clone();
+            if m == 2 {
+                b.truncate(usize::from(r.u16()) % (b.len() + 1));
+            } else if !b.is_empty() {
+                let at = usize::from(r.u16()) % b.len();
+                match r.u8() % 3 {
+                    0 => b[at] ^= r.u8() | 1,
+                    1 => {
+                        let extra = (0..1 + r.u8() % 4).map(|_| r.u8()).collect::<Vec<_>>();
+                        b.splice(at..at, extra);
+                    }
+                    _ => {
+                        b.remove(at);
+                    }
                 }
             }
+            b
         }
-        b
     };
     let before = opt.state_to_vec();
-    let (hp_before, steps_before) = (*opt.hyperparams(), opt.steps());
-    let got = opt.load_state(&bytes);
-    let want = parse(&bytes, &shape).map_err(Error::Checkpoint);
-    assert_eq!(got, want, "load_state of {} bytes", bytes.len());
-    if got.is_ok() {
-        assert_eq!(
-            opt.state_to_vec(),
-            bytes,
-            "a loaded checkpoint does not save back the same"
-        );
+    let got = if safetensors {
+        load_safetensors(opt, &bytes)
     } else {
+        opt.load_state(&bytes)
+    };
+    if bytes == twin_state {
+        assert_eq!(got, Ok(()), "the twin's own state was refused");
         assert_eq!(
             opt.state_to_vec(),
-            before,
-            "a refused checkpoint changed the optimizer"
+            twin.state_to_vec(),
+            "the twin's state loaded differently"
         );
-        assert_eq!((*opt.hyperparams(), opt.steps()), (hp_before, steps_before));
     }
+    match got {
+        Ok(()) => {
+            if safetensors {
+                let mut copy = opt.clone();
+                let again = save(opt, true).unwrap();
+                assert_eq!(load_safetensors(&mut copy, &again), Ok(()));
+                assert_eq!(copy.state_to_vec(), opt.state_to_vec());
+            } else {
+                assert_eq!(
+                    opt.state_to_vec(),
+                    bytes,
+                    "a loaded checkpoint saves back differently"
+                );
+            }
+            for i in 0..opt.group_count() {
+                let g = opt.group(GroupId::new(i)).unwrap();
+                assert!(
+                    group_valid(g, opt.lr_scale()),
+                    "a loaded group is invalid: {g:?}"
+                );
+            }
+        }
+        Err(e) => {
+            assert!(matches!(e, Error::Checkpoint(_)), "load gave {e:?}");
+            assert_eq!(
+                opt.state_to_vec(),
+                before,
+                "a refused state changed the optimizer"
+            );
+        }
+    }
+    // Whatever was loaded, a step over valid tensors works.
+    let mut p: Vec<Buf> = added
+        .iter()
+        .map(|a| Buf::decode(a.params.unwrap_or(Dtype::F32), a.len, r))
+        .collect();
+    let g: Vec<Buf> = added
+        .iter()
+        .map(|a| Buf::decode(Dtype::Bf16, a.len, r))
+        .collect();
+    let mut tensors: Vec<Tensor<'_>> = p
+        .iter_mut()
+        .zip(&g)
+        .map(|(p, g)| Tensor::from_slices(p.slice_mut(), g.slice_ref()))
+        .collect();
+    assert!(opt.step(&mut tensors).is_ok());
 }
 
-/// A checkpoint in the documented format (see `Lion::save_state`), for `shape` or, now and
-/// then, for another shape; the hyperparameters and the data come from the input.
-fn synthesize(shape: &[(usize, Dtype)], mode: u8, r: &mut Bytes) -> Vec<u8> {
-    let mut b = b"LIONOPT1".to_vec();
-    let valid_hp = mode & 0x10 == 0;
-    for _ in 0..4 {
-        let x = if valid_hp {
-            [1e-4, 0.0, 0.5, 0.9, 0.99, 0.1, 3e-4][usize::from(r.u8() % 7)]
-        } else {
-            param(r)
+/// The optimizer's state; `None` if a safetensors file cannot be written (colliding names).
+fn save(opt: &Opt, safetensors: bool) -> Option<Vec<u8>> {
+    #[cfg(feature = "safetensors")]
+    if safetensors {
+        return match opt.save_safetensors() {
+            Ok(file) => Some(file),
+            Err(Error::DuplicateName { .. }) => None,
+            Err(e) => panic!("save_safetensors: {e:?}"),
         };
-        b.extend(x.to_le_bytes());
     }
-    b.extend(r.u64().to_le_bytes()); // steps
-    b.extend(u64::from(r.u16()).to_le_bytes()); // skipped steps
-    let mut shape = shape.to_vec();
-    if mode & 0x20 != 0 {
-        match r.u8() % 4 {
-            0 => shape.push((usize::from(r.u8() % 8), dtype(r))),
-            1 => {
-                shape.pop();
-            }
-            2 => {
-                if let Some(t) = shape.first_mut() {
-                    t.0 += 1;
-                }
-            }
-            _ => {
-                if let Some(t) = shape.last_mut() {
-                    t.1 = dtype(r);
-                }
-            }
-        }
-    }
-    b.extend((shape.len() as u64).to_le_bytes());
-    for &(len, d) in &shape {
-        b.extend((len as u64).to_le_bytes());
-        b.push(if mode & 0x40 != 0 && r.u8().is_multiple_of(8) {
-            3 + r.u8() % 253 // an unknown dtype tag
-        } else {
-            d as u8
-        });
-    }
-    for &(len, d) in &shape {
-        for _ in 0..len * d.size() {
-            b.push(r.u8());
-        }
-    }
-    b
+    let _ = safetensors;
+    Some(opt.state_to_vec())
 }
 
-/// An independent parser of the documented checkpoint format: `Ok` if an optimizer of `shape`
-/// must accept `b`, otherwise the error it must report (the first problem, reading front to
-/// back).
-fn parse(b: &[u8], shape: &[(usize, Dtype)]) -> Result<(), CheckpointError> {
-    struct Reader<'a>(&'a [u8]);
-    impl<'a> Reader<'a> {
-        fn take(&mut self, n: usize) -> Result<&'a [u8], CheckpointError> {
-            if self.0.len() < n {
-                return Err(CheckpointError::Truncated);
-            }
-            let (s, rest) = self.0.split_at(n);
-            self.0 = rest;
-            Ok(s)
-        }
-        fn u64(&mut self) -> Result<u64, CheckpointError> {
-            Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
-        }
-    }
-    let mut r = Reader(b);
-    if r.take(8)? != b"LIONOPT1" {
-        return Err(CheckpointError::BadMagic);
-    }
-    let hp = Hyperparams {
-        lr: f64::from_bits(r.u64()?),
-        beta1: f64::from_bits(r.u64()?),
-        beta2: f64::from_bits(r.u64()?),
-        weight_decay: f64::from_bits(r.u64()?),
-    };
-    if !expect_valid(&hp, &StepOptions::default(), [0; 3]) {
-        return Err(CheckpointError::Hyperparams);
-    }
-    let (_steps, _skipped, count) = (r.u64()?, r.u64()?, r.u64()?);
-    if count != shape.len() as u64 {
-        return Err(CheckpointError::TensorCount {
-            expected: shape.len(),
-            found: usize::try_from(count).unwrap_or(usize::MAX),
-        });
-    }
-    for (index, &(len, d)) in shape.iter().enumerate() {
-        let l = r.u64()?;
-        let tag = r.take(1)?[0];
-        let dt = match tag {
-            0 => Dtype::F32,
-            1 => Dtype::F16,
-            2 => Dtype::Bf16,
-            _ => return Err(CheckpointError::UnknownDtype(tag)),
-        };
-        if l != len as u64 || dt != d {
-            return Err(CheckpointError::TensorShape { index });
-        }
-    }
-    let needed: usize = shape.iter().map(|&(len, d)| len * d.size()).sum();
-    if r.0.len() < needed {
-        return Err(CheckpointError::Truncated);
-    }
-    if r.0.len() > needed {
-        return Err(CheckpointError::TrailingBytes);
-    }
-    Ok(())
+#[cfg(feature = "safetensors")]
+fn load_safetensors(opt: &mut Opt, bytes: &[u8]) -> Result<(), Error> {
+    opt.load_safetensors(bytes)
+}
+
+#[cfg(not(feature = "safetensors"))]
+fn load_safetensors(_: &mut Opt, _: &[u8]) -> Result<(), Error> {
+    unreachable!("the safetensors mode needs the feature")
 }

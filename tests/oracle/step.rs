@@ -2,7 +2,7 @@
 //! tests/suite/fuzz_regressions.rs on every target the test suite runs on.
 //!
 //! Arbitrary bytes become hyperparameters (valid and invalid: edges of every domain, raw f64
-//! bits), step options, one of the 27 dtype combinations, lengths (equal or not), misaligned
+//! bits), step options (the cautious variant, whole or as a shard, included), one of the 27 dtype combinations, lengths (equal or not), misaligned
 //! offsets into padded buffers, and values (special values, rounding ties, raw bit patterns,
 //! planted exact cancellations `c == 0`). Then:
 //!
@@ -15,8 +15,8 @@
 //! A failed check panics, with a message that says what differed.
 
 use lion_optim::{
-    Element, Error, Hyperparams, Outcome, Path, Rounding, StepOptions, WeightDecay, bf16, f16,
-    reference,
+    Cautious, Element, Error, Hyperparams, Outcome, Path, Rounding, StepOptions, WeightDecay, bf16,
+    f16, reference,
 };
 
 /// Reads the fuzz input front to back; past its end every read gives zeros.
@@ -120,6 +120,19 @@ pub fn options(r: &mut Bytes) -> StepOptions {
         1 => (1u64 << 32) - u64::from(r.u16()), // the stream key changes at 2^32
         2 => u64::MAX - u64::from(r.u16()),     // offset + len may overflow: Err
         _ => r.u64(),
+    };
+    o.cautious = match flags >> 6 {
+        0 => Cautious::Off,
+        1 => Cautious::Whole,
+        // A shard's count and size: valid or not (agreeing > numel, numel < offset + len).
+        2 => Cautious::Shard {
+            agreeing: u64::from(r.u16()),
+            numel: o.offset.saturating_add(u64::from(r.u16())),
+        },
+        _ => Cautious::Shard {
+            agreeing: r.u64(),
+            numel: r.u64(),
+        },
     };
     o
 }
@@ -229,7 +242,11 @@ pub fn options_valid(o: &StepOptions) -> bool {
     let unscale_ok = o
         .grad_unscale
         .is_none_or(|s| s.is_finite() && (s as f32).is_finite() && s as f32 > 0.0);
-    max_lr_ok && unscale_ok
+    let shard_ok = match o.cautious {
+        Cautious::Shard { agreeing, numel } => agreeing <= numel && o.offset <= numel,
+        _ => true,
+    };
+    max_lr_ok && unscale_ok && shard_ok
 }
 
 /// The documented rules (src/hyper.rs, src/options.rs), written independently of the crate.
@@ -238,7 +255,14 @@ pub fn expect_valid(hp: &Hyperparams, o: &StepOptions, lens: [usize; 3]) -> bool
     let lr_ok = hp.lr.is_finite() && hp.lr >= 0.0 && f32_finite(hp.lr);
     let beta_ok = |b: f64| (0.0..1.0).contains(&b);
     let wd_ok = hp.weight_decay.is_finite() && hp.weight_decay >= 0.0;
-    let offset_ok = o.offset.checked_add(lens[0] as u64).is_some();
+    let end = o.offset.checked_add(lens[0] as u64);
+    let offset_ok = end.is_some();
+    let shard_ok = match o.cautious {
+        Cautious::Shard { agreeing, numel } => {
+            agreeing <= numel && end.is_some_and(|end| end <= numel)
+        }
+        _ => true,
+    };
     let decay = match o.weight_decay {
         WeightDecay::Paper => 1.0 - hp.lr * hp.weight_decay,
         WeightDecay::FullyDecoupled { max_lr } => 1.0 - hp.weight_decay * hp.lr / max_lr,
@@ -250,6 +274,7 @@ pub fn expect_valid(hp: &Hyperparams, o: &StepOptions, lens: [usize; 3]) -> bool
         && wd_ok
         && options_valid(o)
         && offset_ok
+        && shard_ok
         && f32_finite(decay)
         && lengths_ok
 }
@@ -403,6 +428,12 @@ fn combo<P: Element, G: Element, M: Element>(r: &mut Bytes) {
             let got = path.step(&mut p[rp.clone()], gs, &mut m[rm.clone()], &hp);
             same_result(&got, path.name());
             same_buffers(&p, &m, path.name());
+        }
+
+        if want.is_ok() {
+            let got = path.cautious_count(gs, &m0[rm.clone()], &hp, &o);
+            let count = reference::cautious_count(gs, &m0[rm.clone()], &hp, &o);
+            assert_eq!(got, count, "{path}: cautious_count: {}", ctx());
         }
 
         let finite = finite_rule(gs, &o);

@@ -8,6 +8,7 @@ mod common;
 mod equivalence;
 mod errors;
 mod fuzz_regressions;
+mod model;
 mod optimizer;
 mod options;
 #[cfg(feature = "rayon")]

@@ -211,12 +211,14 @@ fn trained() -> (Lion<Vec<lion_optim::Buffer>>, Vec<f32>, Vec<bf16>) {
 fn checkpoint_round_trip_resumes_bit_for_bit() {
     let (mut opt, mut a, mut b) = trained();
     let ckpt = opt.state_to_vec();
-    assert_eq!(&ckpt[..8], b"LIONOPT1");
-    assert_eq!(ckpt.len(), 8 + 32 + 24 + 2 * 9 + 50 * 2 + 9 * 2);
-    assert_eq!(ckpt[8..16], 1e-2f64.to_le_bytes());
-    assert_eq!(ckpt[40..48], 3u64.to_le_bytes()); // steps
-    assert_eq!(ckpt[48..56], 0u64.to_le_bytes()); // skipped steps
-    assert_eq!(ckpt[56..64], 2u64.to_le_bytes()); // tensors
+    assert_eq!(&ckpt[..8], b"LIONOPT2");
+    // Header, one group, tensor count, two unnamed tensor headers, data.
+    assert_eq!(ckpt.len(), 41 + 61 + 8 + 2 * 30 + 50 * 2 + 9 * 2);
+    assert_eq!(ckpt[8..16], 3u64.to_le_bytes()); // steps
+    assert_eq!(ckpt[16..24], 0u64.to_le_bytes()); // skipped steps
+    assert_eq!(ckpt[33..41], 1u64.to_le_bytes()); // groups
+    assert_eq!(ckpt[41..49], 1e-2f64.to_le_bytes()); // group 0's lr
+    assert_eq!(ckpt[102..110], 2u64.to_le_bytes()); // tensors
 
     let (mut a2, mut b2) = (a.clone(), b.clone());
     let mut resumed = Lion::new(Hyperparams::default()).unwrap();
@@ -246,6 +248,8 @@ fn bad_checkpoints_are_refused_and_change_nothing() {
     other.add_tensor(50, Dtype::F16);
     other.add_tensor(9, Dtype::Bf16);
     let before = other.state_to_vec();
+    let tensor0 = 110; // the first tensor header
+    let tensor1 = tensor0 + 30;
 
     let mut cases: Vec<(Vec<u8>, CheckpointError)> = vec![
         (good[..good.len() - 1].to_vec(), CheckpointError::Truncated),
@@ -256,36 +260,67 @@ fn bad_checkpoints_are_refused_and_change_nothing() {
             CheckpointError::TrailingBytes,
         ),
     ];
-    let mut bad_magic = good.clone();
-    bad_magic[0] = b'X';
-    cases.push((bad_magic, CheckpointError::BadMagic));
-    let mut bad_lr = good.clone();
-    bad_lr[8..16].copy_from_slice(&(-1.0f64).to_le_bytes());
-    cases.push((bad_lr, CheckpointError::Hyperparams));
-    let mut bad_beta = good.clone();
-    bad_beta[16..24].copy_from_slice(&f64::NAN.to_le_bytes());
-    cases.push((bad_beta, CheckpointError::Hyperparams));
-    let mut bad_count = good.clone();
-    bad_count[56..64].copy_from_slice(&3u64.to_le_bytes());
-    cases.push((
-        bad_count,
-        CheckpointError::TensorCount {
-            expected: 2,
-            found: 3,
-        },
-    ));
-    let mut bad_len = good.clone();
-    bad_len[64..72].copy_from_slice(&49u64.to_le_bytes());
-    cases.push((bad_len, CheckpointError::TensorShape { index: 0 }));
-    let mut bad_dtype = good.clone();
-    bad_dtype[64 + 9 + 8] = 0; // tensor 1 claims f32
-    cases.push((bad_dtype, CheckpointError::TensorShape { index: 1 }));
-    let mut bad_tag = good.clone();
-    bad_tag[64 + 8] = 7;
-    cases.push((bad_tag, CheckpointError::UnknownDtype(7)));
+    let mut edit = |at: usize, bytes: &[u8], want: CheckpointError| {
+        let mut b = good.clone();
+        b[at..at + bytes.len()].copy_from_slice(bytes);
+        cases.push((b, want));
+    };
+    edit(0, b"X", CheckpointError::BadMagic);
+    edit(0, b"LIONOPT1", CheckpointError::UnknownVersion);
+    edit(24, &[2], CheckpointError::Invalid("skip flag"));
+    edit(25, &(-1.0f64).to_le_bytes(), CheckpointError::Hyperparams); // lr scale
+    let groups = CheckpointError::GroupCount {
+        expected: 1,
+        found: 2,
+    };
+    edit(33, &2u64.to_le_bytes(), groups);
+    edit(41, &(-1.0f64).to_le_bytes(), CheckpointError::Hyperparams); // lr
+    edit(49, &f64::NAN.to_le_bytes(), CheckpointError::Hyperparams); // beta1
+    edit(73, &[7], CheckpointError::Invalid("maximize"));
+    edit(75, &[1], CheckpointError::Invalid("grad_unscale")); // absent, but not zero
+    edit(83, &[2], CheckpointError::Invalid("weight decay variant"));
+    edit(93, &[1], CheckpointError::Invalid("rounding")); // nearest with a seed
+    edit(101, &[2], CheckpointError::Invalid("cautious"));
+    let count = CheckpointError::TensorCount {
+        expected: 2,
+        found: 3,
+    };
+    edit(102, &3u64.to_le_bytes(), count);
+    edit(
+        tensor0,
+        &49u64.to_le_bytes(),
+        CheckpointError::TensorShape { index: 0 },
+    );
+    edit(tensor1 + 8, &[0], CheckpointError::TensorShape { index: 1 }); // f32 momentum
+    edit(tensor0 + 8, &[7], CheckpointError::UnknownDtype(7));
+    edit(
+        tensor0 + 9,
+        &1u64.to_le_bytes(),
+        CheckpointError::TensorSettings { index: 0 },
+    ); // group
+    edit(
+        tensor0 + 17,
+        &[2],
+        CheckpointError::TensorSettings { index: 0 },
+    ); // params dtype
+    edit(
+        tensor1 + 18,
+        &5u64.to_le_bytes(),
+        CheckpointError::TensorSettings { index: 1 },
+    ); // stream
+    // A name: no tensor of the optimizer has it.
+    let mut named = good[..tensor0 + 26].to_vec();
+    named.extend(1u32.to_le_bytes());
+    named.extend(b"w");
+    named.extend(&good[tensor0 + 30..]);
+    cases.push((named, CheckpointError::UnknownTensor { position: 0 }));
 
     for (bytes, want) in cases {
-        assert_eq!(other.load_state(&bytes), Err(Error::Checkpoint(want)));
+        assert_eq!(
+            other.load_state(&bytes),
+            Err(Error::Checkpoint(want)),
+            "{want:?}"
+        );
         assert_eq!(
             other.state_to_vec(),
             before,
