@@ -34,6 +34,13 @@ super::entries!(Avx512, "avx512f,avx512bw");
 
 /// Truth table of `vpternlogd` for `a | (b & c)`.
 const A_OR_B_AND_C: i32 = 0xf8;
+/// `vfixupimmps` table: a lane whose classified input is a NaN (quiet or signalling) or a zero
+/// becomes `+0` (response 8), every other class (±1, ±inf, negative, positive) keeps the
+/// destination (response 0). Nibble `j` is the response to token `j`: QNaN, SNaN, zero, +1,
+/// -inf, +inf, negative, positive.
+const ZERO_IF_ZERO_OR_NAN: i32 = 0x0000_0888;
+/// Words at odd positions: the upper halves of the 32-bit lanes.
+const ODD_WORDS: u32 = 0xaaaa_aaaa;
 /// Truth table of `vpternlogd` for `a ? b : c` (bitwise).
 const A_SELECTS_B_ELSE_C: i32 = 0xca;
 
@@ -65,6 +72,8 @@ const GATHER: [i16; 32] = {
 impl Simd<16> for Avx512 {
     type F32 = __m512;
     type U32 = __m512i;
+    const PAIRS: bool = true;
+    const BF16_PAIR_EVEN_ODD: bool = true;
 
     #[inline(always)]
     fn splat(self, x: f32) -> __m512 {
@@ -86,16 +95,20 @@ impl Simd<16> for Avx512 {
         // SAFETY: see the impl comment (AVX-512 available).
         unsafe { _mm512_mul_ps(a, b) }
     }
+    /// Two instructions, no compare into a mask register (compares run on one port only): x
+    /// with the sign of c (one ternary-logic op), then `vfixupimmps` classifies c and puts `+0`
+    /// where it is a zero or a NaN. (With MXCSR.DAZ set it would classify a subnormal c as zero,
+    /// as every comparison does then; Rust leaves DAZ clear.)
     #[inline(always)]
     fn signed(self, x: __m512, c: __m512) -> __m512 {
         // SAFETY: see the impl comment (AVX-512 available).
         unsafe {
-            // x with the sign of c (one ternary-logic op), kept where c is ordered and != 0.
             let sign = _mm512_set1_epi32(i32::MIN);
             let (xi, ci) = (_mm512_castps_si512(x), _mm512_castps_si512(c));
-            let with_sign = _mm512_ternarylogic_epi32::<A_OR_B_AND_C>(xi, ci, sign);
-            let nonzero = _mm512_cmp_ps_mask::<_CMP_NEQ_OQ>(c, _mm512_setzero_ps());
-            _mm512_castsi512_ps(_mm512_maskz_mov_epi32(nonzero, with_sign))
+            let with_sign =
+                _mm512_castsi512_ps(_mm512_ternarylogic_epi32::<A_OR_B_AND_C>(xi, ci, sign));
+            let table = _mm512_set1_epi32(ZERO_IF_ZERO_OR_NAN);
+            _mm512_fixupimm_ps::<0>(with_sign, c, table)
         }
     }
     #[inline(always)]
@@ -277,6 +290,56 @@ impl Simd<16> for Avx512 {
             _mm512_mask_add_epi32(x, ordered, x, increment)
         };
         self.store_u16_upper(rounded, dst)
+    }
+
+    /// One 512-bit load (a cache line of 32 bf16 when aligned): u32 lane `i` holds elements
+    /// `2i` (low half) and `2i + 1` (high half); a shift puts the even one in the upper half, a
+    /// word mask keeps the odd one. No shuffles.
+    #[inline(always)]
+    fn load_bf16_pair(self, src: &[[u16; 16]; 2]) -> [__m512; 2] {
+        // SAFETY: see the impl comment (AVX-512 available; `src` is 64 readable bytes).
+        unsafe {
+            let x = _mm512_loadu_si512(src.as_ptr().cast());
+            let even = _mm512_slli_epi32::<16>(x);
+            let odd = _mm512_maskz_mov_epi16(ODD_WORDS, x);
+            [_mm512_castsi512_ps(even), _mm512_castsi512_ps(odd)]
+        }
+    }
+    /// The 16-bit-lane rounding of the AVX2 pair store (see there), on 32 elements, under the
+    /// contract of the trait method (no NaN fix-up): the truncated bf16 `t` and the dropped
+    /// halves `l` in element order (two blends), then `t + ((l | (t & 1)) > 0x8000)` — one
+    /// ternary-logic op, one unsigned compare into a mask, one masked add. Seven instructions
+    /// per 32 elements and one 512-bit store.
+    #[inline(always)]
+    fn store_bf16_pair(self, v: [__m512; 2], dst: &mut [[u16; 16]; 2]) {
+        // SAFETY: see the impl comment (AVX-512 available; `dst` is 64 writable bytes).
+        unsafe {
+            let (even, odd) = (_mm512_castps_si512(v[0]), _mm512_castps_si512(v[1]));
+            let t = _mm512_mask_blend_epi16(ODD_WORDS, _mm512_srli_epi32::<16>(even), odd);
+            let l = _mm512_mask_blend_epi16(ODD_WORDS, even, _mm512_slli_epi32::<16>(odd));
+            let low_or_lsb = _mm512_ternarylogic_epi32::<A_OR_B_AND_C>(l, t, _mm512_set1_epi16(1));
+            let carry = _mm512_cmpgt_epu16_mask(low_or_lsb, _mm512_set1_epi16(-0x8000));
+            let rounded = _mm512_mask_add_epi16(t, carry, t, _mm512_set1_epi16(1));
+            _mm512_storeu_si512(dst.as_mut_ptr().cast(), rounded)
+        }
+    }
+    /// Adds the random bits (at most `0xffff` per lane), then takes the upper halves in element
+    /// order; no NaN fix-up, under the contract of `store_bf16_pair` (a NaN's zero low half
+    /// cannot carry).
+    #[inline(always)]
+    fn store_bf16_pair_stochastic(
+        self,
+        v: [__m512; 2],
+        random: [__m512i; 2],
+        dst: &mut [[u16; 16]; 2],
+    ) {
+        // SAFETY: see the impl comment (AVX-512 available; `dst` is 64 writable bytes).
+        unsafe {
+            let even = _mm512_add_epi32(_mm512_castps_si512(v[0]), random[0]);
+            let odd = _mm512_add_epi32(_mm512_castps_si512(v[1]), random[1]);
+            let t = _mm512_mask_blend_epi16(ODD_WORDS, _mm512_srli_epi32::<16>(even), odd);
+            _mm512_storeu_si512(dst.as_mut_ptr().cast(), t)
+        }
     }
 
     /// Exact widening (NaNs quieted, as `half`).
