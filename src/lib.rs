@@ -18,14 +18,48 @@
 //! # Ok::<(), lion_optim::Error>(())
 //! ```
 //!
-//! For a framework's training loop, [`Lion`] holds the hyperparameters, one momentum buffer per
-//! parameter tensor (each with its own dtype) and the step count.
+//! # A whole model
+//!
+//! [`Lion`] is the optimizer of a training loop: parameter [groups](Group) (each with its own
+//! hyperparameters and options: no weight decay for biases, another learning rate for
+//! embeddings, bf16 momentum for the big matrices), one momentum buffer per tensor (each with
+//! its own dtype), named tensors, one step count, and one step over the whole model — spread
+//! over rayon's threads with the `rayon` feature (large tensors cut into blocks, small ones
+//! batched), bit-identically:
+//!
+//! ```
+//! use lion_optim::{Dtype, Group, Hyperparams, Lion, Tensor, TensorSpec, bf16};
+//!
+//! let hp = Hyperparams { lr: 3e-4, weight_decay: 0.1, ..Hyperparams::default() };
+//! let mut opt = Lion::new(hp)?;
+//! let no_decay = opt.add_group(Group::new(Hyperparams { weight_decay: 0.0, ..hp }))?;
+//! let w = opt.add(TensorSpec::new(768 * 768).name("attn.c_proj.weight").momentum(Dtype::Bf16))?;
+//! let b = opt.add(TensorSpec::new(768).name("attn.c_proj.bias").group(no_decay))?;
+//!
+//! let (mut wp, mut bp) = (vec![bf16::from_f32(0.02); 768 * 768], vec![0.0f32; 768]);
+//! let (wg, bg) = (vec![bf16::from_f32(1e-3); 768 * 768], vec![-1e-3f32; 768]);
+//! opt.set_lr_scale(0.5)?; // a schedule's factor, for every group
+//! opt.step(&mut [Tensor::new(&mut wp, &wg).of(w), Tensor::new(&mut bp, &bg).of(b)])?;
+//! assert!(bp[0] > 0.0);
+//! # Ok::<(), lion_optim::Error>(())
+//! ```
+//!
+//! A tensor is matched to its state by handle or by name (or by position); one that gets no
+//! gradient this step is simply not passed. Its state saves and loads as a compact checkpoint
+//! ([`Lion::save_state`], no allocation) or as a safetensors file readable by Python and candle
+//! (`Lion::save_safetensors`, feature `safetensors`); both carry every setting that changes the
+//! next step's bytes, so a resumed run gives the bytes of an uninterrupted one. For frameworks
+//! that keep the momentum themselves, [`step_many`] is the same many-tensor step without state.
+//!
+//! # Options
 //!
 //! Mixed-precision features are per-call [`StepOptions`] of the same fused pass:
 //! [stochastic rounding](Rounding::Stochastic) of f16/bf16 stores (counter-based random bits:
-//! deterministic, split-invariant), gradient unscaling, `maximize`, and the
-//! [weight-decay variant](WeightDecay). [`all_finite`] and [`step_guarded`] skip steps whose
-//! gradients overflowed.
+//! deterministic, split-invariant), gradient unscaling, `maximize`, the
+//! [weight-decay variant](WeightDecay) and the [cautious variant](Cautious) (a read-only
+//! counting pass, [`cautious_count`], then the step; split-invariant through
+//! [`Cautious::Shard`]). [`all_finite`] and [`step_guarded`] skip steps whose gradients
+//! overflowed.
 //!
 //! # Semantics
 //!
@@ -98,11 +132,18 @@
 //! * `std` (default): implies `alloc`.
 //! * `alloc`: [`Lion`] can own its momentum buffers ([`Lion::new`], [`Lion::add_tensor`]) and
 //!   write checkpoints into a `Vec<u8>`.
-//! * `rayon` (implies `std`): `par_step` and `par_step_with`.
+//! * `rayon` (implies `std`): `par_step` and `par_step_with`; [`Lion::step`] and [`step_many`]
+//!   spread over the thread pool.
+//! * `safetensors` (implies `alloc`): `Lion::save_safetensors` / `Lion::load_safetensors`.
+//!
+//! Build these docs with the feature badges as docs.rs shows them:
+//! `RUSTDOCFLAGS="--cfg docsrs" cargo +nightly doc --no-deps --all-features --open`.
 //!
 //! With `default-features = false` everything works over caller-provided buffers:
 //! [`step`], and [`Lion::with_buffers`] over momentum slices you own (e.g. `static` arrays on a
 //! microcontroller).
+#![doc = ""]
+#![doc = include_str!("../docs/dtypes.md")]
 #![no_std]
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -33,14 +33,18 @@ pub(crate) fn lion<P: Element, G: Element, M: Element>(
     key: u32,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    match (path, x86_64::Avx2::detect(), x86_64::Avx512::detect()) {
-        (Path::Avx2, Some(t), _) => {
-            x86_64::avx2::lion(t, params, grads, momentum, k, options, key);
-            return true;
+    match path {
+        Path::Avx2 => {
+            if let Some(t) = x86_64::Avx2::detect() {
+                x86_64::avx2::lion(t, params, grads, momentum, k, options, key);
+                return true;
+            }
         }
-        (Path::Avx512, _, Some(t)) => {
-            x86_64::avx512::lion(t, params, grads, momentum, k, options, key);
-            return true;
+        Path::Avx512 => {
+            if let Some(t) = x86_64::Avx512::detect() {
+                x86_64::avx512::lion(t, params, grads, momentum, k, options, key);
+                return true;
+            }
         }
         _ => {}
     }

@@ -315,6 +315,57 @@ pub struct Lion<B> {
     /// Indices of the named tensors, sorted by name.
     #[cfg(feature = "alloc")]
     by_name: Vec<usize>,
+    /// A step's working space (not state: never saved, compared or cloned meaningfully).
+    #[cfg(feature = "alloc")]
+    scratch: Scratch,
+}
+
+/// A step's working space: which tensor each passed one is, which were seen (with `alloc`;
+/// without, the step looks them up again).
+#[cfg(feature = "alloc")]
+#[derive(Clone, Debug, Default)]
+struct Scratch {
+    resolved: Vec<usize>,
+    seen: Vec<u64>,
+}
+
+#[cfg(not(feature = "alloc"))]
+struct Scratch;
+
+#[cfg(feature = "alloc")]
+impl Scratch {
+    fn start(&mut self, count: usize, passed: usize) {
+        self.resolved.clear();
+        self.resolved.reserve(passed);
+        self.seen.clear();
+        self.seen.resize(count.div_ceil(64), 0);
+    }
+    /// Marks `index` seen; whether it was already.
+    fn seen(&mut self, index: usize, _slow: impl FnOnce() -> bool) -> bool {
+        let (word, bit) = (index / 64, 1u64 << (index % 64));
+        let was = self.seen[word] & bit != 0;
+        self.seen[word] |= bit;
+        was
+    }
+    fn resolved(&mut self, index: usize) {
+        self.resolved.push(index);
+    }
+    fn index(&self, position: usize) -> Option<usize> {
+        self.resolved.get(position).copied()
+    }
+}
+
+#[cfg(not(feature = "alloc"))]
+impl Scratch {
+    fn start(&mut self, _count: usize, _passed: usize) {}
+    /// Whether `index` was passed before (`slow` searches the earlier tensors).
+    fn seen(&mut self, _index: usize, slow: impl FnOnce() -> bool) -> bool {
+        slow()
+    }
+    fn resolved(&mut self, _index: usize) {}
+    fn index(&self, _position: usize) -> Option<usize> {
+        None
+    }
 }
 
 #[cfg(feature = "alloc")]
@@ -491,6 +542,8 @@ impl<B: MomentumStore> Lion<B> {
             meta: Vec::new(),
             #[cfg(feature = "alloc")]
             by_name: Vec::new(),
+            #[cfg(feature = "alloc")]
+            scratch: Scratch::default(),
         })
     }
 
@@ -911,6 +964,23 @@ impl<B: MomentumStore> Lion<B> {
     /// sequential step and to [`reference::step_with`](crate::reference::step_with) on every
     /// tensor. See the type's example.
     pub fn step(&mut self, tensors: &mut [Tensor<'_>]) -> Result<Outcome, Error> {
+        #[cfg(feature = "alloc")]
+        {
+            // Reused across steps: no allocation per step.
+            let mut scratch = core::mem::take(&mut self.scratch);
+            let result = self.step_resolved(tensors, &mut scratch);
+            self.scratch = scratch;
+            result
+        }
+        #[cfg(not(feature = "alloc"))]
+        self.step_resolved(tensors, &mut Scratch)
+    }
+
+    fn step_resolved(
+        &mut self,
+        tensors: &mut [Tensor<'_>],
+        scratch: &mut Scratch,
+    ) -> Result<Outcome, Error> {
         let count = self.tensor_count();
         // An empty list is a keyed step that passes no tensor.
         let keyed = tensors.first().is_none_or(|t| t.key != Key::Position);
@@ -920,43 +990,38 @@ impl<B: MomentumStore> Lion<B> {
                 found: tensors.len(),
             });
         }
-        #[cfg(feature = "alloc")]
-        let mut seen = if keyed {
-            vec![0u64; count.div_ceil(64)]
-        } else {
-            Vec::new()
-        };
+        scratch.start(count, tensors.len());
         let mut total = 0usize;
         for (position, t) in tensors.iter().enumerate() {
             let index = self.resolve(position, t.key, keyed)?;
-            #[cfg(feature = "alloc")]
-            let duplicate = keyed && {
-                let (word, bit) = (index / 64, 1u64 << (index % 64));
-                let was = seen[word] & bit != 0;
-                seen[word] |= bit;
-                was
-            };
-            #[cfg(not(feature = "alloc"))]
             let duplicate = keyed
-                && tensors[..position]
-                    .iter()
-                    .enumerate()
-                    .any(|(p, u)| self.resolve(p, u.key, keyed) == Ok(index));
+                && scratch.seen(index, || {
+                    tensors[..position]
+                        .iter()
+                        .enumerate()
+                        .any(|(p, u)| self.resolve(p, u.key, keyed) == Ok(index))
+                });
             if duplicate {
                 return Err(Error::DuplicateTensor { index });
             }
             self.check(index, t)?;
+            scratch.resolved(index);
             total += t.params.len();
         }
+        // Every tensor is valid: from here on nothing fails. (An index is looked up again where
+        // there is no scratch space, without `alloc`.)
         let path = Path::detect();
         #[cfg(feature = "rayon")]
         if total >= crate::PAR_THRESHOLD && rayon::current_num_threads() > 1 {
-            return Ok(self.step_parallel(path, tensors, keyed));
+            let indices: Vec<usize> = (0..tensors.len())
+                .map(|p| self.index_of(scratch, p, tensors[p].key, keyed))
+                .collect();
+            return Ok(self.step_parallel(path, tensors, &indices));
         }
         let _ = total;
         if self.skip_non_finite {
             for (position, t) in tensors.iter().enumerate() {
-                let index = self.resolve(position, t.key, keyed)?;
+                let index = self.index_of(scratch, position, t.key, keyed);
                 if !finite_dyn(path, t.grads, &self.settings(index).1) {
                     self.skipped += 1;
                     return Ok(Outcome::SkippedNonFinite);
@@ -964,12 +1029,11 @@ impl<B: MomentumStore> Lion<B> {
             }
         }
         for (position, t) in tensors.iter_mut().enumerate() {
-            let index = self.resolve(position, t.key, keyed)?;
+            let index = self.index_of(scratch, position, t.key, keyed);
             let (k, options) = self.settings(index);
-            let momentum = self
-                .buffers
-                .momentum_mut(index)
-                .ok_or(Error::NoSuchTensor { index, count })?;
+            let Some(momentum) = self.buffers.momentum_mut(index) else {
+                continue; // unreachable: checked above
+            };
             let (p, g) = (t.params.reborrow(), t.grads);
             Job::new(p, g, momentum, k, options, index).run(path);
         }
@@ -977,14 +1041,24 @@ impl<B: MomentumStore> Lion<B> {
         Ok(Outcome::Applied)
     }
 
+    /// The index of the tensor at `position` of a validated step.
+    fn index_of(&self, scratch: &Scratch, position: usize, key: Key<'_>, keyed: bool) -> usize {
+        scratch
+            .index(position)
+            .unwrap_or_else(|| self.resolve(position, key, keyed).unwrap_or(position))
+    }
+
     /// The parallel step over validated tensors (see `many::run_parallel`).
     #[cfg(feature = "rayon")]
-    fn step_parallel(&mut self, path: Path, tensors: &mut [Tensor<'_>], keyed: bool) -> Outcome {
-        let settings: Vec<_> = (0..tensors.len())
-            .map(|position| {
-                let index = self.resolve(position, tensors[position].key, keyed);
-                index.map(|i| (i, self.settings(i)))
-            })
+    fn step_parallel(
+        &mut self,
+        path: Path,
+        tensors: &mut [Tensor<'_>],
+        indices: &[usize],
+    ) -> Outcome {
+        let settings: Vec<_> = indices
+            .iter()
+            .map(|&i| Ok::<_, ()>((i, self.settings(i))))
             .collect();
         let mut momenta: Vec<Option<SliceMut<'_>>> =
             self.buffers.momentum_all_mut().map(Some).collect();
