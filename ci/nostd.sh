@@ -5,8 +5,10 @@
 #     and bf16 checked against hand-computed bit patterns, on every available path (the no_std
 #     CPUID probe picks AVX2 / AVX-512 here). If the crate's graph pulled in std, linking fails
 #     with E0152; the binary is also scanned for std symbols.
-#  2. The library builds for targets that have no std at all: thumbv7em-none-eabihf (Cortex-M4F)
-#     and wasm32v1-none, without and with the `alloc` feature.
+#  2. The library compiles for targets that have no std at all: thumbv7em-none-eabihf (Cortex-M4F)
+#     and wasm32v1-none, without and with the `alloc` feature (`cargo check`: the crate's
+#     dependency on std would show there; code generation for these targets is proved by the
+#     Cortex-M4F firmware, ci/thumbv7em.sh, and the wasm32 test runs, ci/wasm.sh).
 # Usage: ci/nostd.sh
 . "$(dirname "$0")/lib.sh"
 TD="$(ci_target_dir)"
@@ -33,9 +35,9 @@ unset CARGO_TARGET_DIR
 
 for t in thumbv7em-none-eabihf wasm32v1-none; do
   ci_target "$t"
-  ci_time "cargo build --lib --target $t --no-default-features" \
-    cargo build -q --lib --target "$t" --no-default-features
-  ci_time "cargo build --lib --target $t --no-default-features --features alloc" \
-    cargo build -q --lib --target "$t" --no-default-features --features alloc
+  ci_time "cargo check --lib --target $t --no-default-features" \
+    cargo check -q --lib --target "$t" --no-default-features
+  ci_time "cargo check --lib --target $t --no-default-features --features alloc" \
+    cargo check -q --lib --target "$t" --no-default-features --features alloc
 done
 ci_log "no_std: all checks passed"

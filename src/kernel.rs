@@ -32,6 +32,9 @@ struct Lanes<F, U> {
     /// The sign bit when maximizing (where `c` is negated), else 0: `sign(c) * dir` is the sign
     /// of the reference's `c`.
     direction_bit: U,
+    /// All ones when the step is not cautious: the agreement mask then keeps every lane (for
+    /// the instantiations that decide this at run time, see `lion`).
+    not_cautious: U,
 }
 
 impl<F: Copy, U: Copy> Lanes<F, U> {
@@ -55,6 +58,11 @@ impl<F: Copy, U: Copy> Lanes<F, U> {
             one: s.splat(1.0),
             zero: s.splat(0.0),
             direction_bit: s.splat_u32(if options.maximize { 1 << 31 } else { 0 }),
+            not_cautious: s.splat_u32(if options.cautious == Cautious::Off {
+                u32::MAX
+            } else {
+                0
+            }),
         }
     }
 }
@@ -78,8 +86,20 @@ pub(crate) fn lion<S, const N: usize, P, G, M>(
     M: Element,
 {
     let stochastic = matches!(options.rounding, Rounding::Stochastic { .. });
-    let cautious = options.cautious != Cautious::Off;
     let args = (params, grads, momentum, k, options, key);
+    // Bare-metal targets (microcontrollers, wasm without an OS), where code size counts more than
+    // the last instructions per element: gradient unscaling and the cautious variant are decided
+    // at run time (unscaling by 1 when there is none, which is exact: `g * 1 == g`; an
+    // agreement mask of all ones when not cautious), so each dtype combination compiles two
+    // kernels instead of eight.
+    #[cfg(target_os = "none")]
+    match stochastic {
+        false => passes::<S, N, P, G, M, true, false, true>(s, args),
+        true => passes::<S, N, P, G, M, true, true, true>(s, args),
+    }
+    #[cfg(not(target_os = "none"))]
+    let cautious = options.cautious != Cautious::Off;
+    #[cfg(not(target_os = "none"))]
     match (options.grad_unscale.is_some(), stochastic, cautious) {
         (false, false, false) => passes::<S, N, P, G, M, false, false, false>(s, args),
         (true, false, false) => passes::<S, N, P, G, M, true, false, false>(s, args),
@@ -505,8 +525,8 @@ fn momentum_math<S: Simd<N>, const N: usize, const UNSCALE: bool, const CAUTIOUS
     let c = interpolation(s, k, grad, mom);
     let new_mom = s.add(s.mul(mom, k.beta2), s.mul(grad, k.one_minus_beta2));
     if CAUTIOUS {
-        let agreeing_c = s.and(agreement(s, k, c, grad), s.to_bits(c));
-        return (s.bits_to_f32(agreeing_c), new_mom);
+        let keep = s.or(agreement(s, k, c, grad), k.not_cautious);
+        return (s.bits_to_f32(s.and(keep, s.to_bits(c))), new_mom);
     }
     (c, new_mom)
 }

@@ -19,7 +19,7 @@
 
 use cortex_m_semihosting::hprintln;
 use lion_optim::{
-    bf16, f16, reference, Element, Hyperparams, Path, Rounding, StepOptions, WeightDecay,
+    bf16, f16, reference, Cautious, Element, Hyperparams, Path, Rounding, StepOptions, WeightDecay,
 };
 
 #[path = "nostd_use.rs"]
@@ -235,6 +235,7 @@ fn option_sets() -> [StepOptions; 4] {
         StepOptions {
             maximize: true,
             grad_unscale: Some(1.0 / 1024.0),
+            cautious: Cautious::Whole,
             ..d
         },
         StepOptions {
@@ -250,6 +251,10 @@ fn option_sets() -> [StepOptions; 4] {
             rounding: Rounding::Stochastic { seed: u64::MAX },
             step: 1 << 40,
             offset: (1 << 32) - 37,
+            cautious: Cautious::Shard {
+                agreeing: 12_345,
+                numel: 1 << 33,
+            },
         },
     ]
 }

@@ -12,7 +12,8 @@
 // tail, so the vector body and the tail handling both run.
 
 use lion_optim::{
-    bf16, reference, Element, Error, Hyperparams, Lion, Path, SliceMut, SliceRef, Tensor,
+    bf16, reference, Cautious, Element, Error, Group, Hyperparams, Lion, Path, SliceMut,
+    SliceRef, StepOptions, Tensor, Update,
 };
 
 const N: usize = 37;
@@ -24,6 +25,52 @@ pub fn run() {
     bf16_params_f32_momentum();
     bad_input_is_refused_and_nothing_written();
     optimizer_over_caller_buffers_and_checkpoint();
+    many_tensors_in_groups();
+}
+
+/// `step_many` without an allocator: two groups (one cautious), every tensor equal to
+/// `reference::step_with` with its group's settings.
+fn many_tensors_in_groups() {
+    let hp = Hyperparams {
+        lr: 0.25,
+        ..Hyperparams::default()
+    };
+    let cautious = StepOptions {
+        cautious: Cautious::Whole,
+        ..StepOptions::default()
+    };
+    let groups = [
+        Group::new(hp),
+        Group::new(Hyperparams {
+            weight_decay: 0.5,
+            ..hp
+        })
+        .with_options(cautious),
+    ];
+    let g1: [f32; N] = core::array::from_fn(|i| i as f32 - 18.0);
+    let g2: [bf16; 5] = core::array::from_fn(|i| bf16::from_f32(2.0 - i as f32));
+    let m1_0: [f32; N] = core::array::from_fn(|i| if i % 3 == 0 { 4.0 } else { -1.0 });
+    let (mut w1, mut m1) = ([1.0f32; N], m1_0);
+    let (mut w2, mut m2) = ([bf16::ONE; 5], [bf16::ZERO; 5]);
+    let (mut r1, mut rm1, mut r2, mut rm2) = (w1, m1, w2, m2);
+    lion_optim::step_many(
+        &mut [
+            Update::new(&mut w1, &g1, &mut m1).group(1),
+            Update::new(&mut w2, &g2, &mut m2),
+        ],
+        &groups,
+    )
+    .unwrap();
+    reference::step_with(&mut r1, &g1, &mut rm1, &groups[1].hp, &cautious).unwrap();
+    reference::step(&mut r2, &g2, &mut rm2, &hp).unwrap();
+    for i in 0..N {
+        assert!(same(w1[i], r1[i]) && same(m1[i], rm1[i]), "step_many tensor 0, {i}");
+    }
+    for i in 0..5 {
+        assert!(same(w2[i], r2[i]) && same(m2[i], rm2[i]), "step_many tensor 1, {i}");
+    }
+    // Cautious: some elements moved by lr_c, the others only decayed (by 1 - 0.125).
+    assert!(w1.iter().any(|&w| w == 0.875) && w1.iter().any(|&w| w != 0.875));
 }
 
 /// Bit-identical, or both NaN (NaN payloads may differ among instruction sets).
