@@ -15,6 +15,8 @@ takes the median time of every benchmark, and
     python3 scripts/plot_bench.py                      # all groups and sizes
     cargo bench --bench options
     python3 scripts/plot_bench.py --options            # the cost of each per-call option
+    cargo bench --bench model --features rayon
+    python3 scripts/plot_bench.py --model              # whole-model steps (GPT-2 small, 1000x1K)
     python3 scripts/plot_bench.py --sizes 64K,16M      # fewer table rows (the SVG keeps all)
     python3 scripts/plot_bench.py --criterion-dir /tmp/t/criterion --svg /tmp/bench.svg
 
@@ -309,6 +311,52 @@ def options_table(results):
     return "\n".join(out)
 
 
+def load_model(criterion_dir):
+    """{group: {function: (median ns, tensors, elements)}} of `cargo bench --bench model`, whose
+    benchmark values are `{tensors}x{elements}`."""
+    results = {}
+    for root, dirs, files in os.walk(criterion_dir):
+        if os.path.basename(root) != "new" or "benchmark.json" not in files:
+            continue
+        with open(os.path.join(root, "benchmark.json")) as f:
+            bench = json.load(f)
+        with open(os.path.join(root, "estimates.json")) as f:
+            estimates = json.load(f)
+        m = re.fullmatch(r"(\d+)x(\d+)", bench.get("value_str") or "")
+        if not m:
+            continue
+        function = bench["function_id"]
+        results.setdefault(bench["group_id"], {})[function] = (
+            estimates["median"]["point_estimate"], int(m.group(1)), int(m.group(2)))
+    return results
+
+
+def model_table(results):
+    """One table row per group and function: ms per step, ns per element, the time over the
+    roofline probe on the same threads, and (1000x1K) the cost per tensor beyond the probe."""
+    out = ["| model | dtypes (p, g, m) | function | ms/step | ns/element | / roofline | / roofline per tensor | over the per-tensor roofline, per tensor |",
+           "|:---|:---|:---|---:|---:|---:|---:|---:|"]
+    for group in sorted(results, key=lambda g: (not g.startswith("gpt2"), g)):
+        model, _, dtypes = group.partition(" ")
+        functions = results[group]
+        for function in ["lion-step/1-thread", "lion-step/all-threads", "per-tensor/1-thread",
+                         "roofline-per-tensor/1-thread", "roofline/1-thread", "roofline/all-threads"]:
+            if function not in functions:
+                continue
+            ns, tensors, elements = functions[function]
+            threads = function.split("/")[1]
+            roof = functions.get(f"roofline/{threads}")
+            per_tensor_roof = functions.get("roofline-per-tensor/1-thread")
+            ratio = f"{ns / roof[0]:.2f}x" if roof and not function.startswith("roofline") else "-"
+            pt_ratio = (f"{ns / per_tensor_roof[0]:.2f}x"
+                        if per_tensor_roof and threads == "1-thread" and not function.startswith("roofline") else "-")
+            overhead = (f"{(ns - per_tensor_roof[0]) / tensors:.0f} ns"
+                        if per_tensor_roof and threads == "1-thread" and not function.startswith("roofline") else "-")
+            out.append(f"| {model} | {dtypes} | {function} | {ns / 1e6:.2f} | {ns / elements:.3f} "
+                       f"| {ratio} | {pt_ratio} | {overhead} |")
+    return "\n".join(out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--criterion-dir", default=default_criterion_dir(), help="criterion's output directory")
@@ -316,8 +364,15 @@ def main():
     ap.add_argument("--sizes", help="table rows for these sizes only, e.g. 64K,16M")
     ap.add_argument("--note", default=None, help="subtitle of the chart (default: the CPU model)")
     ap.add_argument("--options", action="store_true", help="print the table of `cargo bench --bench options`")
+    ap.add_argument("--model", action="store_true", help="print the table of `cargo bench --bench model`")
     args = ap.parse_args()
 
+    if args.model:
+        model = load_model(args.criterion_dir)
+        if not model:
+            sys.exit(f"no results of `cargo bench --bench model` under {args.criterion_dir}")
+        print(model_table(model))
+        return
     results = load(args.criterion_dir)
     if args.options:
         table = options_table(results)
