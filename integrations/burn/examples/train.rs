@@ -2,7 +2,7 @@
 //! `lion_optim_burn`'s Lion, once with burn's own Lion, through the same `ModuleOptimizer` API.
 //!
 //! ```text
-//! cargo run --release -p lion-optim-burn --example train
+//! cargo run --release -p lion-optim-burn --example burn_train
 //! ```
 //!
 //! The model is an MLP (2 -> 64 -> 64 -> 3, tanh, cross-entropy) of burn `Linear` modules on

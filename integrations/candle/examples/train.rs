@@ -2,7 +2,7 @@
 //! `lion_optim_candle::Lion`, once with candle's own `AdamW`.
 //!
 //! ```text
-//! cargo run --release -p lion-optim-candle --example train
+//! cargo run --release -p lion-optim-candle --example candle_train
 //! ```
 //!
 //! The model is an MLP (2 -> 64 -> 64 -> 3, tanh, softmax cross-entropy) built from `Var`s in a
