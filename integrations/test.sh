@@ -12,7 +12,7 @@
 # workspace's test profile is optimized anyway), so there is none. Clippy needs its own check
 # build of the dependencies.
 #
-# Needs Rust 1.95 (what burn 0.22 needs; candle needs 1.89): the `stable` toolchain, installed
+# Needs Rust 1.95 (what burn 0.22 needs; candle 0.11 needs 1.94): the `stable` toolchain, installed
 # with rustup if it is missing (override with TOOLCHAIN=...). Installs nothing else.
 . "$(dirname "$0")/../ci/lib.sh"
 

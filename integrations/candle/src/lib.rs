@@ -792,3 +792,27 @@ impl candle_nn::Optimizer for Lion {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// A `Var` is always contiguous (candle creates variables with a contiguous layout, and
+    /// `Var::from_tensor` copies a non-variable view), so the check of a var's layout cannot be
+    /// reached through a `Var`: it is tested on the tensor it checks.
+    #[test]
+    fn the_var_check_refuses_strided_and_unsupported_tensors() -> Result<()> {
+        let t = Tensor::zeros((2, 3), DType::F32, &Device::Cpu)?;
+        assert_eq!(check_param("var \"w\"", &t)?, Dtype::F32);
+        let e = check_param("var \"w\"", &t.t()?).unwrap_err().to_string();
+        assert!(e.contains("var \"w\" is not contiguous"), "{e}");
+        let e = check_param("var \"w\"", &t.to_dtype(DType::F64)?)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dtype F64"), "{e}");
+        assert_eq!(check_param("v", &t.to_dtype(DType::BF16)?)?, Dtype::Bf16);
+        assert_eq!(check_param("v", &t.to_dtype(DType::F16)?)?, Dtype::F16);
+        Ok(())
+    }
+}

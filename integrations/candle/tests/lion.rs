@@ -597,7 +597,7 @@ fn bad_vars_and_settings_are_refused() -> R {
             assert!(e.contains("only CPU vars"), "{e}");
         }
         Err(_) => eprintln!(
-            "no CUDA device: the other-device check is covered by the unit test of the device check only"
+            "no CUDA device here: the refusal of a var on another device is not exercised"
         ),
     }
     Ok(())
