@@ -42,7 +42,7 @@ impl Settings {
     /// The test's run.
     pub const QUICK: Settings = Settings {
         points: 300,
-        epochs: 25,
+        epochs: 40,
     };
 }
 

@@ -39,7 +39,7 @@ impl Settings {
     /// The test's run (under a second in release builds).
     pub const QUICK: Settings = Settings {
         points: 300,
-        epochs: 25,
+        epochs: 40,
     };
 }
 
