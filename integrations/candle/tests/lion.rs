@@ -1,0 +1,640 @@
+//! `lion_optim_candle::Lion` against `lion_optim::reference`, bit for bit; groups; state files;
+//! bad input (nothing written); in place; many vars.
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Storage, Tensor, Var, WithDType};
+use candle_nn::{Init, Optimizer, VarMap};
+use lion_optim::{Element, Hyperparams, StepOptions, bf16, f16, reference};
+use lion_optim_candle::{GroupRule, Lion, ParamsLion};
+
+type R<T = ()> = candle_core::Result<T>;
+
+/// A small deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// Values in [-2, 2), with exact zeros now and then (so that c == 0 happens).
+    fn value(&mut self) -> f32 {
+        let r = self.next();
+        if r.is_multiple_of(11) {
+            return if r.is_multiple_of(2) { 0.0 } else { -0.0 };
+        }
+        ((r >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+    }
+    fn vec<T: Element>(&mut self, n: usize) -> Vec<T> {
+        (0..n).map(|_| T::from_f32_rounded(self.value())).collect()
+    }
+}
+
+/// The bits of an element, for exact comparisons (NaN payloads included).
+trait Bits: Copy {
+    fn bits(self) -> u32;
+}
+impl Bits for f32 {
+    fn bits(self) -> u32 {
+        self.to_bits()
+    }
+}
+impl Bits for bf16 {
+    fn bits(self) -> u32 {
+        self.to_bits().into()
+    }
+}
+impl Bits for f16 {
+    fn bits(self) -> u32 {
+        self.to_bits().into()
+    }
+}
+
+fn bits<T: Bits>(v: &[T]) -> Vec<u32> {
+    v.iter().map(|x| x.bits()).collect()
+}
+
+fn values<T: WithDType>(t: &Tensor) -> R<Vec<T>> {
+    t.flatten_all()?.to_vec1::<T>()
+}
+
+fn momentum_bits(opt: &Lion, name: &str) -> Vec<u32> {
+    let id = opt.core().tensor_id(name).expect("named var");
+    match opt.core().momentum(id).expect("momentum") {
+        lion_optim::SliceRef::F32(s) => bits(s),
+        lion_optim::SliceRef::F16(s) => bits(s),
+        lion_optim::SliceRef::Bf16(s) => bits(s),
+    }
+}
+
+/// The address of a var's storage buffer (to prove the update is in place).
+fn buffer_ptr(t: &Tensor) -> usize {
+    let (storage, _) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(candle_core::CpuStorage::F32(v)) => v.as_ptr() as usize,
+        Storage::Cpu(candle_core::CpuStorage::BF16(v)) => v.as_ptr() as usize,
+        Storage::Cpu(candle_core::CpuStorage::F16(v)) => v.as_ptr() as usize,
+        _ => panic!("unexpected storage"),
+    }
+}
+
+/// Vars of dtype `P` with gradients of dtype `G` and momentum `M`, stepped `steps` times by the
+/// candle optimizer and by the reference, compared bit for bit after every step.
+fn check_against_reference<P, G, M>(p_dtype: DType, g_dtype: DType, m_dtype: DType) -> R
+where
+    P: Element + WithDType + Bits,
+    G: Element + WithDType + Bits,
+    M: Element + WithDType + Bits,
+{
+    let dev = Device::Cpu;
+    let mut rng =
+        Rng(0x9e37_79b9 ^ p_dtype.size_in_bytes() as u64 ^ (g_dtype.size_in_bytes() as u64) << 8);
+    let shapes: [&[usize]; 4] = [&[33, 7], &[5], &[1], &[4, 3, 2]];
+    let names = [
+        "blocks.0.fc.weight",
+        "blocks.0.fc.bias",
+        "scale",
+        "blocks.0.ln_1.weight",
+    ];
+    let mut named = Vec::new();
+    let mut reference_params: Vec<Vec<P>> = Vec::new();
+    for (shape, name) in shapes.iter().zip(names) {
+        let n: usize = shape.iter().product();
+        let init: Vec<P> = rng.vec(n);
+        named.push((name.to_string(), Var::from_slice(&init, *shape, &dev)?));
+        reference_params.push(init);
+    }
+    let params = ParamsLion {
+        lr: 0.03,
+        weight_decay: 0.7,
+        momentum: m_dtype,
+        ..Default::default()
+    }
+    .no_decay_for_biases_and_norms();
+    let hp_decay = Hyperparams {
+        lr: 0.03,
+        weight_decay: 0.7,
+        ..Hyperparams::default()
+    };
+    let hp_no_decay = Hyperparams {
+        weight_decay: 0.0,
+        ..hp_decay
+    };
+    let mut opt = Lion::new_named(named.clone(), params)?;
+    let mut reference_m: Vec<Vec<M>> = reference_params
+        .iter()
+        .map(|p| vec![M::from_f32_rounded(0.0); p.len()])
+        .collect();
+    for step in 0..6 {
+        let mut grads = GradStore::default();
+        for (i, (_, var)) in named.iter().enumerate() {
+            let g: Vec<G> = rng.vec(var.elem_count());
+            grads.insert(var.as_tensor(), Tensor::from_slice(&g, var.shape(), &dev)?);
+            let hp = if lion_optim_candle::is_bias_or_norm(&named[i].0) {
+                hp_no_decay
+            } else {
+                hp_decay
+            };
+            reference::step_with(
+                &mut reference_params[i],
+                &g,
+                &mut reference_m[i],
+                &hp,
+                &StepOptions::default(),
+            )
+            .expect("valid reference step");
+        }
+        if step == 3 {
+            opt.set_learning_rate(0.03); // the same rate again: nothing changes
+        }
+        opt.step(&grads)?;
+        for (i, (name, var)) in named.iter().enumerate() {
+            assert_eq!(
+                bits(&values::<P>(var)?),
+                bits(&reference_params[i]),
+                "{name} after step {step}"
+            );
+            assert_eq!(
+                momentum_bits(&opt, name),
+                bits(&reference_m[i]),
+                "{name} momentum after step {step}"
+            );
+        }
+    }
+    assert_eq!(opt.core().steps(), 6);
+    Ok(())
+}
+
+#[test]
+fn f32_vars_are_bit_identical_to_the_reference() -> R {
+    check_against_reference::<f32, f32, f32>(DType::F32, DType::F32, DType::F32)
+}
+
+#[test]
+fn bf16_vars_are_bit_identical_to_the_reference() -> R {
+    check_against_reference::<bf16, bf16, f32>(DType::BF16, DType::BF16, DType::F32)?;
+    check_against_reference::<bf16, bf16, bf16>(DType::BF16, DType::BF16, DType::BF16)
+}
+
+#[test]
+fn f16_vars_are_bit_identical_to_the_reference() -> R {
+    check_against_reference::<f16, f16, f32>(DType::F16, DType::F16, DType::F32)?;
+    check_against_reference::<f16, f16, f16>(DType::F16, DType::F16, DType::F16)
+}
+
+#[test]
+fn mixed_dtypes_are_bit_identical_to_the_reference() -> R {
+    check_against_reference::<bf16, f32, f32>(DType::BF16, DType::F32, DType::F32)?;
+    check_against_reference::<f32, f16, bf16>(DType::F32, DType::F16, DType::BF16)
+}
+
+/// A real backward pass through a VarMap model: the candle optimizer against the reference on
+/// the gradients candle computed.
+#[test]
+fn a_backward_step_through_a_varmap_matches_the_reference() -> R {
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    let w = varmap.get(
+        (3, 4),
+        "fc.weight",
+        Init::Randn {
+            mean: 0.0,
+            stdev: 1.0,
+        },
+        DType::F32,
+        &dev,
+    )?;
+    let b = varmap.get(3, "fc.bias", Init::Const(0.5), DType::F32, &dev)?;
+    let x = Tensor::new(&[[1f32, -2.0, 0.5, 3.0], [0.0, 1.0, -1.0, 2.0]], &dev)?;
+    let params = ParamsLion {
+        lr: 1e-2,
+        weight_decay: 0.5,
+        ..Default::default()
+    }
+    .no_decay_for_biases_and_norms();
+    let mut opt = Lion::from_varmap(&varmap, params)?;
+    assert_eq!(
+        opt.vars().map(|(n, _)| n.unwrap_or("")).collect::<Vec<_>>(),
+        ["fc.bias", "fc.weight"]
+    );
+    let (mut rw, mut rb) = (values::<f32>(&w)?, values::<f32>(&b)?);
+    let (mut mw, mut mb) = (vec![0f32; rw.len()], vec![0f32; rb.len()]);
+    let hp = Hyperparams {
+        lr: 1e-2,
+        weight_decay: 0.5,
+        ..Hyperparams::default()
+    };
+    for _ in 0..4 {
+        let loss = x.matmul(&w.t()?)?.broadcast_add(&b)?.sqr()?.sum_all()?;
+        let grads = loss.backward()?;
+        let (gw, gb) = (
+            values::<f32>(grads.get(&w).unwrap())?,
+            values::<f32>(grads.get(&b).unwrap())?,
+        );
+        reference::step(&mut rw, &gw, &mut mw, &hp).unwrap();
+        reference::step(
+            &mut rb,
+            &gb,
+            &mut mb,
+            &Hyperparams {
+                weight_decay: 0.0,
+                ..hp
+            },
+        )
+        .unwrap();
+        opt.step(&grads)?;
+        assert_eq!(bits(&values::<f32>(&w)?), bits(&rw));
+        assert_eq!(bits(&values::<f32>(&b)?), bits(&rb));
+    }
+    Ok(())
+}
+
+#[test]
+fn the_update_is_in_place() -> R {
+    let dev = Device::Cpu;
+    for dtype in [DType::F32, DType::BF16, DType::F16] {
+        let var = Var::ones((64, 3), dtype, &dev)?;
+        let alias: Tensor = var.as_tensor().clone(); // shares the storage
+        let before = buffer_ptr(&alias);
+        let mut opt = Lion::new(
+            vec![var.clone()],
+            ParamsLion {
+                lr: 0.25,
+                ..Default::default()
+            },
+        )?;
+        let mut grads = GradStore::default();
+        grads.insert(var.as_tensor(), Tensor::ones((64, 3), dtype, &dev)?);
+        opt.step(&grads)?;
+        assert_eq!(buffer_ptr(&alias), before, "{dtype:?}: same buffer");
+        assert_eq!(buffer_ptr(var.as_tensor()), before);
+        assert!(
+            values::<f32>(&alias.to_dtype(DType::F32)?)?
+                .iter()
+                .all(|&x| x == 0.75),
+            "{dtype:?}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn a_var_without_a_gradient_is_left_alone() -> R {
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    let used = varmap.get(4, "used", Init::Const(1.0), DType::F32, &dev)?;
+    let unused = varmap.get(4, "unused", Init::Const(1.0), DType::F32, &dev)?;
+    let mut opt = Lion::from_varmap(
+        &varmap,
+        ParamsLion {
+            lr: 0.5,
+            ..Default::default()
+        },
+    )?;
+    let loss = used.sum_all()?;
+    opt.backward_step(&loss)?;
+    assert_eq!(values::<f32>(&used)?, [0.5; 4]);
+    assert_eq!(values::<f32>(&unused)?, [1.0; 4]);
+    assert_eq!(momentum_bits(&opt, "unused"), [0; 4]);
+    // A step without any gradient still counts as a step (as the core's empty keyed step).
+    opt.step(&GradStore::default())?;
+    assert_eq!(opt.core().steps(), 2);
+    Ok(())
+}
+
+#[test]
+fn groups_by_name() -> R {
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    for name in [
+        "wte.weight",
+        "h.0.attn.weight",
+        "h.0.attn.bias",
+        "h.0.ln_1.weight",
+        "ln_f.bias",
+    ] {
+        varmap.get(2, name, Init::Const(1.0), DType::F32, &dev)?;
+    }
+    let params = ParamsLion {
+        lr: 0.5,
+        weight_decay: 0.5,
+        ..Default::default()
+    }
+    .with_group(
+        GroupRule::new("embeddings", |n| n.starts_with("wte"))
+            .lr_mult(0.5)
+            .momentum(DType::BF16),
+    )
+    .no_decay_for_biases_and_norms();
+    let mut opt = Lion::from_varmap(&varmap, params)?;
+    let group = |n: &str| opt.group_of(n).map(|g| g.index());
+    assert_eq!(group("wte.weight"), Some(1));
+    assert_eq!(group("h.0.attn.weight"), Some(0));
+    assert_eq!(
+        [
+            group("h.0.attn.bias"),
+            group("h.0.ln_1.weight"),
+            group("ln_f.bias")
+        ],
+        [Some(2); 3]
+    );
+    let id = opt.core().tensor_id("wte.weight").unwrap();
+    assert_eq!(
+        opt.core().momentum(id).unwrap().dtype(),
+        lion_optim::Dtype::Bf16
+    );
+
+    let step = |opt: &mut Lion| -> R {
+        let data = varmap.data().lock().unwrap();
+        let mut grads = GradStore::default();
+        for var in data.values() {
+            grads.insert(var.as_tensor(), Tensor::new(&[1f32, -1.0], &dev)?);
+        }
+        drop(data);
+        opt.step(&grads)
+    };
+    step(&mut opt)?;
+    let get = |n: &str| values::<f32>(varmap.data().lock().unwrap()[n].as_tensor());
+    let decayed = (1.0 - 0.5f64 * 0.5) as f32;
+    assert_eq!(get("h.0.attn.weight")?, [decayed - 0.5, decayed + 0.5]);
+    let decayed_emb = (1.0 - 0.25f64 * 0.5) as f32;
+    assert_eq!(get("wte.weight")?, [decayed_emb - 0.25, decayed_emb + 0.25]);
+    assert_eq!(get("h.0.attn.bias")?, [0.5, 1.5]);
+    // A schedule sets every group's rate: lr * lr_mult.
+    opt.set_learning_rate(0.25);
+    assert_eq!(opt.learning_rate(), 0.25);
+    assert_eq!(
+        opt.core().group(lion_optim::GroupId::new(1)).unwrap().hp.lr,
+        0.125
+    );
+    assert_eq!(
+        opt.core().group(lion_optim::GroupId::new(2)).unwrap().hp.lr,
+        0.25
+    );
+    step(&mut opt)?;
+    assert_eq!(get("h.0.attn.bias")?, [0.25, 1.75]);
+    Ok(())
+}
+
+#[test]
+fn state_round_trip_through_a_safetensors_file() -> R {
+    let dev = Device::Cpu;
+    let make = || -> R<(VarMap, Tensor, Tensor)> {
+        let varmap = VarMap::new();
+        let w = varmap.get((8, 8), "w", Init::Const(0.25), DType::F32, &dev)?;
+        let b = varmap.get(8, "b", Init::Const(0.0), DType::BF16, &dev)?;
+        Ok((varmap, w, b))
+    };
+    let params = || {
+        ParamsLion {
+            lr: 1e-2,
+            weight_decay: 0.1,
+            momentum: DType::BF16,
+            ..Default::default()
+        }
+        .no_decay_for_biases_and_norms()
+    };
+    let loss_of = |w: &Tensor, b: &Tensor, rng: &mut Rng| -> R<Tensor> {
+        let t = Tensor::from_slice(&rng.vec::<f32>(64), (8, 8), &dev)?;
+        let l = ((w - t)?.sqr()?.sum_all()? + b.to_dtype(DType::F32)?.sum_all()?)?;
+        Ok(l)
+    };
+    // Run A: six steps in one go.
+    let (va, wa, ba) = make()?;
+    let mut oa = Lion::from_varmap(&va, params())?;
+    let mut rng = Rng(7);
+    for _ in 0..6 {
+        oa.backward_step(&loss_of(&wa, &ba, &mut rng)?)?;
+    }
+    // Run B: three steps, save model and optimizer, restore both into new objects, three more.
+    let dir = std::env::temp_dir().join(format!("lion-optim-candle-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (vb, wb, bb) = make()?;
+    let mut ob = Lion::from_varmap(&vb, params())?;
+    let mut rng = Rng(7);
+    for _ in 0..3 {
+        ob.backward_step(&loss_of(&wb, &bb, &mut rng)?)?;
+    }
+    vb.save(dir.join("model.safetensors"))?;
+    ob.save(dir.join("optimizer.safetensors"))?;
+    drop((ob, vb, wb, bb));
+    let (mut vc, wc, bc) = make()?;
+    vc.load(dir.join("model.safetensors"))?;
+    let mut oc = Lion::from_varmap(&vc, params())?;
+    oc.load(dir.join("optimizer.safetensors"))?;
+    assert_eq!(oc.core().steps(), 3);
+    // The file is an ordinary safetensors file, keyed by var name.
+    let file = candle_core::safetensors::load(dir.join("optimizer.safetensors"), &dev)?;
+    let mut keys: Vec<_> = file.keys().cloned().collect();
+    keys.sort();
+    assert_eq!(keys, ["b.exp_avg", "w.exp_avg"]);
+    assert_eq!(file["w.exp_avg"].dtype(), DType::BF16);
+    assert_eq!(
+        bits(&values::<bf16>(&file["w.exp_avg"])?),
+        momentum_bits(&oc, "w")
+    );
+    for _ in 0..3 {
+        oc.backward_step(&loss_of(&wc, &bc, &mut rng)?)?;
+    }
+    assert_eq!(bits(&values::<f32>(&wc)?), bits(&values::<f32>(&wa)?));
+    assert_eq!(bits(&values::<bf16>(&bc)?), bits(&values::<bf16>(&ba)?));
+    assert_eq!(oc.state_bytes()?, oa.state_bytes()?);
+
+    // A file for other vars is refused, and nothing changes.
+    let other = VarMap::new();
+    other.get((8, 8), "not_w", Init::Const(0.0), DType::F32, &dev)?;
+    other.get(8, "b", Init::Const(0.0), DType::BF16, &dev)?;
+    let mut od = Lion::from_varmap(&other, params())?;
+    let e = od.load(dir.join("optimizer.safetensors")).unwrap_err();
+    assert!(e.to_string().contains("loading the state"), "{e}");
+    assert_eq!(od.core().steps(), 0);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// Every var's values, to check that a refused step wrote nothing.
+fn snapshot(vars: &[&Var]) -> R<Vec<Vec<u32>>> {
+    vars.iter()
+        .map(|v| Ok(bits(&values::<f32>(&v.to_dtype(DType::F32)?)?)))
+        .collect()
+}
+
+#[test]
+fn bad_gradients_are_refused_before_anything_is_written() -> R {
+    let dev = Device::Cpu;
+    let a = Var::ones(4, DType::F32, &dev)?;
+    let b = Var::ones(4, DType::F32, &dev)?;
+    let mut opt = Lion::new_named(
+        [("a".to_string(), a.clone()), ("b".to_string(), b.clone())],
+        ParamsLion::default(),
+    )?;
+    let before = snapshot(&[&a, &b])?;
+    let cases: [(Tensor, &str); 3] = [
+        (Tensor::ones(4, DType::F64, &dev)?, "dtype F64"),
+        (Tensor::ones(4, DType::U32, &dev)?, "dtype U32"),
+        (Tensor::ones(5, DType::F32, &dev)?, "shape [5]"),
+    ];
+    for (bad, what) in cases {
+        let mut grads = GradStore::default();
+        grads.insert(a.as_tensor(), Tensor::ones(4, DType::F32, &dev)?); // a valid one first
+        grads.insert(b.as_tensor(), bad);
+        let e = opt.step(&grads).unwrap_err().to_string();
+        assert!(e.contains("\"b\"") && e.contains(what), "{e}");
+        assert_eq!(snapshot(&[&a, &b])?, before);
+        assert_eq!(opt.core().steps(), 0);
+    }
+    Ok(())
+}
+
+#[test]
+fn an_invalid_learning_rate_is_reported_by_the_next_step() -> R {
+    let dev = Device::Cpu;
+    let a = Var::ones(4, DType::F32, &dev)?;
+    let mut opt = Lion::new(vec![a.clone()], ParamsLion::default())?;
+    let mut grads = GradStore::default();
+    grads.insert(a.as_tensor(), Tensor::ones(4, DType::F32, &dev)?);
+    for bad in [-1.0, f64::NAN, 1e300] {
+        opt.set_learning_rate(bad);
+        let e = opt.step(&grads).unwrap_err().to_string();
+        assert!(e.contains("learning rate"), "{e}");
+        assert_eq!(values::<f32>(&a)?, [1.0; 4]);
+    }
+    opt.set_learning_rate(0.5);
+    opt.step(&grads)?;
+    assert_eq!(values::<f32>(&a)?, [0.5; 4]);
+    Ok(())
+}
+
+#[test]
+fn strided_and_aliased_gradients_are_read_from_copies() -> R {
+    let dev = Device::Cpu;
+    let mut rng = Rng(3);
+    let init: Vec<f32> = rng.vec(12);
+    let a = Var::from_slice(&init, (3, 4), &dev)?;
+    let b = Var::from_slice(&rng.vec::<f32>(12), (4, 3), &dev)?;
+    let mut opt = Lion::new(
+        vec![a.clone(), b.clone()],
+        ParamsLion {
+            lr: 0.1,
+            ..Default::default()
+        },
+    )?;
+    let mut grads = GradStore::default();
+    // a's gradient is a transposed (non-contiguous) view of b itself: it shares b's storage.
+    let g = b.as_tensor().t()?;
+    assert!(!g.is_contiguous());
+    let g_values = values::<f32>(&g)?;
+    grads.insert(a.as_tensor(), g);
+    // b's gradient is a view of a (contiguous): it shares a's storage (whose write lock the
+    // step holds).
+    grads.insert(b.as_tensor(), a.as_tensor().reshape((4, 3))?);
+    let (mut ra, mut rb) = (init.clone(), values::<f32>(&b)?);
+    let (mut ma, mut mb) = (vec![0f32; 12], vec![0f32; 12]);
+    let hp = Hyperparams {
+        lr: 0.1,
+        ..Hyperparams::default()
+    };
+    reference::step(&mut ra, &g_values, &mut ma, &hp).unwrap();
+    reference::step(&mut rb, &init, &mut mb, &hp).unwrap();
+    opt.step(&grads)?;
+    assert_eq!(bits(&values::<f32>(&a)?), bits(&ra));
+    assert_eq!(bits(&values::<f32>(&b)?), bits(&rb));
+    Ok(())
+}
+
+#[test]
+fn bad_vars_and_settings_are_refused() -> R {
+    let dev = Device::Cpu;
+    let f64_var = Var::ones(3, DType::F64, &dev)?;
+    let e = Lion::new(vec![f64_var], ParamsLion::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("F64"), "{e}");
+    // Integer vars are not trained (as candle's AdamW): skipped.
+    let opt = Lion::new(vec![Var::ones(3, DType::U32, &dev)?], ParamsLion::default())?;
+    assert_eq!(opt.vars().count(), 0);
+    // Group rules need names.
+    let e = Lion::new(
+        vec![Var::ones(3, DType::F32, &dev)?],
+        ParamsLion::default().no_decay_for_biases_and_norms(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("from_varmap"), "{e}");
+    // The same var twice.
+    let v = Var::ones(3, DType::F32, &dev)?;
+    let e = Lion::new(vec![v.clone(), v], ParamsLion::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("shares its storage"), "{e}");
+    // Settings the core refuses.
+    for params in [
+        ParamsLion {
+            beta1: 1.0,
+            ..Default::default()
+        },
+        ParamsLion {
+            lr: -1.0,
+            ..Default::default()
+        },
+        ParamsLion {
+            momentum: DType::F64,
+            ..Default::default()
+        },
+        ParamsLion::default().with_group(GroupRule::new("g", |_| true).weight_decay(-1.0)),
+    ] {
+        assert!(Lion::new(vec![], params).is_err());
+    }
+    // Another device: only with a GPU build of candle (not on this CPU-only machine).
+    match Device::new_cuda(0) {
+        Ok(gpu) => {
+            let v = Var::ones(3, DType::F32, &gpu)?;
+            let e = Lion::new(vec![v], ParamsLion::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("only CPU vars"), "{e}");
+        }
+        Err(_) => eprintln!(
+            "no CUDA device here: the refusal of a var on another device is not exercised"
+        ),
+    }
+    Ok(())
+}
+
+/// The nested in-place ops take about 1.5 KiB of stack per var: a model with few vars nests on
+/// the caller's stack (here a small thread's), one with many on a thread of its own.
+#[test]
+fn many_vars_in_one_step() -> R {
+    for count in [200, 3000] {
+        let handle = std::thread::Builder::new()
+            .stack_size(512 << 10)
+            .spawn(move || -> R {
+                let dev = Device::Cpu;
+                let vars: Vec<Var> = (0..count)
+                    .map(|i| Var::ones(1 + i % 5, DType::F32, &dev))
+                    .collect::<R<_>>()?;
+                let mut opt = Lion::new(
+                    vars.clone(),
+                    ParamsLion {
+                        lr: 0.5,
+                        ..Default::default()
+                    },
+                )?;
+                let mut grads = GradStore::default();
+                for v in &vars[1..] {
+                    grads.insert(v.as_tensor(), v.ones_like()?);
+                }
+                opt.step(&grads)?;
+                assert_eq!(values::<f32>(&vars[0])?, [1.0]);
+                for v in &vars[1..] {
+                    assert!(values::<f32>(v)?.iter().all(|&x| x == 0.5));
+                }
+                Ok(())
+            })
+            .expect("spawn");
+        handle.join().expect("no stack overflow")?;
+    }
+    Ok(())
+}
