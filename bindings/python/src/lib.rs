@@ -144,6 +144,24 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
+/// The gradient must have the parameter's shape.
+fn check_grad_shape(
+    ex: &Exporter<'_>,
+    p: &View,
+    g: &View,
+    label: &dyn Fn(Role) -> String,
+) -> PyResult<()> {
+    if ex.same_shape(p, g) {
+        return Ok(());
+    }
+    Err(PyValueError::new_err(format!(
+        "{} has shape {}, the parameter {}",
+        label(Role::Grads),
+        ex.shape_str(g),
+        ex.shape_str(p)
+    )))
+}
+
 /// The checks between the three views of one tensor: the gradient has the parameter's shape,
 /// the momentum its number of elements.
 fn check_entry(
@@ -153,14 +171,7 @@ fn check_entry(
     m: &View,
     label: &dyn Fn(Role) -> String,
 ) -> PyResult<()> {
-    if !ex.same_shape(p, g) {
-        return Err(PyValueError::new_err(format!(
-            "{} has shape {}, the parameter {}",
-            label(Role::Grads),
-            ex.shape_str(g),
-            ex.shape_str(p)
-        )));
-    }
+    check_grad_shape(ex, p, g, label)?;
     if m.len != p.len {
         return Err(PyValueError::new_err(format!(
             "{} has {} elements, the parameter {} (shape {})",
@@ -689,6 +700,7 @@ impl TorchPlan {
         // The parameter of each entry, and its next step count.
         let mut stepped: Vec<(usize, i64)> = Vec::with_capacity(self.params.len());
         let mut need_init: Vec<usize> = Vec::new();
+        let mut pending: Vec<Entry> = Vec::new();
         let grad_key = intern!(py, "grad");
         for (k, p) in self.params.iter().enumerate() {
             let p = p.bind(py);
@@ -704,7 +716,18 @@ impl TorchPlan {
                 .view(&grad, Access::Read)
                 .map_err(|e| e.into_pyerr(&label(Role::Grads)))?;
             let Some(mv) = self.momentum[k] else {
+                // Checked like the others (its momentum will be a new buffer of its own).
+                check_grad_shape(&ex, &pv, &gv, &label)?;
                 need_init.push(k);
+                pending.push(Entry {
+                    params: pv,
+                    grads: gv,
+                    momentum: View::empty(),
+                    group: 0,
+                    step: 0,
+                    stream: 0,
+                    offset: 0,
+                });
                 continue;
             };
             check_entry(&ex, &pv, &gv, &mv, &label)?;
@@ -730,6 +753,14 @@ impl TorchPlan {
             stepped.push((k, next));
         }
         if !need_init.is_empty() {
+            // Refuse overlapping parameters and gradients before any state is made.
+            let index: Vec<usize> = stepped
+                .iter()
+                .map(|&(k, _)| k)
+                .chain(need_init.iter().copied())
+                .collect();
+            entries.append(&mut pending);
+            engine::check_overlap(&entries, &PlanLabels(&self.labels, &index))?;
             return Ok(need_init.into_pyobject(py)?.into_any().unbind());
         }
         let index: Vec<usize> = stepped.iter().map(|&(k, _)| k).collect();

@@ -144,6 +144,16 @@ pub(crate) struct View {
 }
 
 impl View {
+    /// An empty view (of no memory).
+    pub(crate) fn empty() -> View {
+        View {
+            addr: 0,
+            len: 0,
+            dtype: Dtype::F32,
+            dims: Dims::UNKNOWN,
+        }
+    }
+
     /// A view of memory the caller vouches for (see [`finish`] for what is checked here):
     /// an optimizer-owned buffer.
     pub(crate) fn raw(addr: usize, len: usize, dtype: Dtype) -> Result<View, ViewError> {

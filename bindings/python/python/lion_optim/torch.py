@@ -529,36 +529,45 @@ class Lion(torch.optim.Optimizer):
                 params.append(p)
                 groups.append(gi)
                 streams.append(stream)
+        # First check every state (raising changes nothing), then adopt them.
         n = len(params)
-        steps_buf = bytearray(8 * max(n, 1))
-        steps_t = torch.frombuffer(steps_buf, dtype=torch.int64)
-        step_views = steps_t.unbind()
         counts = [0] * n
-        momentum: List[Optional[Tuple[bytearray, int, int]]] = []
-        homes: Dict[int, _Home] = {}
+        found: List[Optional[Tuple[dict, torch.Tensor, Optional[_Home]]]] = []
         for k, p in enumerate(params):
             s = dict.get(st, p)
-            if s is None or not s:
-                momentum.append(None)
+            if s is None or (isinstance(s, dict) and not s):
+                found.append(None)
                 continue
             if not isinstance(s, dict):
                 raise ValueError(f"the state of {labels[k]} is not a dict")
-            if type(s) is not _ParamState or s._changes is not st._changes:
-                s = _ParamState(st._changes, s)
-                st[p] = s
             ea = s.get("exp_avg")
             home = self._homes.get(id(ea)) if ea is not None else None
             if home is None or home.tensor is not ea:
                 _check_momentum(ea, p, f"the state of {labels[k]}")
+                home = None
+            counts[k] = _step_count(s.get("step", 0), f"the state of {labels[k]}")
+            found.append((s, ea, home))
+        steps_buf = bytearray(8 * max(n, 1))
+        if n:
+            steps_buf[:] = array.array("q", counts).tobytes()
+        step_views = torch.frombuffer(steps_buf, dtype=torch.int64).unbind()
+        momentum: List[Optional[Tuple[bytearray, int, int]]] = []
+        homes: Dict[int, _Home] = {}
+        for k, (p, f) in enumerate(zip(params, found)):
+            if f is None:
+                momentum.append(None)
+                continue
+            s, ea, home = f
+            if type(s) is not _ParamState or s._changes is not st._changes:
+                s = _ParamState(st._changes, s)
+                st[p] = s
+            if home is None:
                 home = _Home(tuple(p.shape), ea.dtype)
                 home.tensor.copy_(ea.detach().reshape(p.shape))
                 s["exp_avg"] = home.tensor
             homes[id(home.tensor)] = home
-            counts[k] = _step_count(s.get("step", 0), f"the state of {labels[k]}")
             s["step"] = step_views[k]
             momentum.append((home.buf, home.code, home.numel))
-        if n:
-            steps_buf[:] = array.array("q", counts).tobytes()
         keep: List[Any] = [memoryview(steps_buf)] + [h.view for h in homes.values()]
         plan = _lion_optim.TorchPlan(params, groups, streams, labels, lens, momentum, steps_buf, keep)
         self._homes = homes
