@@ -149,6 +149,9 @@ def worker(rank, world, store, tmp):
         _check_zero(rank, tmp, torch.bfloat16, sr=True, bucket_view=False)
         _check_flat_shards(rank, cautious=False)
         _check_flat_shards(rank, cautious=True)
+        # Both ranks are done with every collective before either tears its group down (gloo
+        # can abort a process whose peer closed the connection first).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
