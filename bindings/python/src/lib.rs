@@ -558,6 +558,18 @@ struct TorchPlan {
     /// The bytearrays of `momentum` and `steps`, and memoryviews of them: alive and
     /// unresizable (a bytearray with an export cannot be resized) as long as the plan is.
     _keep: Vec<Py<PyAny>>,
+    /// Set while a step runs without the GIL: a second thread's `step()` of the same optimizer
+    /// would write the same buffers at the same time.
+    busy: std::sync::atomic::AtomicBool,
+}
+
+/// Clears the plan's busy flag when the step is over, however it ends.
+struct Busy<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
 }
 
 struct PlanLabels<'a>(&'a [String], &'a [usize]);
@@ -642,6 +654,7 @@ impl TorchPlan {
             momentum: views,
             steps: if n == 0 { 0 } else { steps_addr },
             _keep: keep,
+            busy: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -660,6 +673,21 @@ impl TorchPlan {
         let Ok(param_groups) = param_groups.cast::<PyList>() else {
             return Err(PyTypeError::new_err("param_groups must be a list"));
         };
+        if self
+            .busy
+            .compare_exchange(
+                false,
+                true,
+                std::sync::atomic::Ordering::Acquire,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "lion_optim.torch.Lion.step() is already running in another thread on this optimizer",
+            ));
+        }
+        let _busy = Busy(&self.busy);
         if param_groups.len() != self.group_lens.len() {
             return stale();
         }

@@ -183,6 +183,8 @@ def test_bad_hyperparameters_and_options():
         (dict(cautious=True, cautious_totals=[(11, 10)]), "cautious.agreeing"),
         (dict(cautious=True, cautious_totals=[(1, 5)]), "cautious.numel"),
         (dict(grad_unscale=1e-50), "grad_unscale"),
+        (dict(offsets=-1), r"Invalid offsets\[0\]: -1"),
+        (dict(streams=[2**64]), r"Invalid streams\[0\]"),
     ]:
         before = snapshot(p, g, m)
         with pytest.raises(ValueError, match=match):

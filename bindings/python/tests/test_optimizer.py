@@ -361,3 +361,38 @@ def test_set_to_none_false_and_subclasses():
     before = ps[0].detach().clone()
     opt.step()  # a zero gradient on nonzero momentum still moves
     assert not torch.equal(before, ps[0].data)
+
+
+def test_grad_scaler_and_threads():
+    import threading
+
+    model = torch.nn.Linear(8, 3)
+    opt = Lion(model.parameters(), lr=0.01)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    before = model.weight.detach().clone()
+    loss = model(torch.randn(4, 8)).pow(2).sum()
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    assert not torch.equal(before, model.weight.detach())
+    # Steps of one optimizer from several threads are serialized or refused, never concurrent.
+    big = params((lion_optim._lion_optim.PAR_THRESHOLD * 4,))
+    opt = Lion(big, lr=1e-3, num_threads=1)
+    set_grads(big, 1)
+    opt.step()
+    errors = []
+
+    def run():
+        for _ in range(5):
+            try:
+                opt.step()
+            except RuntimeError as e:
+                errors.append(str(e))
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert all("already running in another thread" in e for e in errors)
+    assert int(opt.state[big[0]]["step"]) == 16 - len(errors)

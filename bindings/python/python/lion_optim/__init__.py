@@ -142,14 +142,39 @@ def _as_list(x: Any, name: str) -> Tuple[list, bool]:
     return [x], True
 
 
+def _u64(v: Any, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    if not 0 <= v < _U64:
+        raise ValueError(f"Invalid {name}: {v} (must be in [0, 2**64))")
+    return v
+
+
 def _per_tensor(x: Any, n: int, single: bool, name: str) -> Optional[list]:
+    """One int per tensor (a single int for a single array)."""
     if x is None:
         return None
     if single and not isinstance(x, (list, tuple)):
-        return [x]
+        x = [x]
     if not isinstance(x, (list, tuple)):
-        raise TypeError(f"{name} must be a list with one entry per tensor")
-    return list(x)
+        raise TypeError(f"{name} must be a list with one int per tensor")
+    return [_u64(v, f"{name}[{i}]") for i, v in enumerate(x)]
+
+
+def _totals(x: Any, single: bool) -> Optional[list]:
+    """One (agreeing, numel) pair per tensor (a single pair for a single array)."""
+    if x is None:
+        return None
+    if single and isinstance(x, tuple) and len(x) == 2 and all(isinstance(v, int) for v in x):
+        x = [x]
+    if not isinstance(x, (list, tuple)):
+        raise TypeError("cautious_totals must be a list with one (agreeing, numel) pair per tensor")
+    out = []
+    for i, pair in enumerate(x):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise TypeError(f"cautious_totals[{i}] must be a pair (agreeing, numel), got {pair!r}")
+        out.append((_u64(pair[0], f"cautious_totals[{i}][0]"), _u64(pair[1], f"cautious_totals[{i}][1]")))
+    return out
 
 
 def step(
@@ -223,15 +248,9 @@ def step(
     ps, single = _as_list(params, "params")
     gs, _ = _as_list(grads, "grads")
     ms, _ = _as_list(exp_avgs, "exp_avgs")
-    n = len(ps)
-    offs = _per_tensor(offsets, n, single, "offsets")
-    strs = _per_tensor(streams, n, single, "streams")
-    if cautious_totals is not None and single and isinstance(cautious_totals, tuple) and (
-        len(cautious_totals) == 2 and all(isinstance(v, int) for v in cautious_totals)
-    ):
-        totals: Optional[list] = [cautious_totals]
-    else:
-        totals = _per_tensor(cautious_totals, n, single, "cautious_totals")
+    offs = _per_tensor(offsets, len(ps), single, "offsets")
+    strs = _per_tensor(streams, len(ps), single, "streams")
+    totals = _totals(cautious_totals, single)
     if totals is not None and not cautious:
         raise ValueError("cautious_totals needs cautious=True")
     b1, b2 = betas
