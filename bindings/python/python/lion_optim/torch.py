@@ -7,7 +7,7 @@ The one-line swap from the reference implementation (google/automl ``lion_pytorc
     opt = Lion(model.parameters(), lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0)
 
 Same signature, defaults, validation messages, param groups and state (``exp_avg``, plus a
-``step`` count). Every ``step()`` is one call into Rust over all parameters of all groups, with
+``step`` count), and the crate's options as keyword arguments. Every ``step()`` is one call into Rust over all parameters of all groups, with
 the GIL released and the work spread over ``num_threads`` threads (default: torch's intra-op
 thread count); parameters, gradients and momentum are updated in place, zero-copy.
 """
@@ -238,12 +238,15 @@ class Lion(torch.optim.Optimizer):
         num_threads: threads for the step (default None: ``torch.get_num_threads()`` at each
             step).
 
-    State per parameter (created at its first step with a gradient): ``step`` (an int: steps
-    taken) and ``exp_avg`` (the momentum, contiguous, of ``momentum_dtype``). ``state_dict()``
-    is torch's standard format, and ``load_state_dict()`` keeps each ``exp_avg``'s dtype (the
-    base class would cast it to the parameter's dtype). As with torch's own optimizers,
-    ``state_dict()`` returns the live state tensors: ``torch.save`` it (or ``copy.deepcopy`` it)
-    before further steps if you keep it.
+    State per parameter (created at its first step with a gradient): ``step`` (a 0-dim int64
+    tensor: the steps it took) and ``exp_avg`` (the momentum, contiguous, of
+    ``momentum_dtype``). Both view buffers the optimizer owns (so a step needs no checks of its
+    own state): change them in place, or assign new tensors (``state[p]["exp_avg"] = t``: the
+    next step adopts a copy), but do not swap their storage (``.data = ...``, ``.set_()``),
+    which the optimizer would not see. ``state_dict()`` is torch's standard format, and
+    ``load_state_dict()`` keeps each ``exp_avg``'s dtype (the base class would cast it to the
+    parameter's dtype). As with torch's own optimizers, ``state_dict()`` returns the live state
+    tensors: ``torch.save`` it (or ``copy.deepcopy`` it) before further steps if you keep it.
 
     Parameters whose ``grad`` is None are skipped. Parameters, gradients and momentum may be
     float32, bfloat16 or float16, each (any mix); they must be CPU tensors, contiguous, dense,
