@@ -150,12 +150,15 @@ fn run_detached(
         for e in entries {
             // SAFETY: each view was checked (non-null unless empty, aligned, size in range, CPU,
             // contiguous) when it was made, from an object the caller keeps referenced for this
-            // whole call, so its memory stays allocated while we run (torch and numpy free a
-            // buffer only when its last owner goes; replacing a tensor's storage from another
-            // Python thread *during* the step, e.g. `p.data = ...`, is unsupported exactly as it
-            // is for torch's own in-place ops, which also run without the GIL). `check_overlap`
-            // proved that no written buffer overlaps any other buffer of the call, so these
-            // `&mut` slices alias nothing, and the gradients are only read.
+            // whole call (the lists it was given; an optimizer's own momentum buffers are
+            // bytearrays its plan holds with an export, so never resized or freed), so the
+            // memory stays allocated while we run: torch and numpy free a buffer only when its
+            // last owner goes. Replacing or shrinking a tensor's storage from another Python
+            // thread *during* the step (`p.data = ...`, `untyped_storage().resize_()`) is
+            // unsupported exactly as it is for torch's own in-place ops, which also run without
+            // the GIL on pointers they read before. `check_overlap` proved that no written
+            // buffer overlaps any other buffer of the call, so these `&mut` slices alias
+            // nothing, and the gradients are only read.
             let (p, g, m) = unsafe {
                 (
                     e.params.slice_mut(),
