@@ -244,7 +244,7 @@ def run_case(name, shapes, dtype, threads, impls, quick, results, log):
         log(f"  {impl:12s} {med / numel:7.3f} ns/element  {med / 1e6:9.3f} ms/step{extra}")
 
 
-def overhead(threads_list, quick, log) -> Dict[str, Any]:
+def overhead(threads_list, impls, quick, log) -> Dict[str, Any]:
     """Python-side cost of `lion_optim.torch.Lion.step()` for the 148 GPT-2 tensors with 1
     element each (all but the arithmetic), and per-call times at 4K elements."""
     out: Dict[str, Any] = {}
@@ -260,7 +260,7 @@ def overhead(threads_list, quick, log) -> Dict[str, Any]:
         log(f"  148 tensors x 1 element, {threads} thread(s): step {out[f'148x1_step_us_t{threads}']:.1f} us, "
             f"outside the core {out[f'148x1_outside_core_us_t{threads}']:.1f} us, core {out[f'148x1_core_us_t{threads}']:.1f} us")
     torch.set_num_threads(1)
-    for impl in ["lion_optim", "compiled", "deepspeed", "reference", "adamw_fused"]:
+    for impl in [i for i in ["lion_optim", "compiled", "deepspeed", "reference", "adamw_fused"] if i in impls]:
         try:
             ps = tensors([(4096,)], torch.float32)
             opt = make(impl, ps, torch.float32, 1)
@@ -340,7 +340,7 @@ def main(argv=None) -> int:
                 log(f"{case} {str(dtype).split('.')[1]}, {threads} thread(s):")
                 run_case(case, cases[case], dtype, threads, impls, args.quick, results, log)
     log("overhead:")
-    over = overhead(threads_list, args.quick, log)
+    over = overhead(threads_list, impls, args.quick, log)
     info["load_after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     info["seconds"] = round(time.perf_counter() - t0, 1)
 
