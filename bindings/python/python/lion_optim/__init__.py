@@ -54,7 +54,7 @@ else:
 
 __version__: str = _lion_optim.__version__
 
-__all__ = ["step", "cautious_count", "simd_path", "default_num_threads", "__version__"]
+__all__ = ["step", "cautious_count", "simd_path", "default_num_threads", "STREAM_MULTIPLIER", "__version__"]
 
 #: ``seed ^ stream * STREAM_MULTIPLIER`` (mod 2**64) is the seed of a tensor's stochastic
 #: rounding bits, ``stream`` being its entry of ``streams`` (default: its position).
