@@ -112,7 +112,14 @@ fn group_flag(d: &Bound<'_, PyDict>, key: &Bound<'_, pyo3::types::PyString>) -> 
 fn group_from_dict(d: &Bound<'_, PyDict>, gi: usize) -> PyResult<Group> {
     let py = d.py();
     let lr: f64 = group_value(d, intern!(py, "lr"), gi, "a float")?;
-    let (beta1, beta2): (f64, f64) = group_value(d, intern!(py, "betas"), gi, "a pair of floats")?;
+    // A pair: a tuple, or any sequence of two (a list after a JSON round trip).
+    let betas: Vec<f64> = group_value(d, intern!(py, "betas"), gi, "a pair of floats")?;
+    let [beta1, beta2] = betas[..] else {
+        return Err(PyValueError::new_err(format!(
+            "param group {gi}: 'betas' must be a pair of floats, got {} values",
+            betas.len()
+        )));
+    };
     let wd: f64 = group_value(d, intern!(py, "weight_decay"), gi, "a float")?;
     let maximize = group_flag(d, intern!(py, "maximize"))?;
     let unscale: Option<f64> = group_opt(d, intern!(py, "grad_unscale"), gi, "a float or None")?;

@@ -348,6 +348,18 @@ def test_add_param_group_empty_groups_and_empty_tensors():
     assert len(opt.param_groups) == 3
 
 
+def test_betas_as_a_list():
+    ps = params((6,))
+    qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    a, b = Lion(ps, lr=0.1, betas=[0.8, 0.9]), Lion(qs, lr=0.1, betas=(0.8, 0.9))
+    set_grads(ps, 1), set_grads(qs, 1)
+    a.step(), b.step()
+    assert_same(ps[0].data, qs[0].data)
+    a.param_groups[0]["betas"] = [0.8]
+    with pytest.raises(ValueError, match="'betas' must be a pair of floats, got 1 values"):
+        a.step()
+
+
 def test_set_to_none_false_and_subclasses():
     class MyLion(Lion):
         pass
