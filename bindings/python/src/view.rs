@@ -398,15 +398,18 @@ impl<'py> Exporter<'py> {
         access: Access,
     ) -> Result<View, ViewError> {
         let py = self.py;
-        if self.to_dlpack.is_none() {
-            let c = py
-                .import(intern!(py, "torch"))
-                .and_then(|t| t.getattr(intern!(py, "_C")))
-                .and_then(|c| c.getattr(intern!(py, "_to_dlpack")))
-                .map_err(ViewError::Py)?;
-            self.to_dlpack = Some(c);
-        }
-        let to_dlpack = self.to_dlpack.as_ref().expect("set above");
+        let to_dlpack = match &self.to_dlpack {
+            Some(f) => f.clone(),
+            None => {
+                let f = py
+                    .import(intern!(py, "torch"))
+                    .and_then(|t| t.getattr(intern!(py, "_C")))
+                    .and_then(|c| c.getattr(intern!(py, "_to_dlpack")))
+                    .map_err(ViewError::Py)?;
+                self.to_dlpack = Some(f.clone());
+                f
+            }
+        };
         let capsule = match to_dlpack.call1((obj,)) {
             Ok(c) => c,
             Err(e) => return Err(diagnose(obj, Some(e))),
