@@ -1,0 +1,257 @@
+//! One step over many checked views: the overlap check, the thread pool, and the one call into
+//! the core (`lion_optim::step_many`) with the GIL released.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use lion_optim::{Group, Outcome, Update};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+
+use crate::view::View;
+
+/// One tensor of a step: its three buffers and where it takes its settings and random bits from.
+pub(crate) struct Entry {
+    pub(crate) params: View,
+    pub(crate) grads: View,
+    pub(crate) momentum: View,
+    pub(crate) group: usize,
+    pub(crate) step: u64,
+    pub(crate) stream: u64,
+    pub(crate) offset: u64,
+}
+
+/// Nanoseconds the last step spent in the core (with the GIL released), for the benchmark.
+pub(crate) static LAST_CORE_NS: AtomicU64 = AtomicU64::new(0);
+
+/// The role of a buffer in messages.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Params,
+    Grads,
+    Momentum,
+}
+
+/// Names a tensor and a role for error messages (the optimizer: the parameter's name; the
+/// functional API: the position in the lists).
+pub(crate) trait Labels {
+    fn label(&self, entry: usize, role: Role) -> String;
+}
+
+/// Refuses any two buffers of the call that overlap in memory where one of them is written
+/// (parameters and momentum are written, gradients read): `&mut` slices must not alias.
+pub(crate) fn check_overlap(entries: &[Entry], labels: &dyn Labels) -> PyResult<()> {
+    const ROLES: [Role; 3] = [Role::Params, Role::Grads, Role::Momentum];
+    // (start, end, entry * 3 + role); empty buffers cannot overlap anything.
+    let mut ranges: Vec<(usize, usize, usize)> = Vec::with_capacity(entries.len() * 3);
+    for (i, e) in entries.iter().enumerate() {
+        for (r, v) in [&e.params, &e.grads, &e.momentum].into_iter().enumerate() {
+            if v.len > 0 {
+                let (s, end) = v.range();
+                ranges.push((s, end, i * 3 + r));
+            }
+        }
+    }
+    // Sort by start; the usual case packs (start, position) into one u64 key, which sorts
+    // several times faster than the tuples.
+    let order: Vec<usize> = if ranges.len() < 1 << 16 && ranges.iter().all(|r| r.0 < 1 << 48) {
+        let mut keys: Vec<u64> = ranges
+            .iter()
+            .enumerate()
+            .map(|(i, r)| ((r.0 as u64) << 16) | i as u64)
+            .collect();
+        keys.sort_unstable();
+        keys.iter().map(|k| (k & 0xffff) as usize).collect()
+    } else {
+        let mut order: Vec<usize> = (0..ranges.len()).collect();
+        order.sort_unstable_by_key(|&i| ranges[i].0);
+        order
+    };
+    // Sweep in order of start: a range overlaps an earlier one iff it starts before the largest
+    // end seen so far (among all ranges, or among the written ones for a read range).
+    let mut max_any: Option<(usize, usize)> = None; // (end, id)
+    let mut max_written: Option<(usize, usize)> = None;
+    for i in order {
+        let (start, end, id) = ranges[i];
+        let written = id % 3 != 1;
+        let hit = if written { max_any } else { max_written };
+        if let Some((e, other)) = hit
+            && start < e
+        {
+            let a = labels.label(other / 3, ROLES[other % 3]);
+            let b = labels.label(id / 3, ROLES[id % 3]);
+            return Err(PyRuntimeError::new_err(format!(
+                "{a} and {b} overlap in memory; every parameter, gradient and exp_avg written by a \
+                 step must have memory of its own (is a tensor passed twice, or a view of another?)"
+            )));
+        }
+        if max_any.is_none_or(|(e, _)| end > e) {
+            max_any = Some((end, id));
+        }
+        if written && max_written.is_none_or(|(e, _)| end > e) {
+            max_written = Some((end, id));
+        }
+    }
+    Ok(())
+}
+
+/// Checks every group's settings before anything runs.
+pub(crate) fn check_groups(groups: &[Group], name: &dyn Fn(usize) -> String) -> PyResult<()> {
+    for (i, g) in groups.iter().enumerate() {
+        if let Err(e) = g.validate() {
+            return Err(PyValueError::new_err(format!("{}: {e}", name(i))));
+        }
+    }
+    Ok(())
+}
+
+/// Runs the step over `entries` (already checked: views, lengths, overlap, groups) on
+/// `num_threads` threads, with the GIL released. Returns whether it was applied (with
+/// `skip_non_finite`, a non-finite gradient skips it: nothing written).
+///
+/// Every Python object whose buffer is in `entries` must be kept alive by the caller for the
+/// whole call (they are: the caller holds them in the lists it was given).
+pub(crate) fn run(
+    py: Python<'_>,
+    entries: &[Entry],
+    groups: &[Group],
+    num_threads: usize,
+    skip_non_finite: bool,
+    labels: &dyn Labels,
+) -> PyResult<Outcome> {
+    let total: usize = entries.iter().map(|e| e.params.len).sum();
+    let result = py.detach(|| {
+        let t0 = std::time::Instant::now();
+        let r = run_detached(entries, groups, num_threads, skip_non_finite, total);
+        LAST_CORE_NS.store(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        r
+    });
+    match result {
+        Ok(outcome) => Ok(outcome),
+        Err(RunError::Core(e)) => Err(core_error(e, labels)),
+        Err(RunError::Pool(m)) => Err(PyRuntimeError::new_err(m)),
+    }
+}
+
+enum RunError {
+    Core(lion_optim::Error),
+    Pool(String),
+}
+
+fn run_detached(
+    entries: &[Entry],
+    groups: &[Group],
+    num_threads: usize,
+    skip_non_finite: bool,
+    total: usize,
+) -> Result<Outcome, RunError> {
+    let call = || {
+        let mut updates: Vec<Update<'_>> = Vec::with_capacity(entries.len());
+        for e in entries {
+            // SAFETY: each view was checked (non-null unless empty, aligned, size in range, CPU,
+            // contiguous) when it was made, from an object the caller keeps referenced for this
+            // whole call (the lists it was given; an optimizer's own momentum buffers are
+            // bytearrays its plan holds with an export, so never resized or freed), so the
+            // memory stays allocated while we run: torch and numpy free a buffer only when its
+            // last owner goes. Replacing or shrinking a tensor's storage from another Python
+            // thread *during* the step (`p.data = ...`, `untyped_storage().resize_()`) is
+            // unsupported exactly as it is for torch's own in-place ops, which also run without
+            // the GIL on pointers they read before. `check_overlap` proved that no written
+            // buffer overlaps any other buffer of the call, so these `&mut` slices alias
+            // nothing, and the gradients are only read.
+            let (p, g, m) = unsafe {
+                (
+                    e.params.slice_mut(),
+                    e.grads.slice_ref(),
+                    e.momentum.slice_mut(),
+                )
+            };
+            updates.push(
+                Update::from_slices(p, g, m)
+                    .group(e.group)
+                    .step(e.step)
+                    .stream(e.stream)
+                    .offset(e.offset),
+            );
+        }
+        if skip_non_finite {
+            lion_optim::step_many_guarded(&mut updates, groups)
+        } else {
+            lion_optim::step_many(&mut updates, groups).map(|()| Outcome::Applied)
+        }
+    };
+    if total < lion_optim::PAR_THRESHOLD {
+        // Too little work to share: on this thread (the core runs it serially below the
+        // threshold, and never touches a thread pool).
+        return call().map_err(RunError::Core);
+    }
+    if num_threads <= 1 {
+        return with_current_thread_pool(|pool| pool.install(call)).map_err(|e| match e {
+            PoolOr::Pool(m) => RunError::Pool(m),
+            PoolOr::Core(e) => RunError::Core(e),
+        });
+    }
+    let pool = shared_pool(num_threads).map_err(RunError::Pool)?;
+    pool.install(call).map_err(RunError::Core)
+}
+
+enum PoolOr {
+    Pool(String),
+    Core(lion_optim::Error),
+}
+
+thread_local! {
+    /// A one-thread pool whose only thread is this one: `install` runs inline (no hand-off to
+    /// another thread, ~20 ns), and inside it the core sees one thread and runs serially.
+    static CURRENT: std::cell::OnceCell<Result<rayon::ThreadPool, String>> = const { std::cell::OnceCell::new() };
+}
+
+fn with_current_thread_pool(
+    f: impl FnOnce(&rayon::ThreadPool) -> Result<Outcome, lion_optim::Error>,
+) -> Result<Outcome, PoolOr> {
+    CURRENT.with(|cell| {
+        let pool = cell.get_or_init(|| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .use_current_thread()
+                .build()
+                .map_err(|e| format!("could not set up a one-thread pool: {e}"))
+        });
+        match pool {
+            Ok(p) => f(p).map_err(PoolOr::Core),
+            Err(m) => Err(PoolOr::Pool(m.clone())),
+        }
+    })
+}
+
+/// Thread pools by size, shared by all callers, built on first use.
+static POOLS: Mutex<Vec<(usize, Arc<rayon::ThreadPool>)>> = Mutex::new(Vec::new());
+
+fn shared_pool(n: usize) -> Result<Arc<rayon::ThreadPool>, String> {
+    let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, p)) = pools.iter().find(|(k, _)| *k == n) {
+        return Ok(p.clone());
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("lion-optim-{i}"))
+        .build()
+        .map_err(|e| format!("could not start a pool of {n} threads: {e}"))?;
+    let pool = Arc::new(pool);
+    pools.push((n, pool.clone()));
+    Ok(pool)
+}
+
+/// A core error as a Python exception naming the tensor.
+fn core_error(e: lion_optim::Error, labels: &dyn Labels) -> PyErr {
+    use lion_optim::Error;
+    match e {
+        Error::TensorMismatch { index, .. } => {
+            PyValueError::new_err(format!("{}: {e}", labels.label(index, Role::Params)))
+        }
+        Error::InvalidHyperparameter { .. } | Error::NoSuchGroup { .. } => {
+            PyValueError::new_err(e.to_string())
+        }
+        _ => PyRuntimeError::new_err(e.to_string()),
+    }
+}

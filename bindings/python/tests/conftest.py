@@ -1,0 +1,104 @@
+"""Shared helpers: the reference PyTorch Lion class, bit comparisons, dtype tables."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch.optim.optimizer import Optimizer
+
+import lion_optim
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+DTYPE_COMBOS = list(itertools.product(DTYPES, repeat=3))  # (params, grads, momentum): 27
+# Lengths around every vector width (4, 8, 16, 32 lanes) and block sizes, none a multiple of
+# a width beyond the first few.
+SIZES = [0, 1, 3, 7, 8, 15, 17, 31, 33, 63, 65, 127, 129, 1000, 4099]
+
+INT_VIEW = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
+
+
+class ReferenceLion(Optimizer):
+    """Lion as google/automl ``lion/lion_pytorch.py`` (the paper's code) writes it, operation
+    by operation."""
+
+    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0):
+        if not 0.0 <= lr:
+            raise ValueError("Invalid learning rate: {}".format(lr))
+        if not 0.0 <= betas[0] < 1.0:
+            raise ValueError("Invalid beta parameter at index 0: {}".format(betas[0]))
+        if not 0.0 <= betas[1] < 1.0:
+            raise ValueError("Invalid beta parameter at index 1: {}".format(betas[1]))
+        defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                # Perform stepweight decay
+                p.data.mul_(1 - group["lr"] * group["weight_decay"])
+                grad = p.grad
+                state = self.state[p]
+                # State initialization
+                if len(state) == 0:
+                    # Exponential moving average of gradient values
+                    state["exp_avg"] = torch.zeros_like(p)
+                exp_avg = state["exp_avg"]
+                beta1, beta2 = group["betas"]
+                # Weight update
+                update = exp_avg * beta1 + grad * (1 - beta1)
+                p.add_(update.sign_(), alpha=-group["lr"])
+                # Decay the momentum running average coefficient
+                exp_avg.mul_(beta2).add_(grad, alpha=1 - beta2)
+        return loss
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    """The bit patterns of a float tensor, as integers."""
+    return t.detach().contiguous().view(INT_VIEW[t.dtype])
+
+
+def assert_same(actual: torch.Tensor, expected: torch.Tensor, what: str = "") -> None:
+    """Bit-identical, except that any NaN matches any NaN."""
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    a, e = actual.detach(), expected.detach()
+    same = (bits(a) == bits(e)) | (torch.isnan(a) & torch.isnan(e))
+    if not bool(same.all()):
+        i = int((~same).flatten().nonzero()[0])
+        raise AssertionError(
+            f"{what}: {int((~same).sum())} of {a.numel()} elements differ; first at {i}: "
+            f"{a.flatten()[i].item()!r} != {e.flatten()[i].item()!r}"
+        )
+
+
+def ulp32(x: torch.Tensor) -> torch.Tensor:
+    """The spacing of f32 numbers at |x| (for |x| > 0; the smallest subnormal at 0)."""
+    x = x.abs().float()
+    return torch.nextafter(x, torch.full_like(x, float("inf"))) - x
+
+
+def special_values(n: int, dtype: torch.dtype, gen: torch.Generator, scale: float = 1.0) -> torch.Tensor:
+    """Random values with zeros, signed zeros, tiny values and (rarely) inf/NaN mixed in."""
+    x = torch.randn(n, generator=gen) * scale
+    if n >= 8:
+        x[::7] = 0.0
+        x[3::11] = -0.0
+        x[5::13] = 1e-41  # subnormal in f32, zero in f16, subnormal in bf16
+    return x.to(dtype)
+
+
+@pytest.fixture(autouse=True)
+def _exchange_api_on():
+    """Every test starts with the DLPack exchange API in use (one test turns it off)."""
+    lion_optim._lion_optim._set_exchange_api(True)
+    yield
+    lion_optim._lion_optim._set_exchange_api(True)
