@@ -362,7 +362,14 @@ impl<'a> Update<'a> {
     }
 
     /// Validates this update (the `index`-th of the call) against `groups` and makes its job.
-    fn job(&mut self, index: usize, groups: &[Group]) -> Result<Job<'_>, Error> {
+    /// `cache` (one entry per group) keeps each group's constants once computed: an update then
+    /// checks only what is its own (lengths, offset, a shard's count).
+    fn job(
+        &mut self,
+        index: usize,
+        groups: &[Group],
+        cache: &mut [Option<Consts>],
+    ) -> Result<Job<'_>, Error> {
         let len = self.params.len();
         let group = groups.get(self.group).ok_or(Error::NoSuchGroup {
             index: self.group,
@@ -370,7 +377,14 @@ impl<'a> Update<'a> {
         })?;
         let stream = self.stream.unwrap_or(index as u64);
         let options = tensor_options(&group.options, self.step, self.offset, stream);
-        let k = group.hp.constants_with(&options, len)?;
+        let k = match cache.get_mut(self.group) {
+            Some(Some(k)) => {
+                options.validate(len)?;
+                *k
+            }
+            Some(slot) => *slot.insert(group.hp.constants_with(&options, len)?),
+            None => group.hp.constants_with(&options, len)?,
+        };
         check_lengths(len, self.grads.len(), self.momentum.len()).map_err(|e| match e {
             Error::LengthMismatch {
                 what,
@@ -451,29 +465,33 @@ fn run_many(
     skip_non_finite: bool,
 ) -> Result<Outcome, Error> {
     let path = Path::detect();
-    // Every check before any write.
-    for (index, u) in updates.iter_mut().enumerate() {
-        u.job(index, groups)?;
-    }
+    // Every check before any write: the jobs are all made (each update validated once, each
+    // group's constants computed once) before the first one runs.
     #[cfg(feature = "rayon")]
     {
+        let mut cache = alloc::vec![None; groups.len()];
         let mut jobs = Vec::with_capacity(updates.len());
         for (index, u) in updates.iter_mut().enumerate() {
-            jobs.push(u.job(index, groups)?);
+            jobs.push(u.job(index, groups, &mut cache)?);
         }
         Ok(run_parallel(path, jobs, skip_non_finite))
     }
+    // Without `rayon` (and maybe without an allocator): validated first, then again as each
+    // job is made and run.
     #[cfg(not(feature = "rayon"))]
     {
+        for (index, u) in updates.iter_mut().enumerate() {
+            u.job(index, groups, &mut [])?;
+        }
         if skip_non_finite {
             for (index, u) in updates.iter_mut().enumerate() {
-                if !u.job(index, groups)?.finite(path) {
+                if !u.job(index, groups, &mut [])?.finite(path) {
                     return Ok(Outcome::SkippedNonFinite);
                 }
             }
         }
         for (index, u) in updates.iter_mut().enumerate() {
-            u.job(index, groups)?.run(path);
+            u.job(index, groups, &mut [])?.run(path);
         }
         Ok(Outcome::Applied)
     }
