@@ -28,11 +28,13 @@ run() { # TARGET ARGS...
   ci_time "cargo +$NIGHTLY miri test --target $t $*" cargo "+$NIGHTLY" miri test --target "$t" "$@"
 }
 # The integration tests are one binary (tests/suite); its modules are selected by name filters.
-BYTE_LEVEL="equivalence:: optimizer:: fuzz_regressions:: pytorch:: platform::"
+# With the `safetensors` feature the state file's round trip (little-endian bytes written and
+# read on a big-endian machine) and the fuzz oracles' safetensors checks run too.
+BYTE_LEVEL="equivalence:: optimizer:: fuzz_regressions:: pytorch:: platform:: model::safetensors::round_trip"
 suites() { # TARGET FILTERS...
   local t="$1"; shift
-  run "$t" --lib
-  run "$t" --test suite -- "$@"
+  run "$t" --lib --features safetensors
+  run "$t" --test suite --features safetensors -- "$@"
 }
 if [ $# -gt 0 ]; then
   for t in ${MIRI_TARGETS:-x86_64-unknown-linux-gnu s390x-unknown-linux-gnu}; do run "$t" "$@"; done

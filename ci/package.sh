@@ -9,6 +9,9 @@
 # Usage: ci/package.sh [extra `cargo test` args; then the skip list is not checked]
 # Env:   CI=true: a dirty work tree is an error (cargo's); otherwise it is packaged as it is
 #        (--allow-dirty, said in the log).
+#        PACKAGE_TOOLCHAIN=1.89 (e.g. the MSRV, installed if missing): the unpacked package is
+#        tested with that toolchain, so one build proves both the package and the MSRV (.ci/run
+#        does that with Cargo.toml's rust-version).
 . "$(dirname "$0")/lib.sh"
 # The tests that skip in the package, one per line, sorted.
 EXPECTED_SKIPS="fuzz_regressions::seed_corpus_and_regressions
@@ -39,8 +42,14 @@ trap 'rm -rf "$work"' EXIT
 tar -xzf "$crate" -C "$work"
 cd "$work/$NAME-$VERSION"
 log="$work/test.log"
-ci_time "cargo test --locked $* (the unpacked package)" \
-  cargo test --locked "$@" 2>&1 | tee "$log"
+tc=()
+if [ -n "${PACKAGE_TOOLCHAIN:-}" ]; then
+  ci_toolchain "$PACKAGE_TOOLCHAIN"
+  tc=("+$PACKAGE_TOOLCHAIN")
+  export CARGO_TARGET_DIR="$TD/ci/package-$PACKAGE_TOOLCHAIN"
+fi
+ci_time "cargo ${tc[*]} test --locked $* (the unpacked package)" \
+  cargo "${tc[@]}" test --locked "$@" 2>&1 | tee "$log"
 
 if [ $# -eq 0 ]; then
   # Not anchored: the line may start after libtest's "test <name> ... " (another stream).
