@@ -155,11 +155,26 @@ impl<P: Element, G: Element> Model<P, G> {
     }
 }
 
+/// A pool of all threads.
 fn pool(threads: usize) -> rayon::ThreadPool {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .unwrap()
+}
+
+/// The one-thread pool: the benchmark's own thread (so that `install` runs the step inline, as
+/// a caller without a pool would, instead of handing it to a worker and waiting). A thread
+/// belongs to one pool for good: built once.
+fn one_thread() -> &'static rayon::ThreadPool {
+    static ONE: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    ONE.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .use_current_thread()
+            .build()
+            .unwrap()
+    })
 }
 
 /// One group: `Lion::step`, the per-tensor loop and the roofline probe over `tensors`.
@@ -172,7 +187,7 @@ fn group<P: Bits, G: Bits, M: Bits>(c: &mut Criterion, model: &str, tensors: &[(
     if total >= 1 << 24 {
         group.sample_size(10).sampling_mode(SamplingMode::Flat);
     }
-    let one = pool(1);
+    let one = one_thread();
     let all = pool(std::thread::available_parallelism().map_or(1, usize::from));
     let label = format!("{}x{}", tensors.len(), total);
     {
