@@ -138,10 +138,16 @@ pub enum Error {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CheckpointError {
-    /// It does not start with the magic bytes `LIONOPT1`.
+    /// It does not start with the magic bytes of a lion-optim checkpoint (`LIONOPT2`).
     BadMagic,
     /// It ends before the data its header announces.
-    Truncated,
+    Truncated {
+        /// Bytes the checkpoint has.
+        len: usize,
+        /// Bytes it needs, at least: up to the end of the first field (header or data) that
+        /// the bytes do not hold.
+        needed: usize,
+    },
     /// It has bytes after the data its header announces.
     TrailingBytes,
     /// It stores a different number of tensors than the optimizer holds.
@@ -200,7 +206,10 @@ impl fmt::Display for CheckpointError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Self::BadMagic => f.write_str("not a lion-optim checkpoint (bad magic bytes)"),
-            Self::Truncated => f.write_str("checkpoint is truncated"),
+            Self::Truncated { len, needed } => write!(
+                f,
+                "checkpoint is truncated: it has {len} bytes and needs at least {needed}"
+            ),
             Self::TrailingBytes => f.write_str("checkpoint has trailing bytes"),
             Self::TensorCount { expected, found } => {
                 write!(

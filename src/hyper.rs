@@ -30,7 +30,8 @@ pub struct Hyperparams {
     /// Decay rate of the momentum. In `[0, 1)`.
     pub beta2: f64,
     /// Decoupled weight decay: parameters are multiplied by `1 - lr * weight_decay` before the
-    /// update. Finite and `>= 0`.
+    /// update. Finite and `>= 0`, with `lr * weight_decay <= 1` (a larger product would flip
+    /// the parameters' signs: an `Err`).
     pub weight_decay: f64,
 }
 
@@ -95,12 +96,19 @@ impl Hyperparams {
             WeightDecay::Paper => 1.0 - lr * wd,
             WeightDecay::FullyDecoupled { max_lr } => 1.0 - wd * lr / max_lr,
         };
-        if !(decay as f32).is_finite() {
-            return bad(
-                "weight_decay",
-                wd,
-                "the decay factor 1 - lr * weight_decay must be a finite f32",
-            );
+        // The decay factor multiplies the parameters: below 0 it would flip their signs
+        // (`lr * weight_decay > 1`). It is at most 1 since lr, wd >= 0 (and max_lr > 0), and a
+        // value in [0, 1] is a finite f32.
+        if !(decay.is_finite() && decay >= 0.0) {
+            let what = match opts.weight_decay {
+                WeightDecay::Paper => {
+                    "the decay factor 1 - lr * weight_decay must be in [0, 1] (lr * weight_decay <= 1)"
+                }
+                WeightDecay::FullyDecoupled { .. } => {
+                    "the decay factor 1 - weight_decay * lr / max_lr must be in [0, 1]"
+                }
+            };
+            return bad("weight_decay", wd, what);
         }
         Ok(Consts {
             decay: decay as f32,
@@ -164,7 +172,7 @@ mod tests {
     #[test]
     fn every_domain_edge() {
         let ok = Hyperparams::default();
-        let cases: [(Hyperparams, &str); 12] = [
+        let cases: [(Hyperparams, &str); 13] = [
             (Hyperparams { lr: -1e-9, ..ok }, "lr"),
             (Hyperparams { lr: f64::NAN, ..ok }, "lr"),
             (
@@ -214,6 +222,15 @@ mod tests {
                 },
                 "weight_decay",
             ),
+            (
+                // lr * wd > 1 would flip the parameters' signs
+                Hyperparams {
+                    lr: 1.0,
+                    weight_decay: 1.000_001,
+                    ..ok
+                },
+                "weight_decay",
+            ),
         ];
         for (hp, field) in cases {
             match hp.validate() {
@@ -232,7 +249,12 @@ mod tests {
                 lr: 1.0,
                 beta1: 0.999_999,
                 beta2: 0.999_999,
+                weight_decay: 1.0, // lr * wd = 1: decay factor 0
+            },
+            Hyperparams {
+                lr: 1e-7,
                 weight_decay: 1e6,
+                ..ok
             },
         ];
         for hp in edges {

@@ -130,7 +130,7 @@ pub enum WeightDecay {
     /// Fully decoupled decay: `p *= 1 - weight_decay * lr / max_lr` (timm's and optimi's
     /// `decoupled`/`decouple_lr` option): `weight_decay` is the decay per step at the peak
     /// learning rate, independent of the learning rate's magnitude. `max_lr` must be positive
-    /// and finite.
+    /// and finite, and `weight_decay * lr / max_lr` at most 1.
     FullyDecoupled {
         /// The peak learning rate of the schedule.
         max_lr: f64,

@@ -135,7 +135,8 @@ impl<B: MomentumStore> Lion<B> {
     /// opt.add_tensor(10, Dtype::F32);
     /// let mut bytes = opt.state_to_vec();
     /// bytes.pop();
-    /// assert_eq!(opt.load_state(&bytes), Err(Error::Checkpoint(CheckpointError::Truncated)));
+    /// let truncated = CheckpointError::Truncated { len: bytes.len(), needed: bytes.len() + 1 };
+    /// assert_eq!(opt.load_state(&bytes), Err(Error::Checkpoint(truncated)));
     /// # Ok::<(), lion_optim::Error>(())
     /// ```
     pub fn load_state(&mut self, bytes: &[u8]) -> Result<(), Error> {
@@ -195,7 +196,12 @@ impl<B: MomentumStore> Lion<B> {
         }
         let data = &bytes[r.at..];
         if data.len() < data_at {
-            return Err(CheckpointError::Truncated.into());
+            let needed = r.at.saturating_add(data_at);
+            return Err(CheckpointError::Truncated {
+                len: bytes.len(),
+                needed,
+            }
+            .into());
         }
         if data.len() > data_at {
             return Err(CheckpointError::TrailingBytes.into());
@@ -394,14 +400,25 @@ impl<'a> Reader<'a> {
             .bytes
             .get(self.at..)
             .and_then(|r| r.get(..n))
-            .ok_or(CheckpointError::Truncated)?;
+            .ok_or(self.truncated(n))?;
         self.at += n;
         Ok(s)
     }
+    /// The error of a field of `n` bytes at the current position that the bytes do not hold.
+    fn truncated(&self, n: usize) -> CheckpointError {
+        CheckpointError::Truncated {
+            len: self.bytes.len(),
+            needed: self.at.saturating_add(n),
+        }
+    }
     fn array<const N: usize>(&mut self) -> Result<[u8; N], CheckpointError> {
+        let at = self.at;
         self.take(N)?
             .try_into()
-            .map_err(|_| CheckpointError::Truncated)
+            .map_err(|_| CheckpointError::Truncated {
+                len: self.bytes.len(),
+                needed: at.saturating_add(N),
+            })
     }
     fn u64(&mut self) -> Result<u64, CheckpointError> {
         self.array().map(u64::from_le_bytes)

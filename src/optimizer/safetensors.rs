@@ -215,10 +215,9 @@ impl<B: MomentumStore> Lion<B> {
     /// ```
     #[cfg_attr(docsrs, doc(cfg(feature = "safetensors")))]
     pub fn load_safetensors(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        let file = SafeTensors::deserialize(bytes)
-            .map_err(|_| CheckpointError::Invalid("safetensors structure"))?;
-        let (_, header) = SafeTensors::read_metadata(bytes)
-            .map_err(|_| CheckpointError::Invalid("safetensors structure"))?;
+        let file = SafeTensors::deserialize(bytes).map_err(|_| self.structure_error(bytes))?;
+        let (_, header) =
+            SafeTensors::read_metadata(bytes).map_err(|_| self.structure_error(bytes))?;
         let Some(meta) = header.metadata() else {
             return Err(CheckpointError::Invalid("metadata").into());
         };
@@ -394,4 +393,39 @@ fn read_group<'m>(field: impl Fn(&str) -> Option<&'m str>) -> Result<Group, Chec
         ..StepOptions::default()
     };
     Ok(Group { hp, options })
+}
+
+impl<B: MomentumStore> Lion<B> {
+    /// Why `bytes` is not a safetensors file: [`CheckpointError::Truncated`] when it ends
+    /// before its 8-byte header length, before the header that length announces, or before
+    /// the momentum of this optimizer's tensors after the header; otherwise an invalid
+    /// structure.
+    fn structure_error(&self, bytes: &[u8]) -> CheckpointError {
+        const MAX_HEADER: usize = 100_000_000; // what the safetensors crate accepts
+        let len = bytes.len();
+        let Some(head) = bytes.first_chunk::<8>() else {
+            return CheckpointError::Truncated { len, needed: 8 };
+        };
+        let header_end = usize::try_from(u64::from_le_bytes(*head))
+            .ok()
+            .filter(|&n| n <= MAX_HEADER)
+            .map(|n| n + 8);
+        let Some(header_end) = header_end else {
+            return CheckpointError::Invalid("safetensors header length");
+        };
+        let momentum: usize = (0..self.tensor_count())
+            .filter_map(|i| self.momentum(TensorId(i)).ok())
+            .map(|m| m.len().saturating_mul(m.dtype().size()))
+            .fold(0, usize::saturating_add);
+        let needed = if header_end > len {
+            header_end
+        } else {
+            header_end.saturating_add(momentum)
+        };
+        if needed > len {
+            CheckpointError::Truncated { len, needed }
+        } else {
+            CheckpointError::Invalid("safetensors structure")
+        }
+    }
 }

@@ -275,7 +275,7 @@ pub fn expect_valid(hp: &Hyperparams, o: &StepOptions, lens: [usize; 3]) -> bool
         && options_valid(o)
         && offset_ok
         && shard_ok
-        && f32_finite(decay)
+        && decay >= 0.0
         && lengths_ok
 }
 

@@ -833,6 +833,23 @@ mod safetensors {
         for n in [0, 7, 8, 100, file.len() / 2, file.len() - 1] {
             bad.push((format!("truncated to {n}"), file[..n].to_vec()));
         }
+        // A truncated file says how many bytes it has and needs.
+        let header_end = 8 + u64::from_le_bytes(file[..8].try_into().unwrap()) as usize;
+        for (n, needed) in [
+            (0, 8),
+            (7, 8),
+            (100, header_end),
+            (file.len() - 1, file.len()),
+        ] {
+            assert_eq!(
+                opt.load_safetensors(&file[..n]),
+                Err(Error::Checkpoint(CheckpointError::Truncated {
+                    len: n,
+                    needed
+                })),
+                "truncated to {n}"
+            );
+        }
         for (what, bytes) in &bad {
             let got = opt.load_safetensors(bytes);
             assert!(matches!(got, Err(Error::Checkpoint(_))), "{what}: {got:?}");

@@ -252,9 +252,23 @@ fn bad_checkpoints_are_refused_and_change_nothing() {
     let tensor1 = tensor0 + 30;
 
     let mut cases: Vec<(Vec<u8>, CheckpointError)> = vec![
-        (good[..good.len() - 1].to_vec(), CheckpointError::Truncated),
-        (good[..20].to_vec(), CheckpointError::Truncated),
-        (Vec::new(), CheckpointError::Truncated),
+        // The error says how many bytes there are and how many are needed.
+        (
+            good[..good.len() - 1].to_vec(),
+            CheckpointError::Truncated {
+                len: good.len() - 1,
+                needed: good.len(),
+            },
+        ),
+        // Inside the header: 8 magic bytes, then u64 fields (the skipped-step count at 16..24).
+        (
+            good[..20].to_vec(),
+            CheckpointError::Truncated {
+                len: 20,
+                needed: 24,
+            },
+        ),
+        (Vec::new(), CheckpointError::Truncated { len: 0, needed: 8 }),
         (
             [good.clone(), vec![0]].concat(),
             CheckpointError::TrailingBytes,

@@ -172,7 +172,9 @@ fn invalid_options_are_refused_and_nothing_is_written() {
         );
         assert!(e.is_err());
     }
-    // The decay factor itself must be a finite f32.
+    // The decay factor itself must be in [0, 1]: an overflowing one, and one below 0 that would
+    // flip the parameters' signs (lr * wd > 1), are refused with nothing written; exactly 0 is
+    // allowed.
     let opts = StepOptions {
         weight_decay: WeightDecay::FullyDecoupled { max_lr: 1e-300 },
         ..d
@@ -182,6 +184,64 @@ fn invalid_options_are_refused_and_nothing_is_written() {
         ..hp
     };
     assert!(lion_optim::step_with(&mut [1.0f32], &[1.0f32], &mut [0.0f32], &hp, &opts).is_err());
+    let cases = [
+        (
+            Hyperparams {
+                lr: 1.0,
+                weight_decay: 2.0,
+                ..hp
+            },
+            d,
+        ),
+        (
+            Hyperparams {
+                lr: 0.5,
+                weight_decay: 2.0000001,
+                ..hp
+            },
+            d,
+        ),
+        (
+            Hyperparams {
+                lr: 1e-3,
+                weight_decay: 0.2,
+                ..hp
+            },
+            StepOptions {
+                weight_decay: WeightDecay::FullyDecoupled { max_lr: 1e-4 },
+                ..d
+            },
+        ),
+    ];
+    for (hp, opts) in cases {
+        let (mut p, mut m) = ([1.0f32; 3], [0.25f32; 3]);
+        let e = lion_optim::step_with(&mut p, &[1.0f32; 3], &mut m, &hp, &opts);
+        assert!(
+            matches!(
+                e,
+                Err(Error::InvalidHyperparameter {
+                    name: "weight_decay",
+                    ..
+                })
+            ),
+            "{hp:?} {opts:?}: {e:?}"
+        );
+        assert_eq!((p, m), ([1.0; 3], [0.25; 3]));
+        let e = reference::step_with(&mut p, &[1.0f32; 3], &mut m, &hp, &opts);
+        assert!(e.is_err(), "reference: {hp:?} {opts:?}");
+        if opts.weight_decay == WeightDecay::Paper {
+            assert!(Lion::new(hp).is_err(), "Lion::new({hp:?})");
+        }
+    }
+    // lr * wd == 1 exactly: the decay factor is 0, the parameters become -lr * sign(c).
+    let hp = Hyperparams {
+        lr: 0.5,
+        weight_decay: 2.0,
+        ..hp
+    };
+    let mut p = [1.0f32; 3];
+    lion_optim::step_with(&mut p, &[1.0f32; 3], &mut [0.25f32; 3], &hp, &d).unwrap();
+    assert_eq!(p, [-0.5; 3]);
 }
 
 fn finite_check_on<G: Element>() {

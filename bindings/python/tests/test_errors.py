@@ -175,6 +175,9 @@ def test_bad_hyperparameters_and_options():
         (dict(betas=(1.0, 0.5)), "Invalid beta parameter at index 0: 1.0"),
         (dict(betas=(0.5, float("nan"))), "Invalid beta parameter at index 1: nan"),
         (dict(weight_decay=-1.0), "Invalid weight_decay value: -1.0"),
+        # lr * weight_decay > 1 would flip the parameters' signs
+        (dict(lr=0.5, weight_decay=3.0), r"weight_decay = 3: the decay factor 1 - lr \* weight_decay must be in \[0, 1\]"),
+        (dict(weight_decay=0.5, max_lr=0.01), r"the decay factor 1 - weight_decay \* lr / max_lr"),
         (dict(grad_unscale=0.0), "Invalid grad_unscale value: 0.0"),
         (dict(max_lr=-1.0), "Invalid max_lr value"),
         (dict(seed=2**64), "Invalid seed"),
