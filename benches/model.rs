@@ -21,6 +21,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+use common::roofline::{self, Bits};
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
@@ -28,11 +29,9 @@ use lion_optim::{
     Buffer, Element, Group, GroupId, Hyperparams, Lion, StepOptions, Tensor, TensorId, TensorSpec,
     bf16,
 };
-use roofline::Bits;
+use support::Rng;
 
-/// The bandwidth probe: Lion's traffic, almost no arithmetic, the widest vectors available.
-#[path = "common/roofline.rs"]
-mod roofline;
+mod common;
 
 /// The parameter tensors of GPT-2 small, by name and length.
 fn gpt2_small() -> Vec<(String, usize)> {
@@ -83,15 +82,11 @@ struct Model<P, G> {
     grads: Vec<Vec<G>>,
 }
 
+/// `n` values uniform in [-0.5, 0.5).
 fn filled<T: Element>(n: usize, seed: u64) -> Vec<T> {
-    let mut x = seed | 1;
+    let mut rng = Rng::new(seed);
     (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            T::from_f32_rounded(((x >> 40) as f32 / (1u64 << 24) as f32) - 0.5)
-        })
+        .map(|_| T::from_f32_rounded(rng.range(-0.5, 0.5)))
         .collect()
 }
 
@@ -180,7 +175,7 @@ fn one_thread() -> &'static rayon::ThreadPool {
 /// One group: `Lion::step`, the per-tensor loop and the roofline probe over `tensors`.
 fn group<P: Bits, G: Bits, M: Bits>(c: &mut Criterion, model: &str, tensors: &[(String, usize)]) {
     let total: usize = tensors.iter().map(|t| t.1).sum();
-    let bytes = total * (2 * P::DTYPE.size() + G::DTYPE.size() + 2 * M::DTYPE.size());
+    let bytes = total * common::bytes_per_element::<P, G, M>();
     let name = format!("{model} p={} g={} m={}", P::DTYPE, G::DTYPE, M::DTYPE);
     let mut group = c.benchmark_group(&name);
     group.throughput(Throughput::Bytes(bytes as u64));

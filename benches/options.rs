@@ -1,5 +1,5 @@
 //! What each per-call option costs against the plain step, at 16K (L2-resident) and 16M
-//! (DRAM-bound) elements, on the path `step` takes (or `LION_BENCH_PATH=avx2` etc.).
+//! (DRAM-bound) elements, on the backend `step` takes (or `LION_BENCH_BACKEND=avx2` etc.).
 //!
 //! ```text
 //! cargo bench --bench options                        # about 2 minutes
@@ -7,23 +7,29 @@
 //! python3 scripts/plot_bench.py --options            # the cost table (percent over `plain`)
 //! ```
 //!
-//! * `plain`: `step` with no options.
+//! * `plain`: `step_with` with no options.
 //! * `stochastic`: stochastic rounding of the f16/bf16 stores (f32 stores are never rounded).
 //! * `unscale`: the gradient multiplied by an inverse loss scale inside the pass.
 //! * `maximize`, `decoupled-wd`: folded into the step's constants, so they should cost nothing.
-//! * `all`: every option at once.
-//! * `all_finite`: the read-only check of the gradients alone; `guarded`: the check, then the
-//!   step (what `step_guarded` and `Lion` with `set_skip_non_finite(true)` do).
+//! * `cautious`: the cautious variant (`cautious_count` first, then the step).
+//! * `all`: every option above at once.
+//! * `all_finite`: the read-only check of the gradients alone; `skip_non_finite`: the check,
+//!   then the step (what a `Lion` group with `skip_non_finite` does). (Before 0.2 this was
+//!   `step_guarded`, measured as `guarded`.)
 
 use std::hint::black_box;
 use std::time::Duration;
 
+use common::label;
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use lion_optim::{
-    Cautious, Element, Hyperparams, Path, Rounding, StepOptions, WeightDecay, bf16, f16,
+    Backend, Cautious, Element, Hyperparams, Rounding, StepOptions, WeightDecay, bf16, f16,
 };
+use support::Rng;
+
+mod common;
 
 const HP: Hyperparams = Hyperparams {
     lr: 1e-3,
@@ -33,13 +39,17 @@ const HP: Hyperparams = Hyperparams {
 };
 const SIZES: [usize; 2] = [16 << 10, 16 << 20];
 
-fn path() -> Path {
-    let wanted = std::env::var("LION_BENCH_PATH").unwrap_or_default();
-    let found = Path::ALL
+/// `LION_BENCH_BACKEND` (or its former name `LION_BENCH_PATH`) if available, else the one
+/// `step` takes.
+fn backend() -> Backend {
+    let wanted = std::env::var("LION_BENCH_BACKEND")
+        .or_else(|_| std::env::var("LION_BENCH_PATH"))
+        .unwrap_or_default();
+    let found = Backend::ALL
         .iter()
         .copied()
-        .find(|p| p.name() == wanted && p.is_available());
-    found.unwrap_or_else(Path::detect)
+        .find(|b| b.name() == wanted && b.is_available());
+    found.unwrap_or_else(Backend::detect)
 }
 
 fn options() -> Vec<(&'static str, StepOptions)> {
@@ -93,54 +103,51 @@ fn options() -> Vec<(&'static str, StepOptions)> {
                 step: 3,
                 offset: 0,
                 cautious: Cautious::Whole,
+                // Measured on its own (`skip_non_finite` below): `all` stays what it was.
+                skip_non_finite: false,
+            },
+        ),
+        (
+            "skip_non_finite",
+            StepOptions {
+                skip_non_finite: true,
+                ..d
             },
         ),
     ]
 }
 
 fn group<P: Element, G: Element, M: Element>(c: &mut Criterion) {
-    let path = path();
+    let backend = backend();
     let name = format!(
         "options {} p={} g={} m={}",
-        path.name(),
+        backend.name(),
         P::DTYPE,
         G::DTYPE,
         M::DTYPE
     );
     let mut group = c.benchmark_group(&name);
     for n in SIZES {
-        let bytes = n * (2 * P::DTYPE.size() + G::DTYPE.size() + 2 * M::DTYPE.size());
+        let bytes = n * common::bytes_per_element::<P, G, M>();
         group.throughput(Throughput::Bytes(bytes as u64));
         if n >= 1 << 22 {
             group.sample_size(10).sampling_mode(SamplingMode::Flat);
         }
-        let label = if n >= 1 << 20 {
-            format!("{}M", n >> 20)
-        } else {
-            format!("{}K", n >> 10)
-        };
+        let label = label(n);
         // Weights in [-0.5, 0.5), gradients and momentum small: every store really rounds.
-        let mut x = 0x9e37_79b9_u32;
-        let mut next = move |scale: f32| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x as f32 / u32::MAX as f32 - 0.5) * scale
-        };
+        let mut rng = Rng::new(0x9e37_79b9);
+        let mut next = |scale: f32| rng.range(-0.5, 0.5) * scale;
         let mut p: Vec<P> = (0..n).map(|_| P::from_f32_rounded(next(1.0))).collect();
         let g: Vec<G> = (0..n).map(|_| G::from_f32_rounded(next(0.02))).collect();
         let mut m: Vec<M> = (0..n).map(|_| M::from_f32_rounded(next(0.02))).collect();
         for (option, opts) in options() {
             group.bench_function(BenchmarkId::new(option, &label), |b| {
-                b.iter(|| path.step_with(&mut p, &g, &mut m, &HP, &opts).unwrap())
+                b.iter(|| backend.step_with(&mut p, &g, &mut m, &HP, &opts).unwrap())
             });
         }
         let d = StepOptions::default();
         group.bench_function(BenchmarkId::new("all_finite", &label), |b| {
-            b.iter(|| assert!(black_box(path.all_finite(&g, &d))))
-        });
-        group.bench_function(BenchmarkId::new("guarded", &label), |b| {
-            b.iter(|| path.step_guarded(&mut p, &g, &mut m, &HP, &d).unwrap())
+            b.iter(|| assert!(black_box(backend.all_finite(&g, &d))))
         });
     }
     group.finish();

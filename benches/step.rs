@@ -1,11 +1,11 @@
-//! One Lion step: five dtype combinations x every available `Path` x sizes from L1-resident to
+//! One Lion step: five dtype combinations x every available `Backend` x sizes from L1-resident to
 //! DRAM-bound, each beside three baselines that move the same data:
 //!
 //! * `roofline`: a plain loop with exactly Lion's memory traffic (read p, g, m; write p, m) and
 //!   next to no arithmetic, compiled for the widest vectors this CPU has: the speed of light for
 //!   this traffic on one core of this machine. It xors bits masked by a zero the compiler cannot
 //!   see, so the data (shared with the other benchmarks) never changes. With `--features rayon`,
-//!   `roofline-rayon` splits it across threads as `par_step` does: the ceiling of `rayon`.
+//!   `roofline-rayon` splits it across threads as `par_step_with` does: the ceiling of `rayon`.
 //! * `naive`: a line-by-line port of the reference PyTorch code (`lion_pytorch.py`), one loop per
 //!   tensor op, with the temporaries PyTorch allocates on every step: `exp_avg * beta1` (of the
 //!   momentum's dtype), `grad * (1 - beta1)` (the gradient's), their sum `update` and
@@ -25,7 +25,7 @@
 //! ```text
 //! rm -rf target/criterion                           # (optional) no stale results in the chart
 //! cargo bench --bench step                          # everything (about 7 minutes)
-//! cargo bench --bench step --features rayon         # + `rayon` (par_step) and `roofline-rayon`
+//! cargo bench --bench step --features rayon         # + `rayon` (par_step_with), `roofline-rayon`
 //! cargo bench --bench step -- 'p=f32 g=f32 m=f32/'  # one group (criterion's regex filter)
 //! cargo bench --bench step -- '/(avx2|roofline)/1M' # some functions at one size
 //! LION_BENCH_SIZES=1M,64M cargo bench --bench step  # other sizes (K = 1024, M = 1024*1024)
@@ -35,19 +35,23 @@
 //! 16M elements of f32 (192 MiB) leave the caches of most machines; where the last-level cache
 //! is larger, add a bigger size with `LION_BENCH_SIZES`.
 //!
-//! Before measuring, every path is checked bit for bit against `reference::step` and every
+//! Before measuring, every backend is checked bit for bit against `reference::step` and every
 //! baseline for rough agreement, so a broken baseline cannot make a pretty chart.
 
 use std::cmp::Ordering;
 use std::hint::black_box;
 use std::time::Duration;
 
+use common::label;
+use common::roofline::{self, Bits};
 use criterion::{
     BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group,
     criterion_main, measurement::WallTime,
 };
-use lion_optim::{Element, Hyperparams, Path, bf16, f16, reference};
-use roofline::Bits;
+use lion_optim::{Backend, Element, Hyperparams, StepOptions, bf16, f16, reference};
+use support::Rng;
+
+mod common;
 
 /// Elements per step: L1 (4K f32 x 3 arrays = 48 KiB) to DRAM (16M: 192 MiB for f32).
 const SIZES: &[usize] = &[4 << 10, 16 << 10, 64 << 10, 1 << 20, 16 << 20];
@@ -64,7 +68,7 @@ const HP: Hyperparams = Hyperparams {
 };
 
 fn benches(c: &mut Criterion) {
-    let sizes = sizes();
+    let sizes = common::sizes(SIZES);
     // Each group is one dtype combination: <params, grads, momentum, promote(momentum, grads)>.
     group::<f32, f32, f32, f32>(c, &sizes);
     group::<bf16, bf16, bf16, bf16>(c, &sizes);
@@ -88,49 +92,32 @@ criterion_group! {
 }
 criterion_main!(step);
 
-/// The sizes to run: [`SIZES`], or `LION_BENCH_SIZES` (e.g. `4K,1M,64M` or `1000,5000`).
-fn sizes() -> Vec<usize> {
-    let Ok(list) = std::env::var("LION_BENCH_SIZES") else {
-        return SIZES.to_vec();
-    };
-    let parse = |s: &str| {
-        let s = s.trim();
-        let (digits, unit) = match s.as_bytes().last() {
-            Some(b'K' | b'k') => (&s[..s.len() - 1], 1 << 10),
-            Some(b'M' | b'm') => (&s[..s.len() - 1], 1 << 20),
-            _ => (s, 1),
-        };
-        let n: usize = digits
-            .parse()
-            .unwrap_or_else(|_| panic!("LION_BENCH_SIZES: cannot read {s:?}"));
-        n * unit
-    };
-    let mut sizes: Vec<usize> = list.split(',').map(parse).collect();
-    sizes.sort_unstable();
-    sizes.dedup();
-    sizes
+/// One Lion step with no options on `backend`.
+fn step_on<P: Element, G: Element, M: Element>(backend: Backend, d: &mut Data<P, G, M>) {
+    let opts = StepOptions::default();
+    backend
+        .step_with(&mut d.p, &d.g, &mut d.m, &HP, &opts)
+        .unwrap();
 }
 
-/// `4096` -> `"4K"`, `16777216` -> `"16M"`: the parameter part of the benchmark ids.
-fn label(n: usize) -> String {
-    match n {
-        _ if n >= 1 << 20 && n.is_multiple_of(1 << 20) => format!("{}M", n >> 20),
-        _ if n >= 1 << 10 && n.is_multiple_of(1 << 10) => format!("{}K", n >> 10),
-        _ => n.to_string(),
-    }
+/// `par_step_with` with no options.
+#[cfg(feature = "rayon")]
+fn par_step<P: Element, G: Element, M: Element>(d: &mut Data<P, G, M>) {
+    let opts = StepOptions::default();
+    lion_optim::par_step_with(&mut d.p, &d.g, &mut d.m, &HP, &opts).unwrap();
 }
 
-/// One group: every path and every baseline at every size, for one dtype combination; `T` is
+/// One group: every backend and every baseline at every size, for one dtype combination; `T` is
 /// PyTorch's promotion of `M` and `G`, the dtype of the naive port's `update`.
 fn group<P: Bits, G: Bits, M: Bits, T: Element>(c: &mut Criterion, sizes: &[usize]) {
     let name = format!("p={} g={} m={}", P::DTYPE, G::DTYPE, M::DTYPE);
     self_check::<P, G, M, T>(&name);
-    let paths: Vec<Path> = Path::ALL
+    let backends: Vec<Backend> = Backend::ALL
         .iter()
         .copied()
-        .filter(|p| p.is_available())
+        .filter(|b| b.is_available())
         .collect();
-    let bytes_per_element = 2 * P::DTYPE.size() + G::DTYPE.size() + 2 * M::DTYPE.size();
+    let bytes_per_element = common::bytes_per_element::<P, G, M>();
     let mut group = c.benchmark_group(&name);
     for &n in sizes {
         group.throughput(Throughput::Bytes((n * bytes_per_element) as u64));
@@ -144,15 +131,11 @@ fn group<P: Bits, G: Bits, M: Bits, T: Element>(c: &mut Criterion, sizes: &[usiz
         let mut bench = |function: &str, f: Step<'_, P, G, M>| {
             bench_one(&mut group, function, &size, &mut data, n, f)
         };
-        for &path in &paths {
-            bench(path.name(), &|d| {
-                path.step(&mut d.p, &d.g, &mut d.m, &HP).unwrap();
-            });
+        for &backend in &backends {
+            bench(backend.name(), &|d| step_on(backend, d));
         }
         #[cfg(feature = "rayon")]
-        bench("rayon", &|d| {
-            lion_optim::par_step(&mut d.p, &d.g, &mut d.m, &HP).unwrap();
-        });
+        bench("rayon", &par_step);
         bench("roofline", &|d| roofline::run(&mut d.p, &d.g, &mut d.m));
         #[cfg(feature = "rayon")]
         bench("roofline-rayon", &|d| {
@@ -197,7 +180,7 @@ impl<P: Element, G: Element, M: Element> Data<P, G, M> {
     /// Weights in [-0.5, 0.5), gradients and momentum in [-0.01, 0.01): every step moves every
     /// weight, and repeated steps stay in the normal range of every dtype.
     fn new(n: usize, seed: u64) -> Self {
-        let mut rng = Rng(seed | 1);
+        let mut rng = Rng(seed | 1); // raw: the data of every earlier measurement
         Data {
             p: (0..n)
                 .map(|_| P::from_f32_rounded(rng.uniform() - 0.5))
@@ -209,19 +192,6 @@ impl<P: Element, G: Element, M: Element> Data<P, G, M> {
                 .map(|_| M::from_f32_rounded(0.02 * rng.uniform() - 0.01))
                 .collect(),
         }
-    }
-}
-
-/// xorshift64*.
-struct Rng(u64);
-
-impl Rng {
-    /// Uniform in [0, 1).
-    fn uniform(&mut self) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32 / (1u64 << 24) as f32
     }
 }
 
@@ -317,11 +287,7 @@ fn fused_loop<P: Element, G: Element, M: Element>(
     }
 }
 
-/// The bandwidth probe: Lion's traffic, almost no arithmetic, the widest vectors available.
-#[path = "common/roofline.rs"]
-mod roofline;
-
-/// Checks the functions of a group on a small input before measuring them: every path bit for
+/// Checks the functions of a group on a small input before measuring them: every backend bit for
 /// bit against `reference::step`, the baselines for rough agreement (they round differently by
 /// design), the roofline probe for leaving the data alone.
 fn self_check<P: Bits, G: Bits, M: Bits, T: Element>(group: &str) {
@@ -339,19 +305,19 @@ fn self_check<P: Bits, G: Bits, M: Bits, T: Element>(group: &str) {
         f(&mut d);
         d
     };
-    for path in Path::ALL.iter().filter(|p| p.is_available()) {
-        let got = run(&|d| path.step(&mut d.p, &d.g, &mut d.m, &HP).unwrap());
+    for &backend in Backend::ALL.iter().filter(|b| b.is_available()) {
+        let got = run(&|d| step_on(backend, d));
         assert!(
             bits(&got) == bits(&want),
-            "{group}: {path} differs from the reference"
+            "{group}: {backend} differs from the reference"
         );
     }
     #[cfg(feature = "rayon")]
     {
-        let got = run(&|d| lion_optim::par_step(&mut d.p, &d.g, &mut d.m, &HP).unwrap());
+        let got = run(&par_step);
         assert!(
             bits(&got) == bits(&want),
-            "{group}: par_step differs from the reference"
+            "{group}: par_step_with differs from the reference"
         );
     }
     let got = run(&|d| roofline::run(&mut d.p, &d.g, &mut d.m));

@@ -3,18 +3,21 @@
 # debug assertions on) and runs each for SECONDS from the committed seed corpus
 # (fuzz/seeds/<target>/). A failing input fails CI; it is printed in base64 so it can be
 # kept as a regression test (fuzz/regressions/<target>/, replayed by tests/suite/fuzz_regressions.rs).
-# Usage: ci/fuzz.sh [SECONDS per target, default 30]
+# The runs are single-threaded: ci/run builds (--build) and runs them beside the next stage.
+# Usage: ci/fuzz.sh [--setup | --build] [SECONDS per target, default 30]
 # Env:   NIGHTLY; installs cargo-fuzz from crates.io if it is missing.
 . "$(dirname "$0")/lib.sh"
 secs="${1:-30}"
 ci_toolchain "$NIGHTLY" rust-src
 command -v cargo-fuzz >/dev/null || ci_time "cargo install cargo-fuzz" cargo install --locked cargo-fuzz
+ci_end_of_setup
 TD="$(ci_target_dir)"
 export CARGO_TARGET_DIR="$TD/ci/fuzz"
 cd "$ROOT/fuzz"
 targets="$(cargo "+$NIGHTLY" fuzz list)"
 [ -n "$targets" ] || ci_die "cargo fuzz list found no targets"
 ci_time "cargo fuzz build -a (all targets)" cargo "+$NIGHTLY" fuzz build -a
+ci_end_of_build
 for t in $targets; do
   corpus="$TD/ci/fuzz-corpus/$t"; artifacts="$TD/ci/fuzz-artifacts/$t"
   mkdir -p "$corpus" "$artifacts"

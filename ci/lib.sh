@@ -1,9 +1,25 @@
-# Shared helpers of the cross-target CI scripts. Source it: . "$(dirname "$0")/lib.sh"
+# shellcheck shell=bash
+# Shared helpers of the CI scripts. Source it: . "$(dirname "$0")/lib.sh"
 # Everything is found relative to this file (the crate root is its parent) or through PATH,
 # rustup and cargo metadata: the scripts work from any clone, on a fresh machine that has only
 # the stable Rust toolchain (they install the rest: rustup targets, components and toolchains,
-# Debian packages, cargo-fuzz).
+# Debian packages, PyPI packages in a venv, cargo-fuzz).
+#
+# Phases. Every script takes an optional first argument, read (and removed from "$@") here:
+#   --setup   only install what the script needs (downloads: apt, rustup, pip, cargo install),
+#   --build   install and build, run nothing slow (scripts without a separate run: everything),
+#   (none)    everything.
+# A script calls ci_end_of_setup after its installs and ci_end_of_build after its builds. ci/run
+# uses the phases to download while another stage compiles, and to run an emulator or
+# interpreter while the next stage compiles.
 set -euo pipefail
+
+CI_PHASE=all
+case "${1:-}" in
+  --setup) CI_PHASE=setup; shift ;;
+  --build) CI_PHASE=build; shift ;;
+esac
+export CI_PHASE
 
 CI_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$CI_DIR/.." && pwd)"
@@ -16,6 +32,30 @@ MSRV="${MSRV:-$(sed -n 's/^rust-version *= *"\([^"]*\)".*/\1/p' "$ROOT/Cargo.tom
 
 ci_log() { printf '== [%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 ci_die() { printf 'ci: error: %s\n' "$*" >&2; exit 1; }
+
+# The end of a phase: `--setup` stops after the installs, `--build` after the builds.
+ci_end_of_setup() {
+  [ "$CI_PHASE" = setup ] || return 0
+  ci_log "$(basename "$0") --setup: installed what it needs"
+  exit 0
+}
+ci_end_of_build() {
+  [ "$CI_PHASE" = build ] || return 0
+  ci_log "$(basename "$0") --build: built (nothing run)"
+  exit 0
+}
+
+# ci_locked cmd... : runs an install command under a machine-wide lock, so that scripts running
+# side by side never run two package managers (apt, rustup) at once.
+CI_INSTALL_LOCK="${CI_INSTALL_LOCK:-${TMPDIR:-/tmp}/lion-optim-ci-install.lock}"
+ci_locked() {
+  local rc=0
+  exec {CI_LOCK_FD}>>"$CI_INSTALL_LOCK"
+  flock "$CI_LOCK_FD"
+  "$@" || rc=$?
+  exec {CI_LOCK_FD}>&-
+  return "$rc"
+}
 
 # ci_time LABEL cmd... : runs a command and prints how long it took.
 ci_time() {
@@ -42,9 +82,9 @@ ci_apt() {
   [ ${#missing[@]} -eq 0 ] && return 0
   local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -360 2>/dev/null | head -1)" ]; then
-    ci_time "apt-get update" $sudo apt-get update -qq
+    ci_time "apt-get update" ci_locked $sudo apt-get update -qq
   fi
-  ci_time "apt-get install ${missing[*]}" \
+  ci_time "apt-get install ${missing[*]}" ci_locked \
     env DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
@@ -81,8 +121,8 @@ ci_apt_qemu() {
     "$uri" "$codename" "${keyring:+Signed-By: $keyring}" > "$tmp/parts/ci-backports.sources"
   local o=(-o "Dir::Etc::sourcelist=$tmp/sources.list" -o "Dir::Etc::sourceparts=$tmp/parts"
            -o "Dir::State::lists=$tmp/lists" -o APT::Sandbox::User=root)
-  ci_time "apt-get update (+$codename-backports)" $sudo apt-get "${o[@]}" update -qq
-  ci_time "apt-get install -t $codename-backports ${missing[*]}" \
+  ci_time "apt-get update (+$codename-backports)" ci_locked $sudo apt-get "${o[@]}" update -qq
+  ci_time "apt-get install -t $codename-backports ${missing[*]}" ci_locked \
     env DEBIAN_FRONTEND=noninteractive $sudo apt-get "${o[@]}" install -y -qq --no-install-recommends \
       -t "$codename-backports" "${missing[@]}" >/dev/null
   rm -rf "$tmp"
@@ -92,13 +132,13 @@ ci_apt_qemu() {
 ci_toolchain() {
   local tc="$1"; shift
   if ! rustup run "$tc" rustc --version >/dev/null 2>&1; then
-    ci_time "rustup toolchain install $tc" rustup toolchain install "$tc" --profile minimal --no-self-update
+    ci_time "rustup toolchain install $tc" ci_locked rustup toolchain install "$tc" --profile minimal --no-self-update
   fi
   local c have
   have="$(rustup component list --installed --toolchain "$tc")"
   for c in "$@"; do
     grep -q "^$c" <<<"$have" && continue
-    ci_time "rustup component add $c ($tc)" rustup component add --toolchain "$tc" "$c"
+    ci_time "rustup component add $c ($tc)" ci_locked rustup component add --toolchain "$tc" "$c"
   done
 }
 
@@ -110,7 +150,7 @@ ci_target() {
   installed="$(rustup target list --installed "${tc[@]}")"
   for t in "$@"; do
     grep -qx "$t" <<<"$installed" && continue
-    ci_time "rustup target add $t ${tc[*]}" rustup target add "${tc[@]}" "$t" \
+    ci_time "rustup target add $t ${tc[*]}" ci_locked rustup target add "${tc[@]}" "$t" \
       || ci_die "rustup could not add $t"
   done
 }

@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # no_std: proves lion-optim with --no-default-features needs nothing but `core`.
 #  1. ci/nostd-probe: a `#![no_std] #![no_main]` x86_64 Linux binary with its own panic handler
-#     and entry point (no libc) links the crate and RUNS xtarget/nostd_use.rs: Lion steps in f32
-#     and bf16 checked against hand-computed bit patterns, on every available path (the no_std
+#     and entry point (no libc) links the crate and RUNS the checks of its library
+#     (ci/nostd-probe/src/lib.rs): Lion steps in f32 and bf16 checked against hand-computed bit
+#     patterns, bad input, skipped non-finite steps, on every available backend (the no_std
 #     CPUID probe picks AVX2 / AVX-512 here). If the crate's graph pulled in std, linking fails
 #     with E0152; the binary is also scanned for std symbols.
 #  2. The library compiles for targets that have no std at all: thumbv7em-none-eabihf (Cortex-M4F)
 #     and wasm32v1-none, without and with the `alloc` feature (`cargo check`: the crate's
 #     dependency on std would show there; code generation for these targets is proved by the
 #     Cortex-M4F firmware, ci/thumbv7em.sh, and the wasm32 test runs, ci/wasm.sh).
-# Usage: ci/nostd.sh
+# Usage: ci/nostd.sh [--setup]
 . "$(dirname "$0")/lib.sh"
+TARGETS="thumbv7em-none-eabihf wasm32v1-none"
+ci_apt binutils
+# shellcheck disable=SC2086 # the targets are words
+ci_target $TARGETS
+ci_end_of_setup
 TD="$(ci_target_dir)"
 
-ci_apt binutils
 P="$ROOT/ci/nostd-probe"
 export CARGO_TARGET_DIR="$TD/ci/nostd-probe"
 log="$CARGO_TARGET_DIR.log"; mkdir -p "$(dirname "$log")"
@@ -31,10 +36,9 @@ nlion=$(nm -C "$bin" | grep -c 'lion_optim::' || true)
 echo "== no_std probe: links with 0 std symbols, $nlion lion_optim symbols" >&2
 rc=0; timeout 120 "$bin" || rc=$?
 [ "$rc" = 0 ] || ci_die "the no_std probe failed (exit $rc; 101 = a check failed)"
-unset CARGO_TARGET_DIR
+export CARGO_TARGET_DIR="$TD"
 
-for t in thumbv7em-none-eabihf wasm32v1-none; do
-  ci_target "$t"
+for t in $TARGETS; do
   ci_time "cargo check --lib --target $t --no-default-features" \
     cargo check -q --lib --target "$t" --no-default-features
   ci_time "cargo check --lib --target $t --no-default-features --features alloc" \

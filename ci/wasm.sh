@@ -3,7 +3,9 @@
 # WASI, twice: with `-C target-feature=+simd128` (wide's v128 path: the test binaries must contain
 # v128 instructions, and tests/suite/platform.rs checks the portable path reports "simd128") and
 # without it (wide's scalar fallback, reported as "scalar").
-# Usage: ci/wasm.sh [extra `cargo test` args]
+# The tests run single-threaded (no threads on wasm32-wasip1): ci/run builds them (--build) and
+# runs them beside the next stage's compilation.
+# Usage: ci/wasm.sh [--setup | --build] [extra `cargo test` args]
 # Env:   WASM_RUNNER=node|wasmtime (default: node if it is >= 20, else wasmtime from PyPI)
 . "$(dirname "$0")/lib.sh"
 TD="$(ci_target_dir)"
@@ -27,13 +29,26 @@ case "$runner" in
     export CARGO_TARGET_WASM32_WASIP1_RUNNER="$venv/bin/python $CI_DIR/wasmtime-run.py" ;;
   *) ci_die "WASM_RUNNER must be node or wasmtime" ;;
 esac
+ci_end_of_setup
 base_rf="${RUSTFLAGS:-}"
+
+mode_env() { # simd128 | scalar: RUSTFLAGS and the target dir of the mode
+  export RUSTFLAGS="$base_rf"
+  [ "$1" = simd128 ] && export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+simd128"
+  export CARGO_TARGET_DIR="$TD/ci/wasm-$1"
+}
+if [ "$CI_PHASE" = build ]; then
+  for mode in simd128 scalar; do
+    mode_env "$mode"
+    ci_time "cargo test --no-run --target wasm32-wasip1 [$mode] $*" \
+      cargo test --no-run --target wasm32-wasip1 "$@"
+  done
+fi
+ci_end_of_build
 
 run_mode() { # simd128 | scalar
   local mode="$1"; shift
-  export RUSTFLAGS="$base_rf"
-  [ "$mode" = simd128 ] && export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+simd128"
-  export CARGO_TARGET_DIR="$TD/ci/wasm-$mode"
+  mode_env "$mode"
   LION_EXPECT_INSTRUCTIONS="$mode" ci_time "cargo test --target wasm32-wasip1 [$mode] ($runner)" \
     cargo test --target wasm32-wasip1 "$@"
   local n=0 f

@@ -292,7 +292,8 @@ def options_table(results):
     for group in sorted(g for g in results if g.startswith("options ")):
         functions = results[group]
         plain = functions.get("plain", {})
-        order = ["stochastic", "unscale", "maximize", "decoupled-wd", "all", "all_finite", "guarded"]
+        order = ["stochastic", "unscale", "maximize", "decoupled-wd", "all", "all_finite",
+                 "skip_non_finite", "guarded"]
         names = [f for f in order if f in functions] + sorted(
             f for f in functions if f != "plain" and f not in order
         )

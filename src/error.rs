@@ -105,7 +105,9 @@ pub enum Error {
         /// How many groups there are.
         count: usize,
     },
-    /// Data does not have the element type it must have.
+    /// Data does not have the element type it must have. (Never returned: no function of this
+    /// version requires a particular element type outside the errors above.)
+    #[deprecated(since = "0.2.0", note = "never returned: match `TensorDtype` instead")]
     DtypeMismatch {
         /// The element type required.
         expected: Dtype,
@@ -121,8 +123,14 @@ pub enum Error {
         /// Bytes available.
         available: usize,
     },
-    /// The instruction-set path that was asked for is not available on this CPU or build.
-    PathUnavailable(crate::Path),
+    /// The backend that was asked for is not available on this CPU or build.
+    BackendUnavailable(crate::Backend),
+    /// The former name of [`BackendUnavailable`](Self::BackendUnavailable) (never returned).
+    #[deprecated(
+        since = "0.2.0",
+        note = "never returned: match `BackendUnavailable` instead"
+    )]
+    PathUnavailable(crate::Backend),
 }
 
 /// What is wrong with a checkpoint passed to [`Lion::load_state`](crate::Lion::load_state).
@@ -200,6 +208,9 @@ pub enum CheckpointError {
     /// A field does not hold a valid value (a flag, a variant tag, a name, metadata, the
     /// file's structure).
     Invalid(&'static str),
+    /// Its checksum does not match its contents: it was damaged (a flipped bit, a partial
+    /// copy) after it was written.
+    Checksum,
 }
 
 impl fmt::Display for CheckpointError {
@@ -243,6 +254,9 @@ impl fmt::Display for CheckpointError {
                 write!(f, "checkpoint holds no state for tensor {index}")
             }
             Self::Invalid(field) => write!(f, "checkpoint holds an invalid {field}"),
+            Self::Checksum => {
+                f.write_str("checkpoint is damaged: its checksum does not match its contents")
+            }
         }
     }
 }
@@ -287,6 +301,7 @@ impl fmt::Display for Error {
             Self::NoSuchGroup { index, count } => {
                 write!(f, "no parameter group {index}: there are {count}")
             }
+            #[allow(deprecated)]
             Self::DtypeMismatch { expected, found } => {
                 write!(f, "element type {found} where {expected} is required")
             }
@@ -297,11 +312,12 @@ impl fmt::Display for Error {
                     "buffer of {available} bytes is too small, {needed} are needed"
                 )
             }
-            Self::PathUnavailable(p) => {
+            #[allow(deprecated)]
+            Self::BackendUnavailable(b) | Self::PathUnavailable(b) => {
                 write!(
                     f,
-                    "the {} path is not available on this CPU or build",
-                    p.name()
+                    "the {} backend is not available on this CPU or build",
+                    b.name()
                 )
             }
         }

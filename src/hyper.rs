@@ -1,6 +1,7 @@
-//! Hyperparameters, their validation, and the f32 constants a step computes from them.
+//! Hyperparameters and step options: their validation (the only place either is checked) and
+//! the f32 constants a step computes from them.
 
-use crate::{Error, StepOptions, WeightDecay};
+use crate::{Cautious, Error, StepOptions, WeightDecay};
 
 /// The hyperparameters of one Lion step.
 ///
@@ -91,7 +92,7 @@ impl Hyperparams {
         if !(wd.is_finite() && wd >= 0.0) {
             return bad("weight_decay", wd, "must be finite and >= 0");
         }
-        let inv_scale = opts.validate(len)?;
+        let inv_scale = validate_options(opts, len)?;
         let decay = match opts.weight_decay {
             WeightDecay::Paper => 1.0 - lr * wd,
             WeightDecay::FullyDecoupled { max_lr } => 1.0 - wd * lr / max_lr,
@@ -124,14 +125,78 @@ impl Hyperparams {
     }
 }
 
+/// Validates the options for slices of `len` elements; returns the f32 inverse scale (1 without
+/// unscaling).
+#[inline(always)]
+pub(crate) fn validate_options(opts: &StepOptions, len: usize) -> Result<f32, Error> {
+    let bad = |name, value, rule| Err(Error::InvalidHyperparameter { name, value, rule });
+    if let WeightDecay::FullyDecoupled { max_lr } = opts.weight_decay
+        && !(max_lr.is_finite() && max_lr > 0.0)
+    {
+        return bad("max_lr", max_lr, "must be finite and > 0");
+    }
+    let inv_scale = match opts.grad_unscale {
+        None => 1.0,
+        Some(s) => {
+            let s32 = s as f32;
+            if !(s.is_finite() && s32.is_finite() && s32 > 0.0) {
+                return bad("grad_unscale", s, "must be > 0 and finite in f32");
+            }
+            s32
+        }
+    };
+    let Some(end) = opts.offset.checked_add(len as u64) else {
+        return bad(
+            "offset",
+            opts.offset as f64,
+            "offset + length overflows u64",
+        );
+    };
+    if let Cautious::Shard { agreeing, numel } = opts.cautious {
+        if agreeing > numel {
+            return bad(
+                "cautious.agreeing",
+                agreeing as f64,
+                "must be <= cautious.numel",
+            );
+        }
+        if end > numel {
+            return bad(
+                "cautious.numel",
+                numel as f64,
+                "must be >= offset + the length of the slices",
+            );
+        }
+    }
+    Ok(inv_scale)
+}
+
 impl Consts {
-    /// The constants of a cautious step with `agreeing` of `numel` elements agreeing: the
-    /// learning rate becomes `lr_c = f32(lr) * f32(numel / (agreeing + 1))` (see
-    /// [`Cautious`](crate::Cautious)).
+    /// The constants of the step of a tensor of `numel` elements with the cautious variant
+    /// `cautious` (see [`Cautious`]): for [`Cautious::Whole`], `count` gives the agreeing
+    /// elements of the tensor; with `agreeing` of `numel` agreeing, the learning rate becomes
+    /// `lr_c = f32(lr) * f32(numel / (agreeing + 1))`. The one place the rule is applied
+    /// (besides its specification, `reference::step_with`).
     #[inline]
-    pub(crate) fn cautious(self, agreeing: u64, numel: u64) -> Self {
+    pub(crate) fn caution(
+        self,
+        cautious: Cautious,
+        numel: u64,
+        count: impl FnOnce() -> u64,
+    ) -> Self {
+        let (agreeing, numel) = match cautious {
+            Cautious::Off => return self,
+            Cautious::Whole => (count(), numel),
+            Cautious::Shard { agreeing, numel } => (agreeing, numel),
+        };
         let lr = self.lr * crate::options::cautious_scale(agreeing, numel);
         Self { lr, ..self }
+    }
+
+    /// The inverse loss scale, if the options unscale (`grad_unscale`).
+    #[inline]
+    pub(crate) fn unscale(&self, options: &StepOptions) -> Option<f32> {
+        options.grad_unscale.map(|_| self.inv_scale)
     }
 }
 

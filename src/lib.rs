@@ -58,13 +58,13 @@
 //! deterministic, split-invariant), gradient unscaling, `maximize`, the
 //! [weight-decay variant](WeightDecay) and the [cautious variant](Cautious) (a read-only
 //! counting pass, [`cautious_count`], then the step; split-invariant through
-//! [`Cautious::Shard`]). [`all_finite`] and [`step_guarded`] skip steps whose gradients
-//! overflowed.
+//! [`Cautious::Shard`]). [`all_finite`] checks gradients, and
+//! [`skip_non_finite`](StepOptions::skip_non_finite) skips steps whose gradients overflowed.
 //!
 //! # Semantics
 //!
-//! [`reference::step`] is the specification; every path ([`Path`]) is tested bit for bit
-//! against it. Hyperparameters are `f64`; once per call they become f32 constants, each computed
+//! [`reference::step`] is the specification; every [`Backend`] is tested bit for bit against
+//! it. Hyperparameters are `f64`; once per call they become f32 constants, each computed
 //! in f64 and rounded once — exactly what the reference PyTorch code does with its Python floats:
 //!
 //! ```text
@@ -113,39 +113,42 @@
 //! # Bad input
 //!
 //! Mismatched lengths and invalid hyperparameters (negative or non-finite `lr` or
-//! `weight_decay`, betas outside `[0, 1)`) return an [`Error`] **before anything is written**.
-//! No panic is reachable from the public API with bad data.
+//! `weight_decay`, betas outside `[0, 1)`, `lr * weight_decay > 1`, which would flip the
+//! parameters' signs) and invalid options return an [`Error`] **before anything is written**.
+//! So do bad state files (truncated, corrupted — both formats carry a checksum —, or of another
+//! optimizer). No panic is reachable from the public API with bad data.
 //!
 //! # Instruction sets
 //!
-//! [`Path::detect`] reports which implementation [`step`] uses: AVX-512 (F+BW) or AVX2+F16C on
-//! x86_64 when the CPU has them (detected at run time, so a default build uses them), otherwise
-//! the portable path: `wide`'s vectors in safe code, compiled for the target features of the
-//! build (SSE2, NEON, wasm simd128, or plain arrays). All give the same bits; run any of them
-//! explicitly with [`Path::step`]. With the `rayon` feature, `par_step` splits large slices
-//! across threads, also bit-identically.
+//! [`Backend::detect`] reports which implementation [`step`] uses: AVX-512 (F+BW) or AVX2+F16C
+//! on x86_64 when the CPU has them (detected once at run time, so a default build uses them),
+//! otherwise the portable backend: `wide`'s vectors in safe code, compiled for the target
+//! features of the build (SSE2, NEON, wasm simd128, or plain arrays). All give the same bits;
+//! run any of them explicitly with [`Backend::step_with`]. With the `rayon` feature,
+//! `par_step_with` splits large slices across threads, also bit-identically.
 //!
 //! # Without `std`
 //!
 //! The crate is `#![no_std]`. Features:
 //!
 //! * `std` (default): implies `alloc`.
-//! * `alloc`: [`Lion`] can own its momentum buffers ([`Lion::new`], [`Lion::add_tensor`]) and
-//!   write checkpoints into a `Vec<u8>`.
-//! * `rayon` (implies `std`): `par_step` and `par_step_with`; [`Lion::step`] and [`step_many`]
-//!   spread over the thread pool.
+//! * `alloc`: [`Lion`] can own its momentum buffers ([`Lion::new`], [`Lion::add`]) and write
+//!   checkpoints into a `Vec<u8>`.
+//! * `rayon` (implies `std`): `par_step_with`; [`Lion::step`] and [`step_many`] spread over the
+//!   thread pool.
 //! * `safetensors` (implies `alloc`): `Lion::save_safetensors` / `Lion::load_safetensors`.
 //!
 //! Build these docs with the feature badges as docs.rs shows them:
 //! `RUSTDOCFLAGS="--cfg docsrs" cargo +nightly doc --no-deps --all-features --open`.
 //!
 //! With `default-features = false` everything works over caller-provided buffers:
-//! [`step`], and [`Lion::with_buffers`] over momentum slices you own (e.g. `static` arrays on a
-//! microcontroller).
+//! [`step`], [`step_with`], [`step_many`], and [`Lion::with_buffers`] over momentum slices you
+//! own (e.g. `static` arrays on a microcontroller).
 #![doc = ""]
 #![doc = include_str!("../docs/dtypes.md")]
 #![no_std]
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -154,10 +157,13 @@ extern crate alloc;
 #[cfg(any(feature = "std", test))]
 extern crate std;
 
+// The only module with `unsafe` code: the `#[target_feature]` instruction sets.
+#[allow(unsafe_code)]
 mod arch;
-mod dispatch;
-mod element;
+mod backend;
+mod dtype;
 mod error;
+mod exec;
 mod hyper;
 mod kernel;
 mod optimizer;
@@ -165,30 +171,41 @@ mod options;
 pub mod reference;
 mod simd;
 
-pub use dispatch::{Outcome, PAR_BLOCK, PAR_THRESHOLD, Path};
-pub use element::{Dtype, Element};
+pub use backend::Backend;
+#[allow(deprecated)]
+pub use backend::Path;
+#[cfg(feature = "alloc")]
+pub use dtype::Buffer;
+pub use dtype::{
+    Dtype, Element, MomentumDtype, MomentumMut, MomentumRef, Q8_BLOCK, Q8_MAP, Q8Mut, Q8Ref,
+    SliceMut, SliceRef,
+};
 pub use error::{CheckpointError, Error};
+pub use exec::{PAR_BLOCK, PAR_THRESHOLD};
 pub use half::{bf16, f16};
 pub use hyper::Hyperparams;
-#[cfg(feature = "alloc")]
-pub use optimizer::Buffer;
+#[allow(deprecated)]
+pub use optimizer::step_many_guarded;
 pub use optimizer::{
-    Group, GroupId, Lion, MomentumStore, SliceMut, SliceRef, Tensor, TensorId, TensorSpec, Update,
-    step_many, step_many_guarded,
+    Group, GroupId, Lion, MomentumStore, Tensor, TensorId, TensorInfo, TensorSpec, Update,
+    step_many,
 };
+pub use options::{Cautious, Outcome, Rounding, StepOptions, WeightDecay};
+
+use arch::Isa;
+use exec::{count_one, finite_one, step_one};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
-pub use options::{Cautious, Rounding, StepOptions, WeightDecay};
 
 /// One Lion step over `params` in place, with `grads`, updating `momentum` in place.
 ///
-/// `params`, `grads` and `momentum` must have the same length; each may be `f32`, [`f16`](struct@f16) or
-/// [`bf16`]. Runs on the fastest available [`Path`]; the result is bit-identical to
-/// [`reference::step`]. Returns an [`Error`], having written nothing, if the lengths differ or a
-/// hyperparameter is invalid.
+/// `params`, `grads` and `momentum` must have the same length; each may be `f32`,
+/// [`f16`](struct@f16) or [`bf16`]. Runs on the fastest available [`Backend`]; the result is
+/// bit-identical to [`reference::step`]. Returns an [`Error`], having written nothing, if the
+/// lengths differ or a hyperparameter is invalid. [`step_with`] takes options.
 ///
 /// ```
 /// use lion_optim::{Hyperparams, f16};
@@ -207,39 +224,27 @@ pub fn step<P: Element, G: Element, M: Element>(
     momentum: &mut [M],
     hp: &Hyperparams,
 ) -> Result<(), Error> {
-    Path::detect().step(params, grads, momentum, hp)
+    step_one(
+        Isa::best(),
+        params,
+        grads,
+        momentum,
+        hp,
+        &StepOptions::default(),
+        false,
+    )
+    .map(|_| ())
 }
 
-/// [`step`] with large slices split across rayon's thread pool; bit-identical to [`step`].
-///
-/// Slices shorter than [`PAR_THRESHOLD`] are updated on the calling thread.
-///
-/// ```
-/// use lion_optim::{Hyperparams, bf16};
-///
-/// let n = 1 << 20;
-/// let (mut p, g, mut m) = (vec![bf16::ONE; n], vec![bf16::ONE; n], vec![0.0f32; n]);
-/// lion_optim::par_step(&mut p, &g, &mut m, &Hyperparams { lr: 1.0 / 64.0, ..Default::default() })?;
-/// assert!(p.iter().all(|&x| x.to_f32() == 1.0 - 1.0 / 64.0));
-/// # Ok::<(), lion_optim::Error>(())
-/// ```
-#[cfg(feature = "rayon")]
-#[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
-pub fn par_step<P: Element, G: Element, M: Element>(
-    params: &mut [P],
-    grads: &[G],
-    momentum: &mut [M],
-    hp: &Hyperparams,
-) -> Result<(), Error> {
-    Path::detect().par_step(params, grads, momentum, hp)
-}
-
-/// One Lion step with per-call options: gradient unscaling, maximize, the weight-decay variant,
-/// stochastic rounding (see [`StepOptions`]). Bit-identical to [`reference::step_with`] with the
-/// same options; invalid options are an [`Error`], and nothing is written.
+/// One Lion step with per-call options (see [`StepOptions`]): gradient unscaling, maximize, the
+/// weight-decay variant, stochastic rounding, the cautious variant, a shard's offset, skipping
+/// steps with non-finite gradients. Bit-identical to [`reference::step_with`] with the same
+/// options; invalid options are an [`Error`], and nothing is written. Returns whether the step
+/// was applied ([`Outcome::SkippedNonFinite`] only with
+/// [`skip_non_finite`](StepOptions::skip_non_finite)).
 ///
 /// ```
-/// use lion_optim::{Hyperparams, StepOptions, WeightDecay};
+/// use lion_optim::{Hyperparams, Outcome, StepOptions, WeightDecay};
 ///
 /// let hp = Hyperparams { lr: 1e-3, weight_decay: 0.1, ..Hyperparams::default() };
 /// let opts = StepOptions {
@@ -247,7 +252,7 @@ pub fn par_step<P: Element, G: Element, M: Element>(
 ///     ..StepOptions::default()
 /// };
 /// let (mut p, mut m) = ([2.0f32], [0.0f32]);
-/// lion_optim::step_with(&mut p, &[0.0f32], &mut m, &hp, &opts)?;
+/// assert_eq!(lion_optim::step_with(&mut p, &[0.0f32], &mut m, &hp, &opts)?, Outcome::Applied);
 /// assert_eq!(p[0], 2.0 * (1.0f64 - 0.1 * 1e-3 / 1e-2) as f32); // decayed by 1%, not 0.01%
 /// # Ok::<(), lion_optim::Error>(())
 /// ```
@@ -257,12 +262,13 @@ pub fn step_with<P: Element, G: Element, M: Element>(
     momentum: &mut [M],
     hp: &Hyperparams,
     options: &StepOptions,
-) -> Result<(), Error> {
-    Path::detect().step_with(params, grads, momentum, hp, options)
+) -> Result<Outcome, Error> {
+    step_one(Isa::best(), params, grads, momentum, hp, options, false)
 }
 
-/// [`step_with`] with large slices split across rayon's thread pool; bit-identical to it, with
-/// stochastic rounding too.
+/// [`step_with`] with slices of at least [`PAR_THRESHOLD`] elements split into blocks of
+/// [`PAR_BLOCK`] elements that rayon's thread pool updates in parallel; bit-identical to
+/// [`step_with`] (each block is updated with its own offset, so stochastic rounding too).
 ///
 /// ```
 /// use lion_optim::{Hyperparams, StepOptions};
@@ -282,14 +288,14 @@ pub fn par_step_with<P: Element, G: Element, M: Element>(
     momentum: &mut [M],
     hp: &Hyperparams,
     options: &StepOptions,
-) -> Result<(), Error> {
-    Path::detect().par_step_with(params, grads, momentum, hp, options)
+) -> Result<Outcome, Error> {
+    step_one(Isa::best(), params, grads, momentum, hp, options, true)
 }
 
 /// The number of elements where the [cautious variant](Cautious) moves the parameter: where
 /// `sign(c) * g > 0`, with `c = m*b1 + g*omb1` and `g` as a step with `hp` and `options` computes
 /// them. One vectorized read-only pass over gradients and momentum; exact, and the same on every
-/// path.
+/// backend. ([`SliceRef::cautious_count`] for slices typed at run time.)
 ///
 /// For a tensor stepped in pieces, add the pieces' counts and step each piece with
 /// [`Cautious::Shard`]: the result is the bytes of the whole tensor stepped with
@@ -326,14 +332,16 @@ pub fn cautious_count<G: Element, M: Element>(
     hp: &Hyperparams,
     options: &StepOptions,
 ) -> Result<u64, Error> {
-    Path::detect().cautious_count(grads, momentum, hp, options)
+    count_one(Isa::best(), grads, momentum, hp, options)
 }
 
 /// Whether every gradient, as a step with `options` would use it (after
 /// [`grad_unscale`](StepOptions::grad_unscale)), is finite: one vectorized read-only pass.
+/// `false` if the options are invalid. ([`SliceRef::all_finite`] for slices typed at run time.)
 ///
 /// A mixed-precision loop calls it on every gradient tensor before stepping any of them, and
-/// skips the whole step (and lowers its loss scale) if one is not finite.
+/// skips the whole step (and lowers its loss scale) if one is not finite — or lets the step do
+/// it ([`skip_non_finite`](StepOptions::skip_non_finite)).
 ///
 /// ```
 /// use lion_optim::{StepOptions, bf16};
@@ -345,24 +353,30 @@ pub fn cautious_count<G: Element, M: Element>(
 /// assert!(!lion_optim::all_finite(&[3e38f32], &unscale)); // 3e38 * 16 overflows in f32
 /// ```
 pub fn all_finite<G: Element>(grads: &[G], options: &StepOptions) -> bool {
-    Path::detect().all_finite(grads, options)
+    finite_one(Isa::best(), grads, options)
 }
 
-/// [`step_with`], unless a gradient (after unscaling) is infinite or NaN: then nothing is
-/// written and [`Outcome::SkippedNonFinite`] is returned. Reads the gradients twice (a check,
-/// then the step); across many tensors, call [`all_finite`] on all of them first instead.
-///
-/// ```
-/// use lion_optim::{Hyperparams, Outcome, StepOptions};
-///
-/// let (mut p, mut m) = ([1.0f32; 2], [0.0f32; 2]);
-/// let opts = StepOptions::default();
-/// let hp = Hyperparams::default();
-/// assert_eq!(lion_optim::step_guarded(&mut p, &[1.0f32, 2.0], &mut m, &hp, &opts)?, Outcome::Applied);
-/// assert_eq!(lion_optim::step_guarded(&mut p, &[f32::NAN, 2.0], &mut m, &hp, &opts)?, Outcome::SkippedNonFinite);
-/// # Ok::<(), lion_optim::Error>(())
-/// ```
-#[must_use = "a skipped step changed nothing: the caller usually lowers its loss scale"]
+/// [`step`] with large slices split across rayon's thread pool.
+#[cfg(feature = "rayon")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
+#[deprecated(
+    since = "0.2.0",
+    note = "use `par_step_with` with `StepOptions::default()`"
+)]
+pub fn par_step<P: Element, G: Element, M: Element>(
+    params: &mut [P],
+    grads: &[G],
+    momentum: &mut [M],
+    hp: &Hyperparams,
+) -> Result<(), Error> {
+    par_step_with(params, grads, momentum, hp, &StepOptions::default()).map(|_| ())
+}
+
+/// [`step_with`], unless a gradient (after unscaling) is infinite or NaN.
+#[deprecated(
+    since = "0.2.0",
+    note = "use `step_with` with `StepOptions { skip_non_finite: true, .. }`"
+)]
 pub fn step_guarded<P: Element, G: Element, M: Element>(
     params: &mut [P],
     grads: &[G],
@@ -370,5 +384,52 @@ pub fn step_guarded<P: Element, G: Element, M: Element>(
     hp: &Hyperparams,
     options: &StepOptions,
 ) -> Result<Outcome, Error> {
-    Path::detect().step_guarded(params, grads, momentum, hp, options)
+    let options = StepOptions {
+        skip_non_finite: true,
+        ..*options
+    };
+    step_with(params, grads, momentum, hp, &options)
+}
+
+impl SliceRef<'_> {
+    /// [`all_finite`] of gradients typed at run time.
+    ///
+    /// ```
+    /// use lion_optim::{SliceRef, StepOptions, bf16};
+    ///
+    /// let grads = [bf16::ONE, bf16::INFINITY];
+    /// assert!(!SliceRef::from(&grads[..]).all_finite(&StepOptions::default()));
+    /// ```
+    pub fn all_finite(self, options: &StepOptions) -> bool {
+        match Hyperparams::default().constants_with(options, 0) {
+            Ok(k) => exec::finite_dyn(Isa::best(), self, k.unscale(options)),
+            Err(_) => false,
+        }
+    }
+
+    /// [`cautious_count`] of gradients (`self`) and momentum typed at run time (a
+    /// [`SliceRef`], a typed slice, or 8-bit momentum: a [`Q8Ref`]).
+    ///
+    /// ```
+    /// use lion_optim::{Hyperparams, SliceRef, StepOptions, bf16};
+    ///
+    /// let (g, m) = ([1.0f32, -1.0, 1.0], [bf16::ZERO, bf16::ZERO, bf16::from_f32(-9.0)]);
+    /// let (hp, opts) = (Hyperparams::default(), StepOptions::default());
+    /// assert_eq!(SliceRef::from(&g[..]).cautious_count(SliceRef::from(&m[..]), &hp, &opts)?, 2);
+    /// # Ok::<(), lion_optim::Error>(())
+    /// ```
+    pub fn cautious_count<'m>(
+        self,
+        momentum: impl Into<MomentumRef<'m>>,
+        hp: &Hyperparams,
+        options: &StepOptions,
+    ) -> Result<u64, Error> {
+        let momentum = momentum.into();
+        let k = hp.constants_with(options, self.len())?;
+        error::check_lengths(self.len(), self.len(), momentum.len())?;
+        if let MomentumRef::Q8(_) = momentum {
+            reference::check_q8_offset(options)?;
+        }
+        Ok(exec::count_dyn(Isa::best(), self, momentum, &k, options))
+    }
 }

@@ -1,9 +1,8 @@
 //! Per-call options of a step: mixed-precision features that run inside the same single pass.
 
-use crate::Error;
-
-/// Per-call options of a Lion step ([`step_with`](crate::step_with), [`Path::step_with`](crate::Path::step_with),
-/// [`reference::step_with`](crate::reference::step_with)). The default is the plain step.
+/// Per-call options of a Lion step ([`step_with`](crate::step_with), a [`Group`](crate::Group)'s
+/// options, [`reference::step_with`](crate::reference::step_with)). The default is the plain
+/// step.
 ///
 /// Every option runs inside the one fused pass, and every path stays bit-identical to the
 /// reference with the same options.
@@ -53,6 +52,35 @@ pub struct StepOptions {
     pub offset: u64,
     /// The cautious variant of the update; see [`Cautious`]. Default: off.
     pub cautious: Cautious,
+    /// Skip the step if a gradient (after [`grad_unscale`](Self::grad_unscale)) is infinite or
+    /// NaN: nothing is written, and the call returns [`Outcome::SkippedNonFinite`] (a
+    /// mixed-precision loop then lowers its loss scale). The gradients are read twice (a check,
+    /// then the step). In a many-tensor step ([`step_many`](crate::step_many),
+    /// [`Lion::step`](crate::Lion::step)) the whole step is skipped if any tensor whose group
+    /// sets this has a non-finite gradient. Default: off.
+    pub skip_non_finite: bool,
+}
+
+/// What a step did.
+///
+/// ```
+/// use lion_optim::{Hyperparams, Outcome, StepOptions};
+///
+/// let (mut p, mut m) = ([1.0f32; 4], [0.0f32; 4]);
+/// let grads = [0.5, f32::INFINITY, 0.5, 0.5];
+/// let guarded = StepOptions { skip_non_finite: true, ..StepOptions::default() };
+/// let done = lion_optim::step_with(&mut p, &grads, &mut m, &Hyperparams::default(), &guarded)?;
+/// assert_eq!(done, Outcome::SkippedNonFinite);
+/// assert_eq!((p, m), ([1.0; 4], [0.0; 4]));
+/// # Ok::<(), lion_optim::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The step was applied.
+    Applied,
+    /// A gradient was infinite or NaN and the options asked to skip such steps
+    /// ([`StepOptions::skip_non_finite`]): nothing was written.
+    SkippedNonFinite,
 }
 
 /// The cautious variant ("Cautious Optimizers", Liang et al. 2024, arXiv 2411.16085): the sign
@@ -168,51 +196,4 @@ pub enum Rounding {
 /// The f32 scale `s = f32(numel / (agreeing + 1))` of a cautious step (see [`Cautious`]).
 pub(crate) fn cautious_scale(agreeing: u64, numel: u64) -> f32 {
     (numel as f64 / (agreeing as f64 + 1.0)) as f32
-}
-
-impl StepOptions {
-    /// Validates the options for slices of `len` elements; returns the f32 inverse scale.
-    #[inline(always)]
-    pub(crate) fn validate(&self, len: usize) -> Result<f32, Error> {
-        let bad = |name, value, rule| Err(Error::InvalidHyperparameter { name, value, rule });
-        if let WeightDecay::FullyDecoupled { max_lr } = self.weight_decay
-            && !(max_lr.is_finite() && max_lr > 0.0)
-        {
-            return bad("max_lr", max_lr, "must be finite and > 0");
-        }
-        let inv_scale = match self.grad_unscale {
-            None => 1.0,
-            Some(s) => {
-                let s32 = s as f32;
-                if !(s.is_finite() && s32.is_finite() && s32 > 0.0) {
-                    return bad("grad_unscale", s, "must be > 0 and finite in f32");
-                }
-                s32
-            }
-        };
-        let Some(end) = self.offset.checked_add(len as u64) else {
-            return bad(
-                "offset",
-                self.offset as f64,
-                "offset + length overflows u64",
-            );
-        };
-        if let Cautious::Shard { agreeing, numel } = self.cautious {
-            if agreeing > numel {
-                return bad(
-                    "cautious.agreeing",
-                    agreeing as f64,
-                    "must be <= cautious.numel",
-                );
-            }
-            if end > numel {
-                return bad(
-                    "cautious.numel",
-                    numel as f64,
-                    "must be >= offset + the length of the slices",
-                );
-            }
-        }
-        Ok(inv_scale)
-    }
 }

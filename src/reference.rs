@@ -26,10 +26,12 @@
 //! [`Rounding::Stochastic`](crate::Rounding), by [`Element::from_f32_stochastic`] with the bits of
 //! [`random_bits`].
 
-use crate::element::Element;
+use crate::dtype::q8::{RECIP_GAPS, THRESHOLDS};
+use crate::dtype::{Element, Q8_BLOCK, Q8_MAP, Q8Mut, Q8Ref};
 use crate::error::check_lengths;
 use crate::hyper::Consts;
-use crate::{Cautious, Error, Hyperparams, Rounding, StepOptions};
+use crate::options::cautious_scale;
+use crate::{Cautious, Error, Hyperparams, Outcome, Rounding, StepOptions};
 
 /// One Lion step, computed the plain scalar way. Same contract as [`crate::step`].
 ///
@@ -50,13 +52,14 @@ pub fn step<P: Element, G: Element, M: Element>(
     momentum: &mut [M],
     hp: &Hyperparams,
 ) -> Result<(), Error> {
-    step_with(params, grads, momentum, hp, &StepOptions::default())
+    step_with(params, grads, momentum, hp, &StepOptions::default()).map(|_| ())
 }
 
 /// One Lion step with per-call options, computed the plain scalar way. Same contract as
 /// [`crate::step_with`].
 ///
 /// ```text
+/// if skip_non_finite and some g (below) is infinite or NaN: nothing is written (SkippedNonFinite)
 /// for element i:
 ///     g  = grad[i]                    (times f32(grad_unscale), if given)
 ///     p1 = p * decay                  (decay per `options.weight_decay`)
@@ -83,19 +86,24 @@ pub fn step_with<P: Element, G: Element, M: Element>(
     momentum: &mut [M],
     hp: &Hyperparams,
     options: &StepOptions,
-) -> Result<(), Error> {
+) -> Result<Outcome, Error> {
     let mut k = hp.constants_with(options, params.len())?;
     check_lengths(params.len(), grads.len(), momentum.len())?;
+    let finite = |g: &G| unscaled(*g, &k, options).is_finite();
+    if options.skip_non_finite && !grads.iter().all(finite) {
+        return Ok(Outcome::SkippedNonFinite);
+    }
+    // lr_c = f32(lr) * f32(numel / (agreeing + 1))
     match options.cautious {
         Cautious::Off => {}
         Cautious::Whole => {
             let agreeing = count(grads, momentum, &k, options);
-            k = k.cautious(agreeing, params.len() as u64);
+            k.lr *= cautious_scale(agreeing, params.len() as u64);
         }
-        Cautious::Shard { agreeing, numel } => k = k.cautious(agreeing, numel),
+        Cautious::Shard { agreeing, numel } => k.lr *= cautious_scale(agreeing, numel),
     }
     lion(params, grads, momentum, &k, options);
-    Ok(())
+    Ok(Outcome::Applied)
 }
 
 /// The number of elements of these slices where a cautious step would move the parameter:
@@ -165,19 +173,7 @@ pub(crate) fn lion<P: Element, G: Element, M: Element>(
 ) {
     let elements = params.iter_mut().zip(grads).zip(momentum.iter_mut());
     for (i, ((p, g), m)) in elements.enumerate() {
-        let (param, mom) = (p.to_f32_exact(), m.to_f32_exact());
-        let grad = unscaled(*g, k, options);
-        let decayed = param * k.decay;
-        let c = interpolation(mom, grad, k);
-        let direction = if options.maximize { sign(-c) } else { sign(c) };
-        let update = match options.cautious {
-            Cautious::Off => k.lr * direction,
-            // `k.lr` is the cautious `lr_c` here (see `Consts::cautious`).
-            _ if agrees(c, grad) => k.lr * direction,
-            _ => 0.0,
-        };
-        let new_param = decayed - update;
-        let new_mom = mom * k.beta2 + grad * k.one_minus_beta2;
+        let (new_param, new_mom) = update(*p, *g, m.to_f32_exact(), k, options);
         match options.rounding {
             Rounding::Nearest => {
                 *p = P::from_f32_rounded(new_param);
@@ -190,6 +186,233 @@ pub(crate) fn lion<P: Element, G: Element, M: Element>(
             }
         }
     }
+}
+
+/// One element's new parameter and new momentum, unrounded, from the old parameter, its
+/// gradient and its old momentum (widened): the arithmetic of [`step_with`].
+fn update<P: Element, G: Element>(
+    p: P,
+    g: G,
+    mom: f32,
+    k: &Consts,
+    options: &StepOptions,
+) -> (f32, f32) {
+    let grad = unscaled(g, k, options);
+    let decayed = p.to_f32_exact() * k.decay;
+    let c = interpolation(mom, grad, k);
+    let direction = if options.maximize { sign(-c) } else { sign(c) };
+    let step = match options.cautious {
+        Cautious::Off => k.lr * direction,
+        // `k.lr` is the cautious `lr_c` here (see `step_with`).
+        _ if agrees(c, grad) => k.lr * direction,
+        _ => 0.0,
+    };
+    (decayed - step, mom * k.beta2 + grad * k.one_minus_beta2)
+}
+
+/// One Lion step with 8-bit momentum (see [`Q8Mut`]), computed the plain scalar way: the
+/// specification of the 8-bit step of [`step_many`](crate::step_many) and
+/// [`Lion`](crate::Lion), which every backend follows bit for bit.
+///
+/// The slices hold a tensor's elements `offset..offset + len` (`options.offset`, a multiple of
+/// 256: blocks are aligned to the whole tensor; the last block may be partial only at the
+/// tensor's end). For each block of 256 elements (in f32):
+///
+/// ```text
+/// m_i   = Q8_MAP[code_i] * absmax                          the old momentum (one rounding)
+/// p_i', m_i'                                              exactly as step_with with m_i
+/// A     = max_i |m_i'|                                     (a NaN if any m_i' is NaN)
+/// A < 2^-126 (0 or subnormal):  absmax' = 0,   code_i' = 127 (zero)
+/// A not finite (inf or NaN):    absmax' = NaN, code_i' = 127 (the block is NaN from now on)
+/// otherwise:                    absmax' = A,   code_i' = q8_quantize(m_i' * f32(1 / A))
+///                               (stochastic rounding: q8_quantize_stochastic with the high 16
+///                               bits of random_bits(seed, step, offset + i))
+/// ```
+///
+/// The parameters round as in [`step_with`] (with stochastic rounding, with the low 16 random
+/// bits). A cautious step counts the agreeing elements with the decoded old momentum.
+///
+/// ```
+/// use lion_optim::{Hyperparams, Q8Mut, StepOptions, Q8_MAP, reference};
+///
+/// let hp = Hyperparams { lr: 0.5, beta1: 0.0, beta2: 0.0, weight_decay: 0.0 };
+/// let (mut codes, mut absmax) = ([127u8; 3], [0.0f32]);
+/// let mut p = [1.0f32; 3];
+/// let m = Q8Mut::new(&mut codes, &mut absmax)?;
+/// reference::step_q8_with(&mut p, &[2.0f32, -1.0, 0.0], m, &hp, &StepOptions::default())?;
+/// assert_eq!(p, [0.5, 1.5, 1.0]);
+/// // beta2 = 0: the new momentum is the gradient: absmax 2, codes for 1, -0.5 and 0.
+/// assert_eq!(absmax, [2.0]);
+/// assert_eq!(codes[0], 255);
+/// assert_eq!(codes[2], 127);
+/// assert_eq!(Q8_MAP[usize::from(codes[1])] * 2.0, reference::q8_dequantize(codes[1], 2.0));
+/// # Ok::<(), lion_optim::Error>(())
+/// ```
+pub fn step_q8_with<P: Element, G: Element>(
+    params: &mut [P],
+    grads: &[G],
+    momentum: Q8Mut<'_>,
+    hp: &Hyperparams,
+    options: &StepOptions,
+) -> Result<Outcome, Error> {
+    let mut k = hp.constants_with(options, params.len())?;
+    check_lengths(params.len(), grads.len(), momentum.len())?;
+    check_q8_offset(options)?;
+    let finite = |g: &G| unscaled(*g, &k, options).is_finite();
+    if options.skip_non_finite && !grads.iter().all(finite) {
+        return Ok(Outcome::SkippedNonFinite);
+    }
+    match options.cautious {
+        Cautious::Off => {}
+        Cautious::Whole => {
+            let agreeing = count_q8(grads, momentum.as_ref(), &k, options);
+            k.lr *= cautious_scale(agreeing, params.len() as u64);
+        }
+        Cautious::Shard { agreeing, numel } => k.lr *= cautious_scale(agreeing, numel),
+    }
+    q8_lion(params, grads, momentum, &k, options);
+    Ok(Outcome::Applied)
+}
+
+/// The cautious count with 8-bit momentum (decoded), on validated input.
+pub(crate) fn count_q8<G: Element>(
+    grads: &[G],
+    momentum: Q8Ref<'_>,
+    k: &Consts,
+    options: &StepOptions,
+) -> u64 {
+    let agreeing = grads.iter().enumerate().filter(|&(i, g)| {
+        let old = momentum.get(i).unwrap_or(0.0);
+        let grad = unscaled(*g, k, options);
+        agrees(interpolation(old, grad, k), grad)
+    });
+    agreeing.count() as u64
+}
+
+/// Refuses an 8-bit step that does not start at a block boundary of the tensor.
+pub(crate) fn check_q8_offset(options: &StepOptions) -> Result<(), Error> {
+    if !options.offset.is_multiple_of(Q8_BLOCK as u64) {
+        return Err(Error::InvalidHyperparameter {
+            name: "offset",
+            value: options.offset as f64,
+            rule: "must be a multiple of 256 with 8-bit momentum (its blocks are aligned to the tensor)",
+        });
+    }
+    Ok(())
+}
+
+/// The block loop of [`step_q8_with`], on validated input.
+pub(crate) fn q8_lion<P: Element, G: Element>(
+    params: &mut [P],
+    grads: &[G],
+    momentum: Q8Mut<'_>,
+    k: &Consts,
+    options: &StepOptions,
+) {
+    let Q8Mut { codes, absmax } = momentum;
+    let blocks = params
+        .chunks_mut(Q8_BLOCK)
+        .zip(grads.chunks(Q8_BLOCK))
+        .zip(codes.chunks_mut(Q8_BLOCK))
+        .zip(absmax.iter_mut());
+    for (b, (((p, g), c), a)) in blocks.enumerate() {
+        let first = options.offset + (b * Q8_BLOCK) as u64;
+        let random = |i: usize| match options.rounding {
+            Rounding::Nearest => None,
+            Rounding::Stochastic { seed } => {
+                Some(random_bits(seed, options.step, first + i as u64))
+            }
+        };
+        let mut new = [0.0f32; Q8_BLOCK];
+        let mut largest = 0u32;
+        for (i, (p, g)) in p.iter_mut().zip(g).enumerate() {
+            let (new_param, new_mom) = update(*p, *g, q8_dequantize(c[i], *a), k, options);
+            *p = match random(i) {
+                None => P::from_f32_rounded(new_param),
+                Some(r) => P::from_f32_stochastic(new_param, r as u16),
+            };
+            new[i] = new_mom;
+            largest = largest.max(new_mom.to_bits() & 0x7fff_ffff);
+        }
+        let scale = f32::from_bits(largest);
+        if largest < f32::MIN_POSITIVE.to_bits() || !scale.is_finite() {
+            *a = if scale.is_finite() { 0.0 } else { f32::NAN };
+            c.fill(127);
+            continue;
+        }
+        let inv = 1.0 / scale;
+        for (i, code) in c.iter_mut().enumerate() {
+            let v = new[i] * inv;
+            *code = match random(i) {
+                None => q8_quantize(v),
+                Some(r) => q8_quantize_stochastic(v, (r >> 16) as u16),
+            };
+        }
+        *a = scale;
+    }
+}
+
+/// The value of the 8-bit code `code` in a block of scale `absmax`: `Q8_MAP[code] * absmax`,
+/// rounded once.
+///
+/// ```
+/// assert_eq!(lion_optim::reference::q8_dequantize(255, 0.5), 0.5);
+/// assert_eq!(lion_optim::reference::q8_dequantize(127, 0.5), 0.0);
+/// ```
+pub fn q8_dequantize(code: u8, absmax: f32) -> f32 {
+    Q8_MAP[usize::from(code)] * absmax
+}
+
+/// The 8-bit code of a value `v` (the momentum divided by its block's scale, so in `[-1, 1]`)
+/// rounded to the nearest code: `#{k : T[k] < v}`, with the decision thresholds at the f32
+/// midpoints `T[k] = f32(0.5 * f32(Q8_MAP[k] + Q8_MAP[k+1]))`. A value exactly at a threshold
+/// takes the lower code; `±0` takes code 127 (zero); values below `Q8_MAP[0]` code 0, above 1
+/// code 255; a NaN code 0.
+///
+/// ```
+/// use lion_optim::{Q8_MAP, reference::q8_quantize};
+///
+/// assert_eq!(q8_quantize(1.0), 255);
+/// assert_eq!(q8_quantize(-0.0), 127);
+/// assert_eq!(q8_quantize(-1.0), 0);
+/// let c = usize::from(q8_quantize(0.3));
+/// assert!((Q8_MAP[c] - 0.3).abs() <= (Q8_MAP[c + 1] - 0.3).abs());
+/// assert!((Q8_MAP[c] - 0.3).abs() <= (Q8_MAP[c - 1] - 0.3).abs());
+/// ```
+pub fn q8_quantize(v: f32) -> u8 {
+    // (The count, by binary search: the thresholds ascend.)
+    THRESHOLDS.partition_point(|&t| t < v) as u8
+}
+
+/// The 8-bit code of `v` rounded stochastically between its two neighbouring codes with 16
+/// random bits: with `Q8_MAP[k] <= v < Q8_MAP[k+1]`, the code is `k + 1` when
+/// `f32(f32(v - Q8_MAP[k]) * f32(1 / f32(Q8_MAP[k+1] - Q8_MAP[k]))) * 65536 > random`, else
+/// `k` — up with probability (distance to the lower code) / (their gap), so unbiased: a small
+/// change of the momentum survives on average instead of being rounded away. `±0` takes code
+/// 127; values below `Q8_MAP[0]` code 0; values from 1 code 255; a NaN code 0.
+///
+/// ```
+/// use lion_optim::{Q8_MAP, reference::q8_quantize_stochastic};
+///
+/// let v = 0.75 * Q8_MAP[200] + 0.25 * Q8_MAP[201]; // a quarter of the way up
+/// let ups = (0..=u16::MAX).filter(|&r| q8_quantize_stochastic(v, r) == 201).count();
+/// assert!((ups as f64 / 65536.0 - 0.25).abs() < 1e-3);
+/// assert_eq!(q8_quantize_stochastic(Q8_MAP[200], 0), 200);
+/// ```
+pub fn q8_quantize_stochastic(v: f32, random: u16) -> u8 {
+    if v == 0.0 {
+        return 127;
+    }
+    if v.is_nan() || v < Q8_MAP[0] {
+        return 0; // below the lowest code, or NaN
+    }
+    // The largest code at most v (by binary search: the codes ascend).
+    let k = Q8_MAP.partition_point(|&c| c <= v) - 1;
+    if k == 255 {
+        return 255;
+    }
+    let up = (v - Q8_MAP[k]) * RECIP_GAPS[k] * 65536.0 > f32::from(random);
+    (k + usize::from(up)) as u8
 }
 
 /// The 32 random bits of element `index` in step `step` of stochastic rounding with `seed`:

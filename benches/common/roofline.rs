@@ -1,8 +1,7 @@
 //! The roofline probe of the benchmarks: a plain loop with exactly Lion's memory traffic (read
 //! p, g, m; write p, m) and next to no arithmetic, compiled for the widest vectors this CPU has:
 //! the speed of light for that traffic. It xors bits masked by a zero the compiler cannot see, so
-//! the data never changes. Shared by benches/step.rs and benches/model.rs.
-#![allow(dead_code)]
+//! the data never changes. Used by benches/step.rs and benches/model.rs.
 
 use lion_optim::{Element, bf16, f16};
 
@@ -55,7 +54,7 @@ pub fn run<P: Bits, G: Bits, M: Bits>(p: &mut [P], g: &[G], m: &mut [M]) {
     )
 }
 
-/// [`run`] split across rayon's threads as `par_step` splits a step: the roofline of `rayon`.
+/// [`run`] split across rayon's threads as `par_step_with` splits a step: the roofline of `rayon`.
 #[cfg(feature = "rayon")]
 pub fn par_run<P: Bits, G: Bits, M: Bits>(p: &mut [P], g: &[G], m: &mut [M]) {
     use rayon::prelude::*;

@@ -1,5 +1,6 @@
-//! `Lion` (run-time dtypes, options, the non-finite guard) against `reference::step_with`, and
-//! its checkpoints against a parser of the documented format: see tests/oracle/optimizer.rs.
+//! `Lion` (run-time dtypes, options, per-group skipping of non-finite steps) against
+//! `reference::step_with`, and its state files (twin states, damaged ones): see
+//! tests/oracle/optimizer.rs.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

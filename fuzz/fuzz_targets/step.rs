@@ -1,4 +1,5 @@
-//! Every available path, `Path::step`, `step_guarded`, `all_finite` and `lion_optim::step_with`
+//! Every available backend (`step_with`, with and without `skip_non_finite`, `step_many`,
+//! `cautious_count`, `all_finite`), the run-time-typed checks and `lion_optim::step_with`
 //! against `reference::step_with`, on arbitrary hyperparameters, options, dtypes, lengths,
 //! offsets and values: see tests/oracle/step.rs.
 #![no_main]

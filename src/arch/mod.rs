@@ -1,95 +1,108 @@
-//! Instruction sets: one module each, implementing [`Simd`](crate::simd::Simd).
+//! Instruction sets: one token type each, implementing [`Simd`], and the one place that picks
+//! and runs them.
+//!
+//! * [`Isa`]: a proof that an instruction set can run here (a token), detected once per process
+//!   and cached; [`Isa::run`] runs an operation on it — the only dispatch of the crate.
+//! * [`Op`]: an operation over any instruction set (the Lion step, the cautious count, the
+//!   finiteness check, ...): one type each, written once against [`Simd`], plus its scalar
+//!   specification.
+//!
+//! Adding an operation is one type implementing [`Op`]; adding an instruction set is one module
+//! with its token (implementing [`Simd`] and one `#[target_feature]` entry generic over [`Op`])
+//! and one arm of [`Isa`] and [`Backend`](crate::Backend).
 
 pub(crate) mod portable;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_64;
 
-use crate::element::Element;
-use crate::hyper::Consts;
-use crate::{Path, StepOptions};
+use crate::Backend;
+use crate::simd::Simd;
+use portable::Portable;
 
-/// Whether the run-time-detected instruction set of `path` can run here.
-pub(crate) fn available(path: Path) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    match path {
-        Path::Avx2 => return x86_64::Avx2::detect().is_some(),
-        Path::Avx512 => return x86_64::Avx512::detect().is_some(),
-        _ => {}
-    }
-    let _ = path;
-    false
+/// An operation that runs on any instruction set: its body is written once, generic over the
+/// token `S` (with `N` lanes), and once more as the plain scalar specification.
+pub(crate) trait Op {
+    /// What the operation returns.
+    type Output;
+    /// Runs on the instruction set of `s` (inlined into the instruction set's entry point, so
+    /// it is compiled with that instruction set's features).
+    fn simd<S: Simd<N>, const N: usize>(self, s: S) -> Self::Output;
+    /// Runs the scalar specification (`crate::reference`).
+    fn scalar(self) -> Self::Output;
 }
 
-/// Runs the kernel on the run-time-detected instruction set of `path`; `false` if it cannot
-/// run here (nothing was written then).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn lion<P: Element, G: Element, M: Element>(
-    path: Path,
-    params: &mut [P],
-    grads: &[G],
-    momentum: &mut [M],
-    k: &Consts,
-    options: &StepOptions,
-    key: u32,
-) -> bool {
+/// An instruction set that can run here: a [`Backend`] with the proof of its availability.
+///
+/// Constructed only by [`Isa::best`] and [`Isa::of`], which check (once per process, cached)
+/// that the CPU and the OS support it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Isa {
+    /// The scalar specification.
+    Scalar,
+    /// `wide`'s vectors, in safe code.
+    Portable(Portable),
+    /// AVX2 + F16C.
     #[cfg(target_arch = "x86_64")]
-    match path {
-        Path::Avx2 => {
-            if let Some(t) = x86_64::Avx2::detect() {
-                x86_64::avx2::lion(t, params, grads, momentum, k, options, key);
-                return true;
-            }
-        }
-        Path::Avx512 => {
-            if let Some(t) = x86_64::Avx512::detect() {
-                x86_64::avx512::lion(t, params, grads, momentum, k, options, key);
-                return true;
-            }
-        }
-        _ => {}
-    }
-    let _ = (path, params, grads, momentum, k, options, key);
-    false
+    Avx2(x86_64::Avx2),
+    /// AVX-512 F + BW.
+    #[cfg(target_arch = "x86_64")]
+    Avx512(x86_64::Avx512),
 }
 
-/// The finiteness check on the run-time-detected instruction set of `path`; `None` if it
-/// cannot run here.
-pub(crate) fn all_finite<G: Element>(
-    path: Path,
-    grads: &[G],
-    inv_scale: Option<f32>,
-) -> Option<bool> {
-    #[cfg(target_arch = "x86_64")]
-    match (path, x86_64::Avx2::detect(), x86_64::Avx512::detect()) {
-        (Path::Avx2, Some(t), _) => return Some(x86_64::avx2::all_finite(t, grads, inv_scale)),
-        (Path::Avx512, _, Some(t)) => return Some(x86_64::avx512::all_finite(t, grads, inv_scale)),
-        _ => {}
+impl Isa {
+    /// The fastest instruction set here (AVX-512, AVX2, portable).
+    #[inline]
+    pub(crate) fn best() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(isa) = x86_64::best() {
+            return isa;
+        }
+        Isa::Portable(Portable)
     }
-    let _ = (path, grads, inv_scale);
-    None
-}
 
-/// The cautious count on the run-time-detected instruction set of `path`; `None` if it cannot
-/// run here.
-pub(crate) fn cautious_count<G: Element, M: Element>(
-    path: Path,
-    grads: &[G],
-    momentum: &[M],
-    k: &Consts,
-    options: &StepOptions,
-) -> Option<u64> {
-    #[cfg(target_arch = "x86_64")]
-    match (path, x86_64::Avx2::detect(), x86_64::Avx512::detect()) {
-        (Path::Avx2, Some(t), _) => {
-            return Some(x86_64::avx2::cautious_count(t, grads, momentum, k, options));
+    /// The instruction set of `backend`, if it can run here.
+    #[inline]
+    pub(crate) fn of(backend: Backend) -> Option<Isa> {
+        match backend {
+            Backend::Scalar => Some(Isa::Scalar),
+            Backend::Portable => Some(Isa::Portable(Portable)),
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx2 => x86_64::Avx2::detect().map(Isa::Avx2),
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512 => x86_64::Avx512::detect().map(Isa::Avx512),
+            #[cfg(not(target_arch = "x86_64"))]
+            Backend::Avx2 | Backend::Avx512 => None,
         }
-        (Path::Avx512, _, Some(t)) => {
-            return Some(x86_64::avx512::cautious_count(
-                t, grads, momentum, k, options,
-            ));
-        }
-        _ => {}
     }
-    let _ = (path, grads, momentum, k, options);
-    None
+
+    /// Which backend this is.
+    pub(crate) fn backend(self) -> Backend {
+        match self {
+            Isa::Scalar => Backend::Scalar,
+            Isa::Portable(_) => Backend::Portable,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2(_) => Backend::Avx2,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512(_) => Backend::Avx512,
+        }
+    }
+
+    /// Runs `op` on this instruction set.
+    #[inline]
+    pub(crate) fn run<O: Op>(self, op: O) -> O::Output {
+        match self {
+            Isa::Scalar => op.scalar(),
+            Isa::Portable(t) => op.simd(t),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2(t) => t.run(op),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512(t) => t.run(op),
+        }
+    }
+
+    /// Every instruction set available here, the scalar one first (for tests).
+    #[cfg(test)]
+    pub(crate) fn all_available() -> impl Iterator<Item = Isa> {
+        Backend::ALL.iter().filter_map(|&b| Isa::of(b))
+    }
 }

@@ -74,6 +74,11 @@ impl Simd<8> for Portable {
     fn trunc_u32(self, x: f32x8) -> u32x8 {
         bytemuck::must_cast(x.fast_trunc_int())
     }
+    #[inline(always)]
+    fn to_f32(self, u: u32x8) -> f32x8 {
+        let i: i32x8 = bytemuck::must_cast(u);
+        i.round_float()
+    }
 
     #[inline(always)]
     fn to_bits(self, x: f32x8) -> u32x8 {
@@ -143,6 +148,14 @@ impl Simd<8> for Portable {
     #[inline(always)]
     fn select(self, mask: u32x8, a: u32x8, b: u32x8) -> u32x8 {
         mask.select(a, b)
+    }
+    #[inline(always)]
+    fn max_u32(self, a: u32x8, b: u32x8) -> u32x8 {
+        a.max(b)
+    }
+    #[inline(always)]
+    fn min_u32(self, a: u32x8, b: u32x8) -> u32x8 {
+        a.min(b)
     }
 
     #[inline(always)]

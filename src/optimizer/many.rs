@@ -1,22 +1,17 @@
-//! One step over many tensors: the validated per-tensor work ([`Job`]), the stateless
-//! many-tensor step ([`step_many`]) and the work partition that spreads a whole model over
-//! rayon's thread pool.
-//!
-//! The partition: every tensor is cut into blocks of [`PAR_BLOCK`] elements (each with its
-//! global offset, so stochastic rounding is unchanged), and runs of consecutive small blocks
-//! are batched until a batch holds about `PAR_BLOCK` elements; the batches are the parallel
-//! tasks. A cautious tensor is counted block by block first (in parallel), the counts added per
-//! tensor, and every block stepped with the tensor's total. Lion is element-wise, so any cut
-//! gives the bytes of the sequential step.
+//! The stateless many-tensor step ([`step_many`]): every update validated, then one run of the
+//! executor over all of them.
 
-#[cfg(feature = "rayon")]
+#[cfg(feature = "alloc")]
 use alloc::vec::Vec;
 
-use super::slices::{count_dyn, finite_dyn, step_dyn};
-use super::{Group, SliceMut, SliceRef};
+use super::Group;
+use crate::arch::Isa;
 use crate::error::check_lengths;
+use crate::exec::{Dyn, Job, Jobs, execute};
 use crate::hyper::Consts;
-use crate::{Cautious, Element, Error, Outcome, Path, Rounding, StepOptions};
+#[cfg(feature = "alloc")]
+use crate::hyper::validate_options;
+use crate::{Element, Error, MomentumMut, Outcome, Rounding, SliceMut, SliceRef, StepOptions};
 
 /// The seed of the stochastic-rounding stream `stream` of a step with `seed`: every tensor of a
 /// many-tensor step draws its own random bits.
@@ -46,206 +41,6 @@ pub(crate) fn tensor_options(
     }
 }
 
-/// One tensor's (or one block's) validated share of a step: slices of equal length, the step's
-/// constants and options.
-pub(crate) struct Job<'a> {
-    pub(crate) params: SliceMut<'a>,
-    pub(crate) grads: SliceRef<'a>,
-    pub(crate) momentum: SliceMut<'a>,
-    pub(crate) k: Consts,
-    pub(crate) options: StepOptions,
-    /// For [`Cautious::Whole`]: this block's count, once taken (then the tensor's total).
-    count: Option<u64>,
-    /// Which tensor a block belongs to, and that tensor's length (for cautious totals).
-    #[cfg_attr(not(feature = "rayon"), allow(dead_code))]
-    tensor: usize,
-    #[cfg_attr(not(feature = "rayon"), allow(dead_code))]
-    tensor_len: usize,
-}
-
-impl<'a> Job<'a> {
-    /// A job over validated slices (equal lengths, `k` and `options` valid for them).
-    pub(crate) fn new(
-        params: SliceMut<'a>,
-        grads: SliceRef<'a>,
-        momentum: SliceMut<'a>,
-        k: Consts,
-        options: StepOptions,
-        tensor: usize,
-    ) -> Self {
-        let tensor_len = params.len();
-        Self {
-            params,
-            grads,
-            momentum,
-            k,
-            options,
-            count: None,
-            tensor,
-            tensor_len,
-        }
-    }
-
-    #[cfg_attr(not(feature = "rayon"), allow(dead_code))]
-    fn len(&self) -> usize {
-        self.params.len()
-    }
-
-    /// Whether every gradient is finite (after unscaling).
-    pub(crate) fn finite(&self, path: Path) -> bool {
-        finite_dyn(path, self.grads, &self.options)
-    }
-
-    /// Takes the cautious count of this job if it needs one.
-    fn count(&mut self, path: Path) {
-        if self.options.cautious == Cautious::Whole && self.count.is_none() {
-            let n = count_dyn(
-                path,
-                self.grads,
-                self.momentum.as_ref(),
-                &self.k,
-                &self.options,
-            );
-            self.count = Some(n);
-        }
-    }
-
-    /// Runs the step (counting first if it is cautious and not yet counted).
-    pub(crate) fn run(&mut self, path: Path) {
-        let k = match self.options.cautious {
-            Cautious::Off => self.k,
-            Cautious::Whole => {
-                self.count(path);
-                let agreeing = self.count.unwrap_or(0);
-                self.k.cautious(agreeing, self.tensor_len as u64)
-            }
-            Cautious::Shard { agreeing, numel } => self.k.cautious(agreeing, numel),
-        };
-        let (p, m) = (self.params.reborrow(), self.momentum.reborrow());
-        step_dyn(path, p, self.grads, m, &k, &self.options);
-    }
-
-    /// Cuts the job into blocks of at most `block` elements, each with its global offset.
-    #[cfg(feature = "rayon")]
-    fn split_into(self, block: usize, out: &mut Vec<Job<'a>>) {
-        let Self {
-            mut params,
-            mut grads,
-            mut momentum,
-            k,
-            options,
-            count,
-            tensor,
-            tensor_len,
-        } = self;
-        let mut offset = options.offset;
-        loop {
-            let n = params.len().min(block);
-            let (Some((p, p_rest)), Some((g, g_rest)), Some((m, m_rest))) =
-                (params.split_at(n), grads.split_at(n), momentum.split_at(n))
-            else {
-                return; // unreachable: the lengths are equal
-            };
-            let options = StepOptions { offset, ..options };
-            out.push(Job {
-                params: p,
-                grads: g,
-                momentum: m,
-                k,
-                options,
-                count,
-                tensor,
-                tensor_len,
-            });
-            if p_rest.is_empty() {
-                return;
-            }
-            (params, grads, momentum) = (p_rest, g_rest, m_rest);
-            offset += n as u64;
-        }
-    }
-}
-
-/// Total elements from which a many-tensor step is spread over rayon's threads.
-#[cfg(feature = "rayon")]
-const PAR_TOTAL: usize = crate::PAR_THRESHOLD;
-
-/// Runs jobs, on rayon's thread pool when they are large enough together; with
-/// `skip_non_finite`, checks every gradient first and runs nothing if one is not finite.
-/// Returns whether the step was applied.
-#[cfg(feature = "rayon")]
-pub(crate) fn run_parallel(path: Path, jobs: Vec<Job<'_>>, skip_non_finite: bool) -> Outcome {
-    use rayon::prelude::*;
-    let total: usize = jobs.iter().map(Job::len).sum();
-    if total < PAR_TOTAL || rayon::current_num_threads() < 2 {
-        if skip_non_finite && !jobs.iter().all(|j| j.finite(path)) {
-            return Outcome::SkippedNonFinite;
-        }
-        jobs.into_iter().for_each(|mut j| j.run(path));
-        return Outcome::Applied;
-    }
-    let mut blocks = Vec::with_capacity(jobs.len() + total / crate::PAR_BLOCK + 1);
-    for job in jobs {
-        job.split_into(crate::PAR_BLOCK, &mut blocks);
-    }
-    let mut batches = batches(&mut blocks, crate::PAR_BLOCK);
-    if skip_non_finite
-        && !batches
-            .par_iter()
-            .all(|batch| batch.iter().all(|j| j.finite(path)))
-    {
-        return Outcome::SkippedNonFinite;
-    }
-    if blocks_need_counts(&batches) {
-        batches
-            .par_iter_mut()
-            .for_each(|batch| batch.iter_mut().for_each(|j| j.count(path)));
-        drop(batches);
-        add_counts_per_tensor(&mut blocks);
-        batches = self::batches(&mut blocks, crate::PAR_BLOCK);
-    }
-    batches
-        .into_par_iter()
-        .for_each(|batch| batch.iter_mut().for_each(|j| j.run(path)));
-    Outcome::Applied
-}
-
-#[cfg(feature = "rayon")]
-fn blocks_need_counts(batches: &[&mut [Job<'_>]]) -> bool {
-    batches
-        .iter()
-        .any(|b| b.iter().any(|j| j.options.cautious == Cautious::Whole))
-}
-
-/// Replaces each counted block's count by its tensor's total (the blocks of a tensor are
-/// consecutive).
-#[cfg(feature = "rayon")]
-fn add_counts_per_tensor(blocks: &mut [Job<'_>]) {
-    for run in blocks.chunk_by_mut(|a, b| a.tensor == b.tensor) {
-        let total = run.iter().filter_map(|j| j.count).sum::<u64>();
-        for j in run.iter_mut().filter(|j| j.count.is_some()) {
-            j.count = Some(total);
-        }
-    }
-}
-
-/// Consecutive runs of blocks with about `target` elements each (a block is never split).
-#[cfg(feature = "rayon")]
-fn batches<'b, 'a>(mut blocks: &'b mut [Job<'a>], target: usize) -> Vec<&'b mut [Job<'a>]> {
-    let mut out = Vec::new();
-    while !blocks.is_empty() {
-        let (mut n, mut elements) = (0, 0);
-        while n < blocks.len() && (n == 0 || elements + blocks[n].len() <= target) {
-            elements += blocks[n].len();
-            n += 1;
-        }
-        let (batch, rest) = blocks.split_at_mut(n);
-        out.push(batch);
-        blocks = rest;
-    }
-    out
-}
-
 /// One tensor's part of a [`step_many`]: its parameters, gradients and momentum, the index of
 /// its group's settings, and where its random bits come from.
 ///
@@ -260,7 +55,7 @@ fn batches<'b, 'a>(mut blocks: &'b mut [Job<'a>], target: usize) -> Vec<&'b mut 
 pub struct Update<'a> {
     params: SliceMut<'a>,
     grads: SliceRef<'a>,
-    momentum: SliceMut<'a>,
+    momentum: MomentumMut<'a>,
     group: usize,
     stream: Option<u64>,
     offset: u64,
@@ -275,7 +70,7 @@ impl<'a> Update<'a> {
         grads: &'a [G],
         momentum: &'a mut [M],
     ) -> Self {
-        Self::from_slices(params.into(), grads.into(), momentum.into())
+        Self::from_slices(params.into(), grads.into(), MomentumMut::from(momentum))
     }
 
     /// [`new`](Self::new) for runtime-typed slices.
@@ -287,11 +82,15 @@ impl<'a> Update<'a> {
     /// let u = Update::from_slices(SliceMut::F32(&mut p), SliceRef::F32(&g), SliceMut::F32(&mut m));
     /// assert!(!u.is_empty());
     /// ```
-    pub fn from_slices(params: SliceMut<'a>, grads: SliceRef<'a>, momentum: SliceMut<'a>) -> Self {
+    pub fn from_slices(
+        params: SliceMut<'a>,
+        grads: SliceRef<'a>,
+        momentum: impl Into<MomentumMut<'a>>,
+    ) -> Self {
         Self {
             params,
             grads,
-            momentum,
+            momentum: momentum.into(),
             group: 0,
             stream: None,
             offset: 0,
@@ -361,15 +160,15 @@ impl<'a> Update<'a> {
         self.params.is_empty()
     }
 
-    /// Validates this update (the `index`-th of the call) against `groups` and makes its job.
-    /// `cache` (one entry per group) keeps each group's constants once computed: an update then
-    /// checks only what is its own (lengths, offset, a shard's count).
-    fn job(
-        &mut self,
+    /// The validated constants and options of this update (the `index`-th of the call):
+    /// `cache` keeps each group's constants once computed, so that an update then checks only
+    /// what is its own (lengths, offset, a shard's count).
+    fn settings(
+        &self,
         index: usize,
         groups: &[Group],
-        cache: &mut [Option<Consts>],
-    ) -> Result<Job<'_>, Error> {
+        cache: &mut Cache,
+    ) -> Result<(Consts, StepOptions), Error> {
         let len = self.params.len();
         let group = groups.get(self.group).ok_or(Error::NoSuchGroup {
             index: self.group,
@@ -377,14 +176,10 @@ impl<'a> Update<'a> {
         })?;
         let stream = self.stream.unwrap_or(index as u64);
         let options = tensor_options(&group.options, self.step, self.offset, stream);
-        let k = match cache.get_mut(self.group) {
-            Some(Some(k)) => {
-                options.validate(len)?;
-                *k
-            }
-            Some(slot) => *slot.insert(group.hp.constants_with(&options, len)?),
-            None => group.hp.constants_with(&options, len)?,
-        };
+        let k = cache.constants(self.group, group, &options, len)?;
+        if let MomentumMut::Q8(_) = self.momentum {
+            crate::reference::check_q8_offset(&options)?;
+        }
         check_lengths(len, self.grads.len(), self.momentum.len()).map_err(|e| match e {
             Error::LengthMismatch {
                 what,
@@ -398,14 +193,57 @@ impl<'a> Update<'a> {
             },
             e => e,
         })?;
-        Ok(Job::new(
-            self.params.reborrow(),
-            self.grads,
-            self.momentum.reborrow(),
-            k,
-            options,
-            index,
-        ))
+        Ok((k, options))
+    }
+
+    /// The job of this (validated) update.
+    fn job(&mut self, index: usize, settings: (Consts, StepOptions)) -> Job<Dyn<'_>> {
+        let slices = Dyn {
+            p: self.params.reborrow(),
+            g: self.grads,
+            m: self.momentum.reborrow(),
+        };
+        Job::new(slices, settings.0, settings.1, index)
+    }
+}
+
+/// Each group's constants, computed once per call (with `alloc`; without, every time).
+struct Cache {
+    #[cfg(feature = "alloc")]
+    consts: Vec<Option<Consts>>,
+}
+
+impl Cache {
+    fn new(groups: usize) -> Self {
+        #[cfg(feature = "alloc")]
+        return Self {
+            consts: alloc::vec![None; groups],
+        };
+        #[cfg(not(feature = "alloc"))]
+        return {
+            let _ = groups;
+            Self {}
+        };
+    }
+
+    /// The constants of `group` (the group `g`), validating `options` for `len` elements.
+    fn constants(
+        &mut self,
+        g: usize,
+        group: &Group,
+        options: &StepOptions,
+        len: usize,
+    ) -> Result<Consts, Error> {
+        #[cfg(feature = "alloc")]
+        if let Some(slot) = self.consts.get_mut(g) {
+            if let Some(k) = slot {
+                validate_options(options, len)?;
+                return Ok(*k);
+            }
+            return Ok(*slot.insert(group.hp.constants_with(options, len)?));
+        }
+        let _ = g;
+        group.hp.constants_with(options, len)
     }
 }
 
@@ -413,12 +251,14 @@ impl<'a> Update<'a> {
 /// core of [`Lion::step`](crate::Lion::step), for frameworks that keep the momentum themselves.
 ///
 /// Checks every update first (its group exists and is valid, its lengths agree) and writes
-/// nothing on error. Then counts the cautious tensors and steps every tensor; with the `rayon`
-/// feature, the whole set is spread over the current rayon thread pool (large tensors cut into
-/// blocks, small ones batched; see the module docs), bit-identically. Each tensor's step is
-/// [`step_with`](crate::step_with) with its group's options, the update's
+/// nothing on error. Then, if a tensor whose group sets
+/// [`skip_non_finite`](StepOptions::skip_non_finite) has a non-finite gradient, skips the whole
+/// step (nothing written: [`Outcome::SkippedNonFinite`]); otherwise counts the cautious tensors
+/// and steps every tensor. With the `rayon` feature, the whole set is spread over the current
+/// rayon thread pool (large tensors cut into blocks, small ones batched), bit-identically. Each
+/// tensor's step is [`step_with`](crate::step_with) with its group's options, the update's
 /// [`step`](Update::step) and [`offset`](Update::offset), and the group's seed mixed with the
-/// update's [`stream`](Update::stream).
+/// update's [`stream`](Update::stream) (`seed ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15)`).
 ///
 /// ```
 /// use lion_optim::{Group, Hyperparams, Update, bf16};
@@ -436,63 +276,94 @@ impl<'a> Update<'a> {
 /// assert_eq!(b[0], bf16::from_f32(1.0 - 0.01f64 as f32));
 /// # Ok::<(), lion_optim::Error>(())
 /// ```
-pub fn step_many(updates: &mut [Update<'_>], groups: &[Group]) -> Result<(), Error> {
-    run_many(updates, groups, false).map(|_| ())
+pub fn step_many(updates: &mut [Update<'_>], groups: &[Group]) -> Result<Outcome, Error> {
+    run(Isa::best(), updates, groups, false)
 }
 
-/// [`step_many`], unless a gradient (after its group's unscaling) is infinite or NaN: then
-/// nothing is written and [`Outcome::SkippedNonFinite`] is returned.
-///
-/// ```
-/// use lion_optim::{Group, Outcome, Update};
-///
-/// let (mut p, mut m) = ([1.0f32; 2], [0.0f32; 2]);
-/// let done = lion_optim::step_many_guarded(
-///     &mut [Update::new(&mut p, &[f32::NAN, 1.0], &mut m)],
-///     &[Group::default()],
-/// )?;
-/// assert_eq!((done, p), (Outcome::SkippedNonFinite, [1.0; 2]));
-/// # Ok::<(), lion_optim::Error>(())
-/// ```
-#[must_use = "a skipped step changed nothing: the caller usually lowers its loss scale"]
+/// [`step_many`] with every group's `skip_non_finite` set.
+#[deprecated(
+    since = "0.2.0",
+    note = "use `step_many` with `skip_non_finite: true` in the groups' options"
+)]
 pub fn step_many_guarded(updates: &mut [Update<'_>], groups: &[Group]) -> Result<Outcome, Error> {
-    run_many(updates, groups, true)
+    run(Isa::best(), updates, groups, true)
 }
 
-fn run_many(
+/// [`step_many`] on `isa` (with `skip_all`, as if every group set `skip_non_finite`).
+pub(crate) fn run(
+    isa: Isa,
     updates: &mut [Update<'_>],
     groups: &[Group],
-    skip_non_finite: bool,
+    skip_all: bool,
 ) -> Result<Outcome, Error> {
-    let path = Path::detect();
-    // Every check before any write: the jobs are all made (each update validated once, each
-    // group's constants computed once) before the first one runs.
-    #[cfg(feature = "rayon")]
-    {
-        let mut cache = alloc::vec![None; groups.len()];
-        let mut jobs = Vec::with_capacity(updates.len());
-        for (index, u) in updates.iter_mut().enumerate() {
-            jobs.push(u.job(index, groups, &mut cache)?);
-        }
-        Ok(run_parallel(path, jobs, skip_non_finite))
+    // Every check before any write.
+    let mut cache = Cache::new(groups.len());
+    for (index, u) in updates.iter().enumerate() {
+        u.settings(index, groups, &mut cache)?;
     }
-    // Without `rayon` (and maybe without an allocator): validated first, then again as each
-    // job is made and run.
-    #[cfg(not(feature = "rayon"))]
-    {
-        for (index, u) in updates.iter_mut().enumerate() {
-            u.job(index, groups, &mut [])?;
-        }
-        if skip_non_finite {
-            for (index, u) in updates.iter_mut().enumerate() {
-                if !u.job(index, groups, &mut [])?.finite(path) {
-                    return Ok(Outcome::SkippedNonFinite);
-                }
+    let jobs = ManyJobs {
+        updates,
+        groups,
+        cache,
+        skip_all,
+    };
+    Ok(execute(isa, jobs, true))
+}
+
+/// The jobs of a validated [`step_many`]: job `i` is update `i`.
+struct ManyJobs<'x, 'a> {
+    updates: &'x mut [Update<'a>],
+    groups: &'x [Group],
+    cache: Cache,
+    skip_all: bool,
+}
+
+impl ManyJobs<'_, '_> {
+    /// Calls `f` with job `i` (validated: its settings cannot fail).
+    fn with_job<R>(&mut self, i: usize, f: impl FnOnce(&mut Job<Dyn<'_>>) -> R) -> Option<R> {
+        let u = self.updates.get_mut(i)?;
+        let (k, mut options) = u.settings(i, self.groups, &mut self.cache).ok()?;
+        options.skip_non_finite |= self.skip_all;
+        Some(f(&mut u.job(i, (k, options))))
+    }
+}
+
+impl<'x> Jobs for ManyJobs<'x, '_> {
+    #[cfg(feature = "rayon")]
+    type Slices = Dyn<'x>;
+
+    fn len(&self) -> usize {
+        self.updates.len()
+    }
+
+    #[cfg(feature = "rayon")]
+    fn elements(&self) -> usize {
+        self.updates.iter().map(Update::len).sum()
+    }
+
+    fn skips_at(&mut self, isa: Isa, i: usize) -> bool {
+        self.with_job(i, |j| j.skips(isa)).unwrap_or(false)
+    }
+
+    fn run_at(&mut self, isa: Isa, i: usize) {
+        self.with_job(i, |j| j.run(isa));
+    }
+
+    #[cfg(feature = "rayon")]
+    fn into_jobs(self) -> Vec<Job<Dyn<'x>>> {
+        let ManyJobs {
+            updates,
+            groups,
+            mut cache,
+            skip_all,
+        } = self;
+        let mut jobs = Vec::with_capacity(updates.len());
+        for (i, u) in updates.iter_mut().enumerate() {
+            if let Ok((k, mut options)) = u.settings(i, groups, &mut cache) {
+                options.skip_non_finite |= skip_all;
+                jobs.push(u.job(i, (k, options)));
             }
         }
-        for (index, u) in updates.iter_mut().enumerate() {
-            u.job(index, groups, &mut [])?.run(path);
-        }
-        Ok(Outcome::Applied)
+        jobs
     }
 }

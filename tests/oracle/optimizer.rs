@@ -12,20 +12,23 @@
 //! optimizer of the same structure, or that state mutated (truncated, extended, a byte changed).
 //! Then:
 //!
-//! * `Lion::new`, `add_group`, `set_options`, `add` and `set_lr_scale` accept exactly what the
-//!   documented rules accept, and change nothing when they refuse;
+//! * `Lion::new`, `add_group`, `set_group`, `update_groups`, `add` and `set_lr_scale` accept
+//!   exactly what the documented rules accept, and change nothing when they refuse; `tensor`
+//!   describes every tensor as it was added;
 //! * `Lion::step` equals `reference::step_with` on every tensor passed (with its group's
 //!   settings, the learning-rate scale, the step count as `step` and the documented per-tensor
-//!   random stream), leaves the others alone, skips non-finite gradients when asked and refuses
-//!   bad tensors, writing nothing then;
+//!   random stream), leaves the others alone, skips the whole step when a tensor whose group
+//!   asks for it has a non-finite gradient, and refuses bad tensors, writing nothing then;
 //! * loading never panics; a twin's state loads and gives the twin's state; a refused state
-//!   changes nothing; an accepted one saves back byte for byte (compact) or loads again into a
-//!   copy to the same state (safetensors), and leaves valid settings that step.
+//!   changes nothing; a truncated or byte-changed twin state is refused; an accepted one saves
+//!   back byte for byte (compact) or loads again into a copy to the same state (safetensors),
+//!   and leaves valid settings that step.
 
 use lion_optim::{
     Cautious, Dtype, Element, Error, Group, GroupId, Hyperparams, Lion, Outcome, Rounding,
     SliceMut, SliceRef, StepOptions, Tensor, TensorId, TensorSpec, bf16, f16, reference,
 };
+use support::same;
 
 use super::step::{Bytes, expect_valid, options, param, value};
 
@@ -73,8 +76,11 @@ fn same_slices(a: SliceRef<'_>, b: SliceRef<'_>, nan_ok: bool) -> bool {
     fn eq<T: Element>(a: &[T], b: &[T], nan_ok: bool) -> bool {
         a.len() == b.len()
             && a.iter().zip(b).all(|(x, y)| {
-                bytemuck::bytes_of(x) == bytemuck::bytes_of(y)
-                    || (nan_ok && x.to_f32_exact().is_nan() && y.to_f32_exact().is_nan())
+                if nan_ok {
+                    same(*x, *y)
+                } else {
+                    bytemuck::bytes_of(x) == bytemuck::bytes_of(y)
+                }
             })
     }
     match (a, b) {
@@ -118,6 +124,7 @@ fn reference_dyn(
             SliceMut::F16(m) => reference::step_with(p, g, m, hp, o),
             SliceMut::Bf16(m) => reference::step_with(p, g, m, hp, o),
         }
+        .map(|_| ())
     }
     match p {
         SliceMut::F32(p) => with_g(p, g, m, hp, o),
@@ -202,7 +209,7 @@ type Opt = Lion<Vec<lion_optim::Buffer>>;
 
 fn momenta(opt: &Opt) -> Vec<Buf> {
     (0..opt.tensor_count())
-        .map(|i| Buf::copy_of(opt.momentum(i).unwrap()))
+        .map(|i| Buf::copy_of(opt.momentum(i).unwrap().as_slice_ref().unwrap()))
         .collect()
 }
 
@@ -224,15 +231,18 @@ pub fn check(data: &[u8]) {
     if flags & 1 != 0 {
         let o = group_options(&mut r);
         let before = *opt.group(GroupId::DEFAULT).unwrap();
-        let set = opt.set_options(o);
-        let want = group_valid(
-            &Group {
-                options: o,
-                ..before
-            },
-            1.0,
-        );
-        assert_eq!(set.is_ok(), want, "set_options({o:?}) gave {set:?}");
+        let g = Group {
+            options: o,
+            ..before
+        };
+        let want = group_valid(&g, 1.0);
+        // Through `update_groups` now and then (all or nothing), otherwise `set_group`.
+        let set = if flags & 0x80 != 0 {
+            opt.update_groups(|_, s| s.options = o)
+        } else {
+            opt.set_group(GroupId::DEFAULT, g)
+        };
+        assert_eq!(set.is_ok(), want, "setting options {o:?} gave {set:?}");
         if set.is_err() {
             assert_eq!(*opt.group(GroupId::DEFAULT).unwrap(), before);
         }
@@ -256,7 +266,24 @@ pub fn check(data: &[u8]) {
         );
         assert_eq!(opt.group_count(), 1 + usize::from(added.is_ok()));
     }
-    opt.set_skip_non_finite(flags & 4 != 0);
+    // Skipping non-finite steps: in every group, or (flag 0x40) in group 0 only.
+    let before: Vec<Group> = (0..opt.group_count())
+        .map(|i| *opt.group(GroupId::new(i)).unwrap())
+        .collect();
+    let skips = |id: GroupId| flags & 4 != 0 && (flags & 0x40 == 0 || id == GroupId::DEFAULT);
+    opt.update_groups(|id, g| g.options.skip_non_finite = skips(id))
+        .unwrap();
+    for (i, b) in before.iter().enumerate() {
+        let id = GroupId::new(i);
+        let want = Group {
+            options: StepOptions {
+                skip_non_finite: skips(id),
+                ..b.options
+            },
+            ..*b
+        };
+        assert_eq!(*opt.group(id).unwrap(), want);
+    }
 
     // Tensors.
     let mut added: Vec<Added> = Vec::new();
@@ -280,6 +307,13 @@ pub fn check(data: &[u8]) {
         match opt.add(spec) {
             Ok(id) => {
                 assert!(ok, "add({spec:?}) accepted");
+                assert_eq!(id.index(), count);
+                let info = opt.tensor(id).unwrap();
+                assert_eq!(
+                    (info.len, info.momentum, info.params, info.name),
+                    (len, m.into(), params, name)
+                );
+                assert_eq!((info.group.index(), info.stream), (group, count as u64));
                 added.push(Added {
                     id,
                     len,
@@ -354,7 +388,8 @@ fn step_once(opt: &mut Opt, added: &[Added], flags: u8, r: &mut Bytes) {
     let (steps, skipped) = (opt.steps(), opt.skipped_steps());
     let mut want_p = params.clone();
     let mut want_m = momentum_before.clone();
-    let mut finite = true;
+    // Whether a tensor whose group skips non-finite steps has a non-finite gradient.
+    let mut skip = false;
     for (k, &i) in order.iter().enumerate() {
         let a = &added[i];
         let group = *opt.group(GroupId::new(a.group)).unwrap();
@@ -363,7 +398,7 @@ fn step_once(opt: &mut Opt, added: &[Added], flags: u8, r: &mut Bytes) {
             lr: group.hp.lr * opt.lr_scale(),
             ..group.hp
         };
-        finite &= all_finite(grads[k].slice_ref(), &o);
+        skip |= o.skip_non_finite && !all_finite(grads[k].slice_ref(), &o);
         if expect_ok {
             let (p, m) = (want_p[k].slice_mut(), want_m[a.id.index()].slice_mut());
             reference_dyn(p, grads[k].slice_ref(), m, &hp, &o).unwrap();
@@ -410,15 +445,12 @@ fn step_once(opt: &mut Opt, added: &[Added], flags: u8, r: &mut Bytes) {
             assert_eq!((opt.steps(), opt.skipped_steps()), (steps, skipped));
         }
         Ok(Outcome::SkippedNonFinite) => {
-            assert!(expect_ok && !finite && flags & 4 != 0, "Lion::step skipped");
+            assert!(expect_ok && skip, "Lion::step skipped");
             assert!(unchanged(opt, &got_p), "Lion::step wrote while skipping");
             assert_eq!((opt.steps(), opt.skipped_steps()), (steps, skipped + 1));
         }
         Ok(Outcome::Applied) => {
-            assert!(
-                expect_ok && (finite || flags & 4 == 0),
-                "Lion::step applied"
-            );
+            assert!(expect_ok && !skip, "Lion::step applied");
             for (k, &i) in order.iter().enumerate() {
                 let index = added[i].id.index();
                 assert!(
@@ -463,7 +495,10 @@ fn load(opt: &mut Opt, added: &[Added], r: &mut Bytes) {
         let _ = twin.set_group(GroupId::new(i), g);
     }
     let _ = twin.set_lr_scale([1.0, 0.5, 0.0][usize::from(r.u8() % 3)]);
-    twin.set_skip_non_finite(r.u8() & 1 != 0);
+    // Each group's skip flag from one bit.
+    let skip_bits = r.u8();
+    twin.update_groups(|id, g| g.options.skip_non_finite = (skip_bits >> id.index()) & 1 != 0)
+        .unwrap();
     {
         let mut p: Vec<Buf> = added
             .iter()
@@ -487,7 +522,7 @@ fn load(opt: &mut Opt, added: &[Added], r: &mut Bytes) {
         None => {
             // An unnamed tensor's index is another tensor's name: no safetensors file.
             let names: Vec<String> = (0..added.len())
-                .filter(|&i| twin.tensor_name(TensorId::new(i)).is_none())
+                .filter(|&i| twin.tensor(TensorId::new(i)).unwrap().name.is_none())
                 .map(|i| i.to_string())
                 .collect();
             assert!(
@@ -500,6 +535,9 @@ fn load(opt: &mut Opt, added: &[Added], r: &mut Bytes) {
             save(&twin, false).unwrap()
         }
     };
+    // A truncated twin state or one with a changed byte: damaged, so refused (both formats
+    // carry a checksum).
+    let mut damaged = false;
     let bytes = match (mode >> 1) % 4 {
         0 => r.rest().to_vec(),
         1 => twin_state.clone(),
@@ -507,10 +545,14 @@ fn load(opt: &mut Opt, added: &[Added], r: &mut Bytes) {
             let mut b = twin_state.clone();
             if m == 2 {
                 b.truncate(usize::from(r.u16()) % (b.len() + 1));
+                damaged = b.len() < twin_state.len();
             } else if !b.is_empty() {
                 let at = usize::from(r.u16()) % b.len();
                 match r.u8() % 3 {
-                    0 => b[at] ^= r.u8() | 1,
+                    0 => {
+                        b[at] ^= r.u8() | 1;
+                        damaged = true;
+                    }
                     1 => {
                         let extra = (0..1 + r.u8() % 4).map(|_| r.u8()).collect::<Vec<_>>();
                         b.splice(at..at, extra);
@@ -529,6 +571,9 @@ fn load(opt: &mut Opt, added: &[Added], r: &mut Bytes) {
     } else {
         opt.load_state(&bytes)
     };
+    if damaged {
+        assert!(got.is_err(), "a damaged state was accepted");
+    }
     if bytes == twin_state {
         assert_eq!(got, Ok(()), "the twin's own state was refused");
         assert_eq!(

@@ -7,17 +7,22 @@
 //! planted exact cancellations `c == 0`). Then:
 //!
 //! * validity: `reference::step_with` accepts exactly the input the documented rules accept;
-//! * every available path, `Path::step` and `lion_optim::step_with` give the reference's
-//!   result: on `Ok`, every element bit for bit (a NaN matching a NaN), the padding around the
-//!   slices untouched; on `Err`, the same error and every buffer byte untouched;
-//! * `all_finite` and `step_guarded` of every path follow the scalar rule.
+//! * every available backend's `step_with` and `step_many` (one update), `lion_optim::step` and
+//!   `lion_optim::step_with` give the reference's result: on `Ok`, the same outcome and every
+//!   element bit for bit (a NaN matching a NaN), the padding around the slices untouched; on
+//!   `Err`, the same error (`step_many`: an error) and every buffer byte untouched;
+//! * `cautious_count` of every backend and `SliceRef::cautious_count` give the reference's;
+//! * `all_finite` of every backend and `SliceRef::all_finite` follow the scalar rule, and
+//!   steps with `skip_non_finite` of every backend skip (writing nothing) exactly when it says
+//!   a gradient is not finite, as `reference::step_with` with `skip_non_finite` does.
 //!
 //! A failed check panics, with a message that says what differed.
 
 use lion_optim::{
-    Cautious, Element, Error, Hyperparams, Outcome, Path, Rounding, StepOptions, WeightDecay, bf16,
-    f16, reference,
+    Backend, Cautious, Element, Error, Group, Hyperparams, Outcome, Rounding, SliceRef,
+    StepOptions, Update, WeightDecay, bf16, f16, reference,
 };
+use support::same;
 
 /// Reads the fuzz input front to back; past its end every read gives zeros.
 pub struct Bytes<'a>(pub &'a [u8]);
@@ -223,12 +228,6 @@ fn step_bits<T: Element>(x: T, d: i32) -> T {
     }
 }
 
-/// Bit-identical, or both NaN.
-fn same<T: Element>(a: T, b: T) -> bool {
-    bytemuck::bytes_of(&a) == bytemuck::bytes_of(&b)
-        || (a.to_f32_exact().is_nan() && b.to_f32_exact().is_nan())
-}
-
 fn bytes_equal<T: Element>(a: &[T], b: &[T]) -> bool {
     bytemuck::cast_slice::<T, u8>(a) == bytemuck::cast_slice::<T, u8>(b)
 }
@@ -288,7 +287,7 @@ fn finite_rule<G: Element>(g: &[G], o: &StepOptions) -> bool {
     })
 }
 
-/// Decodes `data` and checks every path against the reference (see the module docs).
+/// Decodes `data` and checks every backend against the reference (see the module docs).
 pub fn check(data: &[u8]) {
     let mut r = Bytes(data);
     let which = r.u8() % 27;
@@ -332,7 +331,7 @@ fn combo<P: Element, G: Element, M: Element>(r: &mut Bytes) {
     };
     let o = options(r);
     let shape = r.u8();
-    // Long slices reach the unrolled loops of the widest paths; Miri (which interprets every
+    // Long slices reach the unrolled loops of the widest backends; Miri (which interprets every
     // instruction) gets short ones.
     let (long, short) = if cfg!(miri) { (40, 24) } else { (4200, 256) };
     let len = if shape & 0x80 != 0 {
@@ -392,7 +391,7 @@ fn combo<P: Element, G: Element, M: Element>(r: &mut Bytes) {
             ctx()
         );
     }
-    let same_result = |got: &Result<(), Error>, who: &str| {
+    let same_result = |got: &Result<Outcome, Error>, who: &str| {
         // Errors carry f64 values (NaN too): compare their Debug text.
         assert_eq!(
             format!("{got:?}"),
@@ -417,53 +416,134 @@ fn combo<P: Element, G: Element, M: Element>(r: &mut Bytes) {
             );
         }
     };
+    let untouched = |p: &[P], m: &[M], who: &str| {
+        assert!(
+            bytes_equal(p, &p0) && bytes_equal(m, &m0),
+            "{who} wrote: {}",
+            ctx()
+        );
+    };
 
-    for &path in Path::ALL.iter().filter(|p| p.is_available()) {
+    // The reference's own skipping step: skips exactly when the scalar rule says a gradient is
+    // not finite, and writes nothing then.
+    let finite = finite_rule(gs, &o);
+    let guarded = StepOptions {
+        skip_non_finite: true,
+        ..o
+    };
+    let (mut p_skip, mut m_skip) = (p0.clone(), m0.clone());
+    let want_guarded = reference::step_with(
+        &mut p_skip[rp.clone()],
+        gs,
+        &mut m_skip[rm.clone()],
+        &hp,
+        &guarded,
+    );
+    match (&want, &want_guarded) {
+        (Err(_), g) => {
+            assert_eq!(format!("{g:?}"), format!("{want:?}"), "skipping: {}", ctx());
+            untouched(&p_skip, &m_skip, "a refused reference::step_with");
+        }
+        (Ok(_), Ok(Outcome::Applied)) if finite => same_buffers(&p_skip, &m_skip, "guarded"),
+        (Ok(_), Ok(Outcome::SkippedNonFinite)) if !finite => {
+            untouched(&p_skip, &m_skip, "a skipped reference::step_with")
+        }
+        (_, g) => panic!(
+            "reference::step_with skipping gave {g:?} (finite: {finite}): {}",
+            ctx()
+        ),
+    }
+
+    for &backend in Backend::ALL.iter().filter(|b| b.is_available()) {
+        let name = backend.name();
         let (mut p, mut m) = (p0.clone(), m0.clone());
-        let got = path.step_with(&mut p[rp.clone()], gs, &mut m[rm.clone()], &hp, &o);
-        same_result(&got, path.name());
-        same_buffers(&p, &m, path.name());
-        if o == StepOptions::default() {
-            let (mut p, mut m) = (p0.clone(), m0.clone());
-            let got = path.step(&mut p[rp.clone()], gs, &mut m[rm.clone()], &hp);
-            same_result(&got, path.name());
-            same_buffers(&p, &m, path.name());
+        let got = backend.step_with(&mut p[rp.clone()], gs, &mut m[rm.clone()], &hp, &o);
+        same_result(&got, name);
+        same_buffers(&p, &m, name);
+
+        // The same step as the only update of a `step_many` (stream 0: the group's own seed).
+        let (mut p, mut m) = (p0.clone(), m0.clone());
+        let group = Group { hp, options: o };
+        let update = Update::new(&mut p[rp.clone()], gs, &mut m[rm.clone()])
+            .step(o.step)
+            .offset(o.offset)
+            .stream(0);
+        let got = backend.step_many(&mut [update], &[group]);
+        match (&want, got) {
+            (Ok(w), Ok(g)) => {
+                assert_eq!(*w, g, "{name}: step_many: {}", ctx());
+                same_buffers(&p, &m, name);
+            }
+            (Err(_), Err(_)) => untouched(&p, &m, "a refused step_many"),
+            (w, g) => panic!("{name}: step_many gave {g:?}, step_with {w:?}: {}", ctx()),
         }
 
         if want.is_ok() {
-            let got = path.cautious_count(gs, &m0[rm.clone()], &hp, &o);
+            let got = backend.cautious_count(gs, &m0[rm.clone()], &hp, &o);
             let count = reference::cautious_count(gs, &m0[rm.clone()], &hp, &o);
-            assert_eq!(got, count, "{path}: cautious_count: {}", ctx());
+            assert_eq!(got, count, "{backend}: cautious_count: {}", ctx());
         }
 
-        let finite = finite_rule(gs, &o);
-        let got_finite = path.all_finite(gs, &o);
+        let got_finite = backend.all_finite(gs, &o);
         assert_eq!(
             got_finite,
             finite && options_valid(&o),
-            "{path}: all_finite: {}",
+            "{backend}: all_finite: {}",
             ctx()
         );
 
         let (mut p, mut m) = (p0.clone(), m0.clone());
-        let guarded = path.step_guarded(&mut p[rp.clone()], gs, &mut m[rm.clone()], &hp, &o);
-        match (&want, guarded) {
-            (Err(_), g) => same_result(&g.map(|_| ()), path.name()),
-            (Ok(()), Ok(Outcome::Applied)) if finite => same_buffers(&p, &m, path.name()),
-            (Ok(()), Ok(Outcome::SkippedNonFinite)) if !finite => assert!(
-                bytes_equal(&p, &p0) && bytes_equal(&m, &m0),
-                "{path}: a skipped step wrote: {}",
-                ctx()
-            ),
-            (_, g) => panic!(
-                "{path}: step_guarded gave {g:?} (gradients finite: {finite}): {}",
-                ctx()
-            ),
-        }
+        let got = backend.step_with(&mut p[rp.clone()], gs, &mut m[rm.clone()], &hp, &guarded);
+        assert_eq!(
+            format!("{got:?}"),
+            format!("{want_guarded:?}"),
+            "{backend}: skipping step: {}",
+            ctx()
+        );
+        same_buffers_as(&p, &m, &p_skip, &m_skip, &|| {
+            format!("{backend} skipping: {}", ctx())
+        });
     }
 
+    // The run-time-typed forms.
+    let (g_dyn, m_dyn) = (SliceRef::from(gs), SliceRef::from(&m0[rm.clone()]));
+    assert_eq!(
+        g_dyn.all_finite(&o),
+        finite && options_valid(&o),
+        "SliceRef::all_finite: {}",
+        ctx()
+    );
+    if want.is_ok() {
+        let count = reference::cautious_count(gs, &m0[rm.clone()], &hp, &o);
+        assert_eq!(
+            g_dyn.cautious_count(m_dyn, &hp, &o),
+            count,
+            "SliceRef::cautious_count: {}",
+            ctx()
+        );
+    }
+
+    if o == StepOptions::default() {
+        let (mut p, mut m) = (p0.clone(), m0.clone());
+        let got = lion_optim::step(&mut p[rp.clone()], gs, &mut m[rm.clone()], &hp);
+        same_result(&got.map(|()| Outcome::Applied), "lion_optim::step");
+        same_buffers(&p, &m, "lion_optim::step");
+    }
     let (mut p, mut m) = (p0.clone(), m0.clone());
     let got = lion_optim::step_with(&mut p[rp], gs, &mut m[rm], &hp, &o);
     same_result(&got, "lion_optim::step_with");
     same_buffers(&p, &m, "lion_optim::step_with");
+}
+
+/// Bit for bit (a NaN matching a NaN), padding included.
+fn same_buffers_as<P: Element, M: Element>(
+    p: &[P],
+    m: &[M],
+    p_want: &[P],
+    m_want: &[M],
+    ctx: &dyn Fn() -> String,
+) {
+    let ok = p.iter().zip(p_want).all(|(a, b)| same(*a, *b))
+        && m.iter().zip(m_want).all(|(a, b)| same(*a, *b));
+    assert!(ok, "{} differs from the reference", ctx());
 }

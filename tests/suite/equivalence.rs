@@ -1,38 +1,43 @@
-//! Every available path is bit-identical to `reference::step`, for all 27 dtype combinations.
+//! Every available backend is bit-identical to `reference::step_with`, for all 27 dtype
+//! combinations.
 
-use crate::common::*;
+use crate::common::{ComboCheck, assert_same, backends_under_test, check_combo};
 use lion_optim::{
-    Cautious, Element, Hyperparams, Path, Rounding, StepOptions, WeightDecay, bf16, f16, reference,
+    Backend, Cautious, Element, Hyperparams, Rounding, StepOptions, WeightDecay, bf16, f16,
+    reference,
 };
 use proptest::prelude::*;
+use support::{Rng, SPECIAL_F32, all_combos, plant_cancellations, same, value};
 
 #[test]
-fn every_path_matches_the_reference_on_the_harness() {
-    for path in paths_under_test() {
-        eprintln!("harness: path {path}");
-        for (i, combo) in all_combos!(check_combo).iter().enumerate() {
-            combo(path, 0x5eed + i as u64);
+fn every_backend_matches_the_reference_on_the_harness() {
+    for backend in backends_under_test() {
+        eprintln!("harness: backend {backend}");
+        for (i, combo) in all_combos!(check_combo, ComboCheck).iter().enumerate() {
+            combo(backend, 0x5eed + i as u64);
         }
     }
 }
 
 #[test]
-fn step_takes_the_detected_path_and_matches_it() {
-    let path = Path::detect();
-    assert!(path.is_available());
+fn step_takes_the_detected_backend_and_matches_it() {
+    let backend = Backend::detect();
+    assert!(backend.is_available());
     let hp = Hyperparams {
         lr: 1e-3,
         weight_decay: 0.1,
         ..Hyperparams::default()
     };
     let mut rng = Rng(7);
-    let specials = special_f32();
-    let g: Vec<bf16> = (0..1001).map(|_| value(&mut rng, &specials)).collect();
-    let p: Vec<f32> = (0..1001).map(|_| value(&mut rng, &specials)).collect();
-    let m: Vec<f16> = (0..1001).map(|_| value(&mut rng, &specials)).collect();
+    let g: Vec<bf16> = (0..1001).map(|_| value(&mut rng, &SPECIAL_F32)).collect();
+    let p: Vec<f32> = (0..1001).map(|_| value(&mut rng, &SPECIAL_F32)).collect();
+    let m: Vec<f16> = (0..1001).map(|_| value(&mut rng, &SPECIAL_F32)).collect();
     let (mut p1, mut m1, mut p2, mut m2) = (p.clone(), m.clone(), p, m);
     lion_optim::step(&mut p1, &g, &mut m1, &hp).unwrap();
-    path.step(&mut p2, &g, &mut m2, &hp).unwrap();
+    let done = backend
+        .step_with(&mut p2, &g, &mut m2, &hp, &StepOptions::default())
+        .unwrap();
+    assert_eq!(done, lion_optim::Outcome::Applied);
     assert_same(&p1, &p2, &|| "params".into());
     assert_same(&m1, &m2, &|| "momentum".into());
 }
@@ -127,6 +132,7 @@ fn any_options() -> impl Strategy<Value = StepOptions> {
                     step,
                     offset,
                     cautious,
+                    skip_non_finite: false,
                 }
             },
         )
@@ -134,7 +140,7 @@ fn any_options() -> impl Strategy<Value = StepOptions> {
 
 /// A buffer of raw bits for a type of `width` bytes: random bit patterns and special values.
 fn bits_vec(len: usize) -> impl Strategy<Value = Vec<u32>> {
-    let special = prop::sample::select(special_f32()).prop_map(f32::to_bits);
+    let special = prop::sample::select(&SPECIAL_F32[..]).prop_map(f32::to_bits);
     let normal = (-4.0f32..4.0).prop_map(f32::to_bits);
     prop::collection::vec(prop_oneof![special, normal, any::<u32>()], len)
 }
@@ -154,8 +160,19 @@ fn from_bits<T: Element>(b: &[u32]) -> Vec<T> {
         .collect()
 }
 
+/// The type of [`prop_combo`]'s instances, for `all_combos!`.
+type PropCombo = fn(
+    Backend,
+    &Hyperparams,
+    &StepOptions,
+    &[u32],
+    &[u32],
+    &[u32],
+    usize,
+) -> Result<(), TestCaseError>;
+
 fn prop_combo<P: Element, G: Element, M: Element>(
-    path: Path,
+    backend: Backend,
     hp: &Hyperparams,
     opts: &StepOptions,
     p: &[u32],
@@ -167,15 +184,18 @@ fn prop_combo<P: Element, G: Element, M: Element>(
     plant_cancellations(&g, &mut m, hp, &mut Rng(p.len() as u64 + 1));
     let r = offset.min(p.len())..p.len();
     let (mut p1, mut m1, mut p2, mut m2) = (p.clone(), m.clone(), p, m);
-    path.step_with(
-        &mut p1[r.clone()],
-        &g[r.clone()],
-        &mut m1[r.clone()],
-        hp,
-        opts,
-    )
-    .unwrap();
-    reference::step_with(&mut p2[r.clone()], &g[r.clone()], &mut m2[r], hp, opts).unwrap();
+    let got = backend
+        .step_with(
+            &mut p1[r.clone()],
+            &g[r.clone()],
+            &mut m1[r.clone()],
+            hp,
+            opts,
+        )
+        .unwrap();
+    let want =
+        reference::step_with(&mut p2[r.clone()], &g[r.clone()], &mut m2[r], hp, opts).unwrap();
+    prop_assert_eq!(got, want);
     for i in 0..p1.len() {
         prop_assert!(same(p1[i], p2[i]), "param {i}: {:?} vs {:?}", p1[i], p2[i]);
         prop_assert!(
@@ -189,7 +209,7 @@ fn prop_combo<P: Element, G: Element, M: Element>(
 }
 
 /// Longest random buffer. Under Miri (where generating each value costs as much as a step on
-/// thousands), short buffers that still hold a few chunks of the portable path.
+/// thousands), short buffers that still hold a few chunks of the portable backend.
 const MAX_LEN: usize = if cfg!(miri) { 40 } else { 300 };
 
 proptest! {
@@ -199,7 +219,7 @@ proptest! {
     })]
 
     /// Random valid hyperparameters and options, any of the 27 dtype combinations, random
-    /// lengths and offsets, random values: every available path equals the reference.
+    /// lengths and offsets, random values: every available backend equals the reference.
     #[test]
     fn all_combos_random_hyperparams(
         combo in 0usize..27,
@@ -210,14 +230,14 @@ proptest! {
     ) {
         let (p, g, m) = &data;
         let hp = decay_in_range(hp, &opts);
-        for path in paths_under_test() {
-            all_combos!(prop_combo)[combo](path, &hp, &opts, p, g, m, offset)?;
+        for backend in backends_under_test() {
+            all_combos!(prop_combo, PropCombo)[combo](backend, &hp, &opts, p, g, m, offset)?;
         }
     }
 }
 
 /// On x86 hardware every NaN result keeps exactly the reference's bits for all-bf16 slices
-/// (where the AVX2 path stores pairs of chunks without a NaN fix-up: the NaNs Lion's arithmetic
+/// (where the AVX2 backend stores pairs of chunks without a NaN fix-up: the NaNs Lion's arithmetic
 /// makes from bf16 values have zero low halves). One NaN source per element, so which NaN
 /// propagates is not up to the compiler's operand order: quiet and signalling NaNs of both
 /// signs in each buffer, and infinities whose products cancel into the default NaN; rounding
@@ -244,8 +264,8 @@ fn bf16_nan_results_are_bit_identical_on_x86() {
         ..Hyperparams::default()
     };
     let n = 301;
-    let mut rng = crate::common::Rng(0x0dd);
-    let normal = |rng: &mut crate::common::Rng| bf16::from_f32(rng.uniform() * 4.0 - 2.0);
+    let mut rng = Rng(0x0dd);
+    let normal = |rng: &mut Rng| bf16::from_f32(rng.uniform() * 4.0 - 2.0);
     let p0: Vec<bf16> = (0..n).map(|_| normal(&mut rng)).collect();
     let (mut g0, mut m0) = (p0.clone(), p0.clone());
     g0.reverse();
@@ -265,9 +285,9 @@ fn bf16_nan_results_are_bit_identical_on_x86() {
         step: 2,
         ..StepOptions::default()
     };
-    for (path, opts) in paths_under_test()
+    for (backend, opts) in backends_under_test()
         .into_iter()
-        .flat_map(|path| [(path, StepOptions::default()), (path, stochastic)])
+        .flat_map(|b| [(b, StepOptions::default()), (b, stochastic)])
     {
         // Sub-slices of one allocation each: every 2-byte position within a 64-byte line, so
         // the single elements before the AVX2 kernel's first aligned block take every count.
@@ -277,10 +297,10 @@ fn bf16_nan_results_are_bit_identical_on_x86() {
             let (p, m) = (&mut p[offset..], &mut m[offset..]);
             let (pr, mr) = (&mut pr[offset..], &mut mr[offset..]);
             let g = &g0[offset..];
-            path.step_with(p, g, m, &hp, &opts).unwrap();
+            backend.step_with(p, g, m, &hp, &opts).unwrap();
             reference::step_with(pr, g, mr, &hp, &opts).unwrap();
             let bits = |v: &[bf16]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            let ctx = format!("path {path}, {:?}, offset {offset}", opts.rounding);
+            let ctx = format!("backend {backend}, {:?}, offset {offset}", opts.rounding);
             assert_eq!(bits(p), bits(pr), "{ctx}: params");
             assert_eq!(bits(m), bits(mr), "{ctx}: momentum");
         }

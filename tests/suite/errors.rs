@@ -1,7 +1,8 @@
 //! Bad input returns an `Err` that says what is wrong, and leaves every buffer bit-identical.
 
-use crate::common::{available_paths, bits};
-use lion_optim::{Element, Error, Hyperparams, Path, bf16, f16, reference};
+use crate::common::available_backends;
+use lion_optim::{Backend, Element, Error, Hyperparams, StepOptions, bf16, f16, reference};
+use support::{all_combos, bits};
 
 type StepFn<P, G, M> = fn(&mut [P], &[G], &mut [M], &Hyperparams) -> Result<(), Error>;
 type Entry<P, G, M> = (
@@ -9,7 +10,9 @@ type Entry<P, G, M> = (
     Box<dyn Fn(&mut [P], &[G], &mut [M], &Hyperparams) -> Result<(), Error>>,
 );
 
-/// Every way to call a step: each available path, `step`, `reference::step`.
+/// Every way to call a step: each available backend, `step`, `step_with`, `reference::step`,
+/// `reference::step_with`, and the same with `skip_non_finite` (which checks the gradients
+/// only after the input was validated).
 fn entry_points<P: Element, G: Element, M: Element>() -> Vec<Entry<P, G, M>> {
     let mut v: Vec<Entry<P, G, M>> = vec![
         ("step".into(), Box::new(lion_optim::step as StepFn<P, G, M>)),
@@ -18,11 +21,27 @@ fn entry_points<P: Element, G: Element, M: Element>() -> Vec<Entry<P, G, M>> {
             Box::new(reference::step as StepFn<P, G, M>),
         ),
     ];
-    for path in available_paths() {
+    let d = StepOptions::default();
+    let skip = StepOptions {
+        skip_non_finite: true,
+        ..d
+    };
+    for opts in [d, skip] {
+        let tag = if opts.skip_non_finite { ", skip" } else { "" };
         v.push((
-            path.to_string(),
-            Box::new(move |p, g, m, hp| path.step(p, g, m, hp)),
+            format!("step_with{tag}"),
+            Box::new(move |p, g, m, hp| lion_optim::step_with(p, g, m, hp, &opts).map(|_| ())),
         ));
+        v.push((
+            format!("reference::step_with{tag}"),
+            Box::new(move |p, g, m, hp| reference::step_with(p, g, m, hp, &opts).map(|_| ())),
+        ));
+        for backend in available_backends() {
+            v.push((
+                format!("{backend}{tag}"),
+                Box::new(move |p, g, m, hp| backend.step_with(p, g, m, hp, &opts).map(|_| ())),
+            ));
+        }
     }
     v
 }
@@ -164,7 +183,7 @@ fn check_combo<P: Element, G: Element, M: Element>() {
 
 #[test]
 fn bad_input_is_refused_and_nothing_is_written() {
-    for combo in all_combos!(check_combo) {
+    for combo in all_combos!(check_combo, fn()) {
         combo();
     }
 }
@@ -199,8 +218,9 @@ fn messages_name_the_problem() {
 fn zero_length_is_fine_and_lengths_are_checked_before_hyperparameters_are_used() {
     let hp = Hyperparams::default();
     lion_optim::step::<f32, bf16, f16>(&mut [], &[], &mut [], &hp).unwrap();
-    for path in Path::ALL.iter().filter(|p| p.is_available()) {
-        path.step::<bf16, f32, f16>(&mut [], &[], &mut [], &hp)
+    for backend in Backend::ALL.iter().filter(|b| b.is_available()) {
+        backend
+            .step_with::<bf16, f32, f16>(&mut [], &[], &mut [], &hp, &StepOptions::default())
             .unwrap();
     }
 }

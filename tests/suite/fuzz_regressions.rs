@@ -71,13 +71,8 @@ fn seed_corpus_and_regressions() {
 #[test]
 fn random_inputs() {
     let count = if cfg!(miri) { 6 } else { 2000 };
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    };
+    let mut rng = support::Rng(0x2545_f491_4f6c_dd1d);
+    let mut next = move || rng.next_u64();
     for (target, check) in TARGETS {
         for _ in 0..count {
             let len = (next() % 600) as usize;

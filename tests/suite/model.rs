@@ -1,12 +1,13 @@
 //! Whole models: parameter groups, names and keyed steps, per-tensor random streams, resuming
 //! with every option set, the parallel many-tensor step, `step_many`, and the safetensors state.
 
-use crate::common::{Rng, assert_same, special_f32, value};
+use crate::common::assert_same;
 use lion_optim::{
     Buffer, Cautious, Dtype, Element, Error, Group, GroupId, Hyperparams, Lion, Outcome, Rounding,
     SliceMut, SliceRef, StepOptions, Tensor, TensorId, TensorSpec, Update, WeightDecay, bf16, f16,
     reference,
 };
+use support::{Rng, SPECIAL_F32, value};
 
 /// An owned buffer of a run-time dtype.
 #[derive(Clone, Debug, PartialEq)]
@@ -96,7 +97,7 @@ fn reference_dyn(p: &mut Buf, g: &Buf, m: &mut Buf, hp: &Hyperparams, o: &StepOp
             Buf::F16(m) => reference::step_with(p, g, m, hp, o),
             Buf::Bf16(m) => reference::step_with(p, g, m, hp, o),
         }
-        .unwrap()
+        .unwrap();
     }
     match p {
         Buf::F32(p) => with_g(p, g, m, hp, o),
@@ -163,7 +164,7 @@ struct Model {
 
 fn model(lens: &[usize], seed: u64) -> Model {
     let mut rng = Rng(seed);
-    let specials = special_f32();
+    let specials = &SPECIAL_F32;
     let [g0, g1, g2] = groups();
     let mut opt = Lion::new(g0.hp).unwrap();
     opt.set_group(GroupId::DEFAULT, g0).unwrap();
@@ -188,7 +189,7 @@ fn model(lens: &[usize], seed: u64) -> Model {
             .momentum(md)
             .group(ids[group]);
         assert_eq!(opt.add(spec).unwrap().index(), i);
-        params.push(Buf::random(pd, len, &mut rng, &specials));
+        params.push(Buf::random(pd, len, &mut rng, specials));
         want_m.push(Buf::zeros(md, len));
         grad_dtypes.push(gd);
         groups.push(group);
@@ -206,7 +207,7 @@ fn model(lens: &[usize], seed: u64) -> Model {
 
 impl Model {
     fn grads(&self, rng: &mut Rng) -> Vec<Buf> {
-        let specials = special_f32();
+        let specials = &SPECIAL_F32;
         self.grad_dtypes
             .iter()
             .zip(&self.params)
@@ -214,9 +215,7 @@ impl Model {
                 // Mostly ordinary gradients (special values would make every step skip).
                 let mut g = Buf::uniform(d, p.len(), rng);
                 if let (Buf::F32(v), true) = (&mut g, rng.below(4) == 0) {
-                    v.iter_mut()
-                        .take(3)
-                        .for_each(|x| *x = value(rng, &specials));
+                    v.iter_mut().take(3).for_each(|x| *x = value(rng, specials));
                 }
                 g
             })
@@ -246,14 +245,21 @@ impl Model {
             }
             self.opt.step(&mut tensors).unwrap()
         };
-        let finite = (0..self.params.len()).all(|i| {
+        // Skipped if a tensor whose group skips non-finite steps has a non-finite gradient.
+        let skips = (0..self.params.len()).any(|i| {
             let o = self
                 .opt
                 .group(GroupId::new(self.groups[i]))
                 .unwrap()
                 .options;
-            finite_dyn(&grads[i], &o)
+            o.skip_non_finite && !finite_dyn(&grads[i], &o)
         });
+        let want = if skips {
+            Outcome::SkippedNonFinite
+        } else {
+            Outcome::Applied
+        };
+        assert_eq!(outcome, want);
         if outcome == Outcome::Applied {
             #[allow(clippy::needless_range_loop)] // four vectors in step
             for i in 0..self.params.len() {
@@ -265,8 +271,6 @@ impl Model {
                 let o = per_tensor(&g.options, step, i as u64);
                 reference_dyn(&mut self.want_p[i], &grads[i], &mut self.want_m[i], &hp, &o);
             }
-        } else {
-            assert!(self.opt.skip_non_finite() && !finite);
         }
         outcome
     }
@@ -281,7 +285,7 @@ impl Model {
             };
             assert_bufs(&self.params[i], &self.want_p[i], &ctx);
             assert_bufs(
-                &Buf::of(self.opt.momentum(i).unwrap()),
+                &Buf::of(self.opt.momentum(i).unwrap().as_slice_ref().unwrap()),
                 &self.want_m[i],
                 &ctx,
             );
@@ -313,11 +317,20 @@ fn small_lens(count: usize, rng: &mut Rng) -> Vec<usize> {
 fn groups_step_every_tensor_like_the_reference() {
     let mut rng = Rng(1);
     let mut m = model(&small_lens(60, &mut rng), 2);
-    m.opt.set_skip_non_finite(true);
+    m.opt
+        .update_groups(|_, g| g.options.skip_non_finite = true)
+        .unwrap();
     for t in 0..6 {
         m.opt.set_lr_scale(1.0 / (1 + t) as f64).unwrap();
         if t == 3 {
-            m.opt.set_group_lr(GroupId::new(1), 5e-3).unwrap();
+            let one = GroupId::new(1);
+            m.opt
+                .update_groups(|id, g| {
+                    if id == one {
+                        g.hp.lr = 5e-3
+                    }
+                })
+                .unwrap();
         }
         let grads = m.grads(&mut rng);
         m.step(&grads, t % 2 == 1);
@@ -353,7 +366,10 @@ fn keyed_steps_leave_the_tensors_not_passed_alone() {
     ])
     .unwrap();
     assert_eq!((wa, wb, wc), ([0.5; 3], [bf16::ONE; 3], [1.5; 2]));
-    assert_eq!(Buf::of(opt.momentum(b).unwrap()), Buf::zeros(Dtype::F32, 3));
+    assert_eq!(
+        Buf::of(opt.momentum(b).unwrap().as_slice_ref().unwrap()),
+        Buf::zeros(Dtype::F32, 3)
+    );
     assert_eq!(opt.steps(), 1);
 
     let before = opt.state_to_vec();
@@ -439,13 +455,18 @@ fn settings_are_validated_and_a_refusal_changes_nothing() {
         },
         ..StepOptions::default()
     };
-    assert!(opt.set_options(shard).is_err());
+    let group0 = *opt.group(GroupId::DEFAULT).unwrap();
+    assert!(
+        opt.set_group(GroupId::DEFAULT, group0.with_options(shard))
+            .is_err()
+    );
+    assert!(opt.update_groups(|_, g| g.options = shard).is_err());
     // 1e38 * 1e4 is not a finite f32 in group 1: the scale is refused for every group.
-    assert!(opt.set_lr(1e38).is_ok());
+    assert!(opt.update_groups(|_, g| g.hp.lr = 1e38).is_ok());
     assert!(opt.set_lr_scale(1e4).is_err());
     assert_eq!(opt.lr_scale(), 1.0);
-    assert!(opt.set_lr(1e-4).is_ok());
-    assert!(opt.set_lr(-1.0).is_err());
+    assert!(opt.update_groups(|_, g| g.hp.lr = 1e-4).is_ok());
+    assert!(opt.update_groups(|_, g| g.hp.lr = -1.0).is_err());
     assert!(matches!(
         opt.add(TensorSpec::new(2).name("w")),
         Err(Error::DuplicateName { index: 0 })
@@ -454,7 +475,12 @@ fn settings_are_validated_and_a_refusal_changes_nothing() {
         opt.add(TensorSpec::new(2).group(GroupId::new(2))),
         Err(Error::NoSuchGroup { index: 2, count: 2 })
     ));
-    opt.set_group_lr(g, 1.0).unwrap();
+    opt.update_groups(|id, s| {
+        if id == g {
+            s.hp.lr = 1.0
+        }
+    })
+    .unwrap();
     assert_eq!(opt.state_to_vec(), before);
 }
 
@@ -470,7 +496,8 @@ fn every_tensor_draws_its_own_random_stream() {
     };
     let run = |streams: [Option<u64>; 2]| {
         let mut opt = Lion::new(hp).unwrap();
-        opt.set_options(sr).unwrap();
+        opt.set_group(GroupId::DEFAULT, Group::new(hp).with_options(sr))
+            .unwrap();
         for s in streams {
             let spec = TensorSpec::new(256).momentum(Dtype::Bf16);
             opt.add(s.map_or(spec, |s| spec.stream(s))).unwrap();
@@ -496,7 +523,9 @@ fn resume(save: fn(&Lion<Vec<Buffer>>) -> Vec<u8>, load: fn(&mut Lion<Vec<Buffer
     let mut rng = Rng(5);
     let lens = small_lens(30, &mut rng);
     let mut m = model(&lens, 6);
-    m.opt.set_skip_non_finite(true);
+    m.opt
+        .update_groups(|_, g| g.options.skip_non_finite = true)
+        .unwrap();
     m.opt.set_lr_scale(0.75).unwrap();
     for _ in 0..3 {
         let grads = m.grads(&mut rng);
@@ -520,8 +549,15 @@ fn resume(save: fn(&Lion<Vec<Buffer>>) -> Vec<u8>, load: fn(&mut Lion<Vec<Buffer
         m.step(g, false);
     }
 
-    // Same structure; the settings come from the state only.
-    let [g0, g1, g2] = groups();
+    // Same structure; the settings come from the state only (every group skips non-finite
+    // steps).
+    let [g0, g1, g2] = groups().map(|g| Group {
+        options: StepOptions {
+            skip_non_finite: true,
+            ..g.options
+        },
+        ..g
+    });
     let mut fresh = Lion::new(Hyperparams::default()).unwrap();
     fresh.add_group(Group::default()).unwrap();
     fresh.add_group(Group::default()).unwrap();
@@ -543,7 +579,13 @@ fn resume(save: fn(&Lion<Vec<Buffer>>) -> Vec<u8>, load: fn(&mut Lion<Vec<Buffer
         ),
         (&g0, &g1)
     );
-    assert!(fresh.skip_non_finite());
+    assert!((0..3).all(|i| {
+        fresh
+            .group(GroupId::new(i))
+            .unwrap()
+            .options
+            .skip_non_finite
+    }));
     let mut params = params_at_save;
     for g in &later {
         let mut tensors: Vec<Tensor<'_>> = params
@@ -558,8 +600,8 @@ fn resume(save: fn(&Lion<Vec<Buffer>>) -> Vec<u8>, load: fn(&mut Lion<Vec<Buffer
         let ctx = || format!("resumed tensor {i}");
         assert_bufs(&params[i], &m.params[i], &ctx);
         assert_bufs(
-            &Buf::of(fresh.momentum(i).unwrap()),
-            &Buf::of(m.opt.momentum(i).unwrap()),
+            &Buf::of(fresh.momentum(i).unwrap().as_slice_ref().unwrap()),
+            &Buf::of(m.opt.momentum(i).unwrap().as_slice_ref().unwrap()),
             &ctx,
         );
     }
@@ -612,10 +654,10 @@ fn step_many_checks_every_update_before_writing() {
 /// the whole tensor stepped with `Cautious::Whole`.
 #[test]
 fn cautious_shards_in_step_many_give_the_whole_tensor() {
-    let (mut rng, specials) = (Rng(9), special_f32());
+    let (mut rng, specials) = (Rng(9), &SPECIAL_F32);
     let n = 5000;
-    let g: Vec<bf16> = (0..n).map(|_| value(&mut rng, &specials)).collect();
-    let p0: Vec<bf16> = (0..n).map(|_| value(&mut rng, &specials)).collect();
+    let g: Vec<bf16> = (0..n).map(|_| value(&mut rng, specials)).collect();
+    let p0: Vec<bf16> = (0..n).map(|_| value(&mut rng, specials)).collect();
     let m0: Vec<f32> = (0..n).map(|_| rng.uniform() - 0.5).collect();
     let hp = Hyperparams {
         lr: 1e-2,
@@ -659,7 +701,10 @@ fn cautious_shards_in_step_many_give_the_whole_tensor() {
                 .step(4),
         );
     }
-    lion_optim::step_many(&mut updates, &[group]).unwrap();
+    assert_eq!(
+        lion_optim::step_many(&mut updates, &[group]),
+        Ok(Outcome::Applied)
+    );
     drop(updates);
     assert_same(&ps, &pw, &|| "params".into());
     assert_same(&ms, &mw, &|| "momentum".into());
@@ -711,7 +756,9 @@ mod parallel {
         let mut rng = Rng(23);
         let lens = vec![PAR_THRESHOLD; 3];
         let mut m = model(&lens, 24);
-        m.opt.set_skip_non_finite(true);
+        m.opt
+            .update_groups(|_, g| g.options.skip_non_finite = true)
+            .unwrap();
         let mut grads = m.grads(&mut rng);
         let before = m.opt.state_to_vec();
         let params = m.params.clone();
@@ -725,8 +772,13 @@ mod parallel {
         for (a, b) in m.params.iter().zip(&params) {
             assert_bufs(a, b, &|| "a skipped step wrote".into());
         }
-        let after = m.opt.state_to_vec();
-        assert_eq!((&after[..16], &after[24..]), (&before[..16], &before[24..]));
+        // Everything but the skip counter (bytes 16..24) and the checksum (the last 4 bytes).
+        let (after, end) = (m.opt.state_to_vec(), before.len() - 4);
+        assert_eq!(
+            (&after[..16], &after[24..end]),
+            (&before[..16], &before[24..end])
+        );
+        assert_eq!(m.opt.skipped_steps(), 1);
     }
 }
 
@@ -747,6 +799,22 @@ mod safetensors {
 
     fn same_shape() -> Lion<Vec<Buffer>> {
         model(&[5, 0, 17, 64, 3], 33).opt
+    }
+
+    /// The file with its checksum computed again, after an edit on purpose: the loader's own
+    /// checks (not the checksum) must refuse it.
+    fn resealed(file: &[u8]) -> Vec<u8> {
+        let key = br#""checksum":""#;
+        let at = file
+            .windows(key.len())
+            .position(|w| w == key)
+            .expect("a checksum")
+            + key.len();
+        let mut b = file.to_vec();
+        b[at..at + 8].copy_from_slice(b"00000000");
+        let crc = support::crc32c(0, &b);
+        b[at..at + 8].copy_from_slice(format!("{crc:08x}").as_bytes());
+        b
     }
 
     /// `find` replaced by `with` (same length, so the header stays well-formed).
@@ -774,7 +842,15 @@ mod safetensors {
         let header = std::str::from_utf8(&file[8..8 + header_len]).unwrap();
         assert!(header.contains("\"layer.2.weight.exp_avg\":{\"dtype\":\"BF16\",\"shape\":[17]"));
         assert!(header.contains("\"steps\":\"2\""));
+        assert!(header.contains("\"version\":\"2\""));
+        assert!(header.contains("\"group.1.skip_non_finite\":\"false\""));
+        assert!(!header.contains("\"skip_non_finite\":"));
         assert_eq!((8 + header_len) % 8, 0);
+        // The checksum: the CRC-32C of the file with its 8 hex digits read as zeros.
+        assert_eq!(resealed(&file), file);
+        let key = "\"checksum\":\"";
+        let at = header.find(key).unwrap() + key.len();
+        assert!(header[at..at + 8].bytes().all(|b| b.is_ascii_hexdigit()));
     }
 
     #[test]
@@ -790,7 +866,23 @@ mod safetensors {
             ),
             (
                 "version".into(),
-                edited(&file, "\"version\":\"1\"", "\"version\":\"2\""),
+                edited(&file, "\"version\":\"2\"", "\"version\":\"3\""),
+            ),
+            (
+                "version 1 (with a checksum, without the global skip flag)".into(),
+                edited(&file, "\"version\":\"2\"", "\"version\":\"1\""),
+            ),
+            (
+                "the checksum's key".into(),
+                edited(&file, "\"checksum\"", "\"checksuM\""),
+            ),
+            (
+                "a skip flag".into(),
+                edited(
+                    &file,
+                    "\"group.1.skip_non_finite\":\"false\"",
+                    "\"group.1.skip_non_finite\":\"fals3\"",
+                ),
             ),
             ("format".into(), edited(&file, "lion-optim", "lion-optiX")),
             (
@@ -830,6 +922,26 @@ mod safetensors {
                 ),
             ),
         ];
+        // Every edit as it is (the checksum refuses it) and sealed again (the loader's own
+        // checks refuse it).
+        let sealed: Vec<(String, Vec<u8>)> = bad[2..]
+            .iter()
+            .filter(|(what, _)| what != "the checksum's key")
+            .map(|(what, b)| (format!("{what}, sealed again"), resealed(b)))
+            .collect();
+        for (what, b) in &bad[2..] {
+            // (A shape that does not fit the data is not a safetensors file at all; without
+            // its key the checksum is missing.)
+            if !["a shape", "the checksum's key"].contains(&what.as_str()) {
+                let got = opt.load_safetensors(b);
+                assert_eq!(
+                    got,
+                    Err(Error::Checkpoint(CheckpointError::Checksum)),
+                    "{what}"
+                );
+            }
+        }
+        bad.extend(sealed);
         for n in [0, 7, 8, 100, file.len() / 2, file.len() - 1] {
             bad.push((format!("truncated to {n}"), file[..n].to_vec()));
         }
@@ -864,27 +976,15 @@ mod safetensors {
         let mut renamed = Lion::new(Hyperparams::default()).unwrap();
         renamed.add(TensorSpec::new(5).name("x")).unwrap();
         assert!(renamed.load_safetensors(&file).is_err());
-        // Every byte flipped once: refused, or (a flip in the momentum data) accepted whole.
-        let header_len = 8 + u64::from_le_bytes(file[..8].try_into().unwrap()) as usize;
+        // Every byte flipped once: refused (the checksum covers the momentum data too; see
+        // optimizer::damage for every value of every byte).
+        let mut o = same_shape();
+        let before = o.state_to_vec();
         for at in 0..file.len() {
             let mut b = file.clone();
             b[at] ^= 0x20;
-            let mut o = same_shape();
-            let before = o.state_to_vec();
-            match o.load_safetensors(&b) {
-                Ok(()) => {
-                    assert!(
-                        at >= header_len,
-                        "a flip in the header (byte {at}) was accepted"
-                    );
-                    let mut again = same_shape();
-                    again
-                        .load_safetensors(&o.save_safetensors().unwrap())
-                        .unwrap();
-                    assert_eq!(again.state_to_vec(), o.state_to_vec());
-                }
-                Err(_) => assert_eq!(o.state_to_vec(), before),
-            }
+            assert!(o.load_safetensors(&b).is_err(), "byte {at} flipped");
+            assert_eq!(o.state_to_vec(), before);
         }
     }
 }

@@ -1,10 +1,13 @@
-//! `Lion`: the same bits as plain steps, all-or-nothing failures, checkpoints.
+//! `Lion`: the same bits as plain steps, all-or-nothing failures, checkpoints (and, in
+//! `damage`, every damaged state file refused).
 
-use crate::common::{Rng, bits};
+mod damage;
+
 use lion_optim::{
-    CheckpointError, Dtype, Element, Error, Hyperparams, Lion, SliceMut, SliceRef, Tensor, bf16,
-    f16, reference,
+    CheckpointError, Dtype, Element, Error, GroupId, Hyperparams, Lion, SliceMut, SliceRef, Tensor,
+    TensorSpec, bf16, f16, reference,
 };
+use support::{Rng, bits, crc32c};
 
 fn random<T: Element>(rng: &mut Rng, n: usize) -> Vec<T> {
     (0..n)
@@ -17,7 +20,7 @@ fn same_bits<T: Element>(a: &[T], b: &[T]) -> bool {
 }
 
 fn momentum_bits(opt: &Lion<Vec<lion_optim::Buffer>>, i: usize) -> Vec<u64> {
-    match opt.momentum(i).unwrap() {
+    match opt.momentum(i).unwrap().as_slice_ref().unwrap() {
         SliceRef::F32(s) => s.iter().map(|x| bits(*x)).collect(),
         SliceRef::F16(s) => s.iter().map(|x| bits(*x)).collect(),
         SliceRef::Bf16(s) => s.iter().map(|x| bits(*x)).collect(),
@@ -46,9 +49,11 @@ fn lion_equals_plain_steps_over_a_schedule() {
         ..Hyperparams::default()
     };
     let mut opt = Lion::new(hp).unwrap();
-    assert_eq!(opt.add_tensor(n1, Dtype::F32).index(), 0);
-    assert_eq!(opt.add_tensor(n2, Dtype::Bf16).index(), 1);
-    assert_eq!(opt.add_tensor(n3, Dtype::F32).index(), 2);
+    assert_eq!(opt.add(TensorSpec::new(n1)).unwrap().index(), 0);
+    let spec = TensorSpec::new(n2).momentum(Dtype::Bf16);
+    assert_eq!(opt.add(spec).unwrap().index(), 1);
+    let spec = TensorSpec::new(n3).momentum(Dtype::F32);
+    assert_eq!(opt.add(spec).unwrap().index(), 2);
     for t in 0..10 {
         let lr = 1e-2 * (1.0 - t as f64 / 10.0);
         let (g1, g2, g3) = (
@@ -56,7 +61,7 @@ fn lion_equals_plain_steps_over_a_schedule() {
             random::<f32>(&mut rng, n2),
             random::<f16>(&mut rng, n3),
         );
-        opt.set_lr(lr).unwrap();
+        opt.update_groups(|_, g| g.hp.lr = lr).unwrap();
         opt.step(&mut [
             Tensor::new(&mut w1, &g1),
             Tensor::new(&mut w2, &g2),
@@ -91,7 +96,9 @@ fn caller_provided_buffers_give_the_same_result() {
     };
 
     let mut owned = Lion::new(hp).unwrap();
-    owned.add_tensor(100, Dtype::Bf16);
+    owned
+        .add(TensorSpec::new(100).momentum(Dtype::Bf16))
+        .unwrap();
     let mut w_owned = w0.clone();
 
     let mut storage = [bf16::ZERO; 100];
@@ -108,7 +115,7 @@ fn caller_provided_buffers_give_the_same_result() {
         assert_eq!(borrowed.steps(), 3);
     }
     assert!(same_bits(&w_owned, &w_borrowed));
-    let SliceRef::Bf16(m) = owned.momentum(0).unwrap() else {
+    let SliceRef::Bf16(m) = owned.momentum(0).unwrap().as_slice_ref().unwrap() else {
         panic!()
     };
     assert!(same_bits(m, &storage));
@@ -121,8 +128,8 @@ fn a_failing_step_changes_nothing() {
         ..Hyperparams::default()
     })
     .unwrap();
-    opt.add_tensor(4, Dtype::F32);
-    opt.add_tensor(3, Dtype::F32);
+    opt.add(TensorSpec::new(4)).unwrap();
+    opt.add(TensorSpec::new(3).momentum(Dtype::F32)).unwrap();
     let (mut a, mut b) = ([1.0f32; 4], [1.0f32; 3]);
     // The second tensor is wrong: the first must not have been updated.
     let e = opt.step(&mut [
@@ -163,15 +170,14 @@ fn a_failing_step_changes_nothing() {
     assert_eq!(opt.steps(), 0);
     assert_eq!(momentum_bits(&opt, 0), vec![0; 4]);
     // Invalid hyperparameters are refused and the old ones stay.
-    assert!(opt.set_lr(-1.0).is_err());
-    assert!(
-        opt.set_hyperparams(Hyperparams {
-            beta1: 1.5,
-            ..Hyperparams::default()
-        })
-        .is_err()
-    );
-    assert_eq!(opt.hyperparams().lr, 0.1);
+    assert!(opt.update_groups(|_, g| g.hp.lr = -1.0).is_err());
+    let mut group = *opt.group(GroupId::DEFAULT).unwrap();
+    group.hp = Hyperparams {
+        beta1: 1.5,
+        ..Hyperparams::default()
+    };
+    assert!(opt.set_group(GroupId::DEFAULT, group).is_err());
+    assert_eq!(opt.group(GroupId::DEFAULT).unwrap().hp.lr, 0.1);
     assert!(
         Lion::new(Hyperparams {
             weight_decay: f64::NAN,
@@ -188,6 +194,12 @@ fn a_failing_step_changes_nothing() {
     assert_eq!(a, [0.9; 4]);
 }
 
+/// The two tensors of `trained`: 50 with f16 momentum, 9 with bf16 momentum, unnamed.
+fn add_two(opt: &mut Lion<Vec<lion_optim::Buffer>>) {
+    opt.add(TensorSpec::new(50).momentum(Dtype::F16)).unwrap();
+    opt.add(TensorSpec::new(9).momentum(Dtype::Bf16)).unwrap();
+}
+
 fn trained() -> (Lion<Vec<lion_optim::Buffer>>, Vec<f32>, Vec<bf16>) {
     let mut rng = Rng(11);
     let mut opt = Lion::new(Hyperparams {
@@ -196,8 +208,7 @@ fn trained() -> (Lion<Vec<lion_optim::Buffer>>, Vec<f32>, Vec<bf16>) {
         ..Hyperparams::default()
     })
     .unwrap();
-    opt.add_tensor(50, Dtype::F16);
-    opt.add_tensor(9, Dtype::Bf16);
+    add_two(&mut opt);
     let (mut a, mut b) = (random::<f32>(&mut rng, 50), random::<bf16>(&mut rng, 9));
     for _ in 0..3 {
         let (ga, gb) = (random::<f32>(&mut rng, 50), random::<f32>(&mut rng, 9));
@@ -207,26 +218,41 @@ fn trained() -> (Lion<Vec<lion_optim::Buffer>>, Vec<f32>, Vec<bf16>) {
     (opt, a, b)
 }
 
+/// A compact checkpoint edited on purpose, with its CRC-32C trailer computed again: the
+/// loader's own checks (not the checksum) must refuse it.
+pub(crate) fn resealed(mut bytes: Vec<u8>) -> Vec<u8> {
+    let body = bytes.len() - 4;
+    let crc = crc32c(0, &bytes[..body]);
+    bytes[body..].copy_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
 #[test]
 fn checkpoint_round_trip_resumes_bit_for_bit() {
     let (mut opt, mut a, mut b) = trained();
     let ckpt = opt.state_to_vec();
-    assert_eq!(&ckpt[..8], b"LIONOPT2");
-    // Header, one group, tensor count, two unnamed tensor headers, data.
-    assert_eq!(ckpt.len(), 41 + 61 + 8 + 2 * 30 + 50 * 2 + 9 * 2);
+    assert_eq!(&ckpt[..8], b"LIONCRC3");
+    // Header, one group, tensor count, two unnamed tensor headers, data, checksum.
+    assert_eq!(ckpt.len(), 40 + 62 + 8 + 2 * 30 + 50 * 2 + 9 * 2 + 4);
     assert_eq!(ckpt[8..16], 3u64.to_le_bytes()); // steps
     assert_eq!(ckpt[16..24], 0u64.to_le_bytes()); // skipped steps
-    assert_eq!(ckpt[33..41], 1u64.to_le_bytes()); // groups
-    assert_eq!(ckpt[41..49], 1e-2f64.to_le_bytes()); // group 0's lr
+    assert_eq!(ckpt[24..32], 1f64.to_le_bytes()); // lr scale
+    assert_eq!(ckpt[32..40], 1u64.to_le_bytes()); // groups
+    assert_eq!(ckpt[40..48], 1e-2f64.to_le_bytes()); // group 0's lr
+    assert_eq!(ckpt[101], 0); // group 0's skip flag
     assert_eq!(ckpt[102..110], 2u64.to_le_bytes()); // tensors
+    let body = ckpt.len() - 4;
+    assert_eq!(ckpt[body..], crc32c(0, &ckpt[..body]).to_le_bytes()); // checksum
 
     let (mut a2, mut b2) = (a.clone(), b.clone());
     let mut resumed = Lion::new(Hyperparams::default()).unwrap();
-    resumed.add_tensor(50, Dtype::F16);
-    resumed.add_tensor(9, Dtype::Bf16);
+    add_two(&mut resumed);
     resumed.load_state(&ckpt).unwrap();
     assert_eq!(resumed.steps(), 3);
-    assert_eq!(resumed.hyperparams(), opt.hyperparams());
+    assert_eq!(
+        resumed.group(GroupId::DEFAULT).unwrap(),
+        opt.group(GroupId::DEFAULT).unwrap()
+    );
     let mut rng = Rng(99);
     for _ in 0..2 {
         let (ga, gb) = (random::<f32>(&mut rng, 50), random::<f32>(&mut rng, 9));
@@ -245,8 +271,7 @@ fn bad_checkpoints_are_refused_and_change_nothing() {
     let (opt, ..) = trained();
     let good = opt.state_to_vec();
     let mut other = Lion::new(Hyperparams::default()).unwrap();
-    other.add_tensor(50, Dtype::F16);
-    other.add_tensor(9, Dtype::Bf16);
+    add_two(&mut other);
     let before = other.state_to_vec();
     let tensor0 = 110; // the first tensor header
     let tensor1 = tensor0 + 30;
@@ -273,28 +298,39 @@ fn bad_checkpoints_are_refused_and_change_nothing() {
             [good.clone(), vec![0]].concat(),
             CheckpointError::TrailingBytes,
         ),
+        (
+            resealed([good.clone(), vec![0]].concat()),
+            CheckpointError::TrailingBytes,
+        ),
     ];
+    // A changed byte: the checksum says the file is damaged, wherever the byte is.
+    for at in [8, 40, 101, tensor0, good.len() - 5, good.len() - 1] {
+        let mut b = good.clone();
+        b[at] ^= 0x10;
+        cases.push((b, CheckpointError::Checksum));
+    }
+    // Edited and sealed again: the loader's own checks refuse the content.
     let mut edit = |at: usize, bytes: &[u8], want: CheckpointError| {
         let mut b = good.clone();
         b[at..at + bytes.len()].copy_from_slice(bytes);
-        cases.push((b, want));
+        cases.push((resealed(b), want));
     };
     edit(0, b"X", CheckpointError::BadMagic);
     edit(0, b"LIONOPT1", CheckpointError::UnknownVersion);
-    edit(24, &[2], CheckpointError::Invalid("skip flag"));
-    edit(25, &(-1.0f64).to_le_bytes(), CheckpointError::Hyperparams); // lr scale
+    edit(24, &(-1.0f64).to_le_bytes(), CheckpointError::Hyperparams); // lr scale
     let groups = CheckpointError::GroupCount {
         expected: 1,
         found: 2,
     };
-    edit(33, &2u64.to_le_bytes(), groups);
-    edit(41, &(-1.0f64).to_le_bytes(), CheckpointError::Hyperparams); // lr
-    edit(49, &f64::NAN.to_le_bytes(), CheckpointError::Hyperparams); // beta1
-    edit(73, &[7], CheckpointError::Invalid("maximize"));
-    edit(75, &[1], CheckpointError::Invalid("grad_unscale")); // absent, but not zero
-    edit(83, &[2], CheckpointError::Invalid("weight decay variant"));
-    edit(93, &[1], CheckpointError::Invalid("rounding")); // nearest with a seed
-    edit(101, &[2], CheckpointError::Invalid("cautious"));
+    edit(32, &2u64.to_le_bytes(), groups);
+    edit(40, &(-1.0f64).to_le_bytes(), CheckpointError::Hyperparams); // lr
+    edit(48, &f64::NAN.to_le_bytes(), CheckpointError::Hyperparams); // beta1
+    edit(72, &[7], CheckpointError::Invalid("maximize"));
+    edit(74, &[1], CheckpointError::Invalid("grad_unscale")); // absent, but not zero
+    edit(82, &[2], CheckpointError::Invalid("weight decay variant"));
+    edit(92, &[1], CheckpointError::Invalid("rounding")); // nearest with a seed
+    edit(100, &[2], CheckpointError::Invalid("cautious"));
+    edit(101, &[2], CheckpointError::Invalid("skip flag"));
     let count = CheckpointError::TensorCount {
         expected: 2,
         found: 3,
@@ -327,7 +363,10 @@ fn bad_checkpoints_are_refused_and_change_nothing() {
     named.extend(1u32.to_le_bytes());
     named.extend(b"w");
     named.extend(&good[tensor0 + 30..]);
-    cases.push((named, CheckpointError::UnknownTensor { position: 0 }));
+    cases.push((
+        resealed(named),
+        CheckpointError::UnknownTensor { position: 0 },
+    ));
 
     for (bytes, want) in cases {
         assert_eq!(
@@ -360,7 +399,7 @@ fn tensors_from_runtime_typed_slices() {
         ..Hyperparams::default()
     })
     .unwrap();
-    opt.add_tensor(2, Dtype::F32);
+    opt.add(TensorSpec::new(2).momentum(Dtype::F32)).unwrap();
     let mut w = [f16::ONE; 2];
     let g = [bf16::ONE, bf16::NEG_ONE];
     opt.step(&mut [Tensor::from_slices(

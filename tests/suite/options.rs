@@ -1,10 +1,11 @@
 //! Per-call options and the non-finite guard: semantics, validation, and `Lion`'s use of them.
 
-use crate::common::{Rng, available_paths, bits, paths_under_test};
+use crate::common::{available_backends, backends_under_test};
 use lion_optim::{
-    Dtype, Element, Error, Hyperparams, Lion, Outcome, Rounding, StepOptions, Tensor, WeightDecay,
-    bf16, f16, reference,
+    Dtype, Element, Error, Group, GroupId, Hyperparams, Lion, Outcome, Rounding, StepOptions,
+    Tensor, TensorSpec, WeightDecay, bf16, f16, reference,
 };
+use support::{Rng, all_combos, bits};
 
 #[test]
 fn maximize_steps_along_plus_sign_c() {
@@ -18,13 +19,14 @@ fn maximize_steps_along_plus_sign_c() {
         maximize: true,
         ..StepOptions::default()
     };
-    for path in available_paths() {
+    for backend in available_backends() {
         let (mut p, mut m) = ([1.0f32, 1.0, 1.0], [0.0f32, 0.0, -1.0]);
-        path.step_with(&mut p, &[2.0f32, -2.0, 1.0], &mut m, &hp, &opts)
+        backend
+            .step_with(&mut p, &[2.0f32, -2.0, 1.0], &mut m, &hp, &opts)
             .unwrap();
         // c = 1, -1, 0: up, down, not at all. The momentum is the same as when minimizing.
-        assert_eq!(p, [1.5, 0.5, 1.0], "{path}");
-        assert_eq!(m, [1.0, -1.0, 0.0], "{path}");
+        assert_eq!(p, [1.5, 0.5, 1.0], "{backend}");
+        assert_eq!(m, [1.0, -1.0, 0.0], "{backend}");
     }
 }
 
@@ -46,10 +48,14 @@ fn unscaling_is_multiplying_the_gradient_first() {
         let scaled: Vec<f32> = g.iter().map(|x| x * inv as f32).collect();
         let (mut pw, mut mw) = (p0.clone(), vec![0.0f32; 333]);
         reference::step(&mut pw, &scaled, &mut mw, &hp).unwrap();
-        for path in available_paths() {
+        for backend in available_backends() {
             let (mut p, mut m) = (p0.clone(), vec![0.0f32; 333]);
-            path.step_with(&mut p, &g, &mut m, &hp, &opts).unwrap();
-            assert_eq!((p, m), (pw.clone(), mw.clone()), "{path}, 1/scale = {inv}");
+            backend.step_with(&mut p, &g, &mut m, &hp, &opts).unwrap();
+            assert_eq!(
+                (p, m),
+                (pw.clone(), mw.clone()),
+                "{backend}, 1/scale = {inv}"
+            );
         }
     }
 }
@@ -73,11 +79,16 @@ fn weight_decay_variants() {
             weight_decay,
             ..StepOptions::default()
         };
-        for path in available_paths() {
+        for backend in available_backends() {
             let (mut p, mut m) = ([3.0f32, -1.5], [0.0f32; 2]);
-            path.step_with(&mut p, &[0.0f32; 2], &mut m, &hp, &opts)
+            backend
+                .step_with(&mut p, &[0.0f32; 2], &mut m, &hp, &opts)
                 .unwrap();
-            assert_eq!(p, [3.0 * decay, -1.5 * decay], "{path}, {weight_decay:?}");
+            assert_eq!(
+                p,
+                [3.0 * decay, -1.5 * decay],
+                "{backend}, {weight_decay:?}"
+            );
         }
     }
 }
@@ -152,16 +163,23 @@ fn invalid_options_are_refused_and_nothing_is_written() {
     ];
     let hp = Hyperparams::default();
     for (opts, field) in bad {
-        for path in available_paths() {
+        for backend in available_backends() {
             let (mut p, mut m) = ([1.5f32; 5], [bf16::ONE; 5]);
-            let e = path.step_with(&mut p, &[1.0f32; 5], &mut m, &hp, &opts);
+            let e = backend.step_with(&mut p, &[1.0f32; 5], &mut m, &hp, &opts);
             assert!(
                 matches!(e, Err(Error::InvalidHyperparameter { name, .. }) if name == field),
-                "{path} {opts:?}: {e:?}"
+                "{backend} {opts:?}: {e:?}"
             );
             assert_eq!((p, m), ([1.5; 5], [bf16::ONE; 5]));
-            let e = path.step_guarded(&mut p, &[1.0f32; 5], &mut m, &hp, &opts);
-            assert!(e.is_err(), "{path}: guarded step accepted {opts:?}");
+            let guarded = StepOptions {
+                skip_non_finite: true,
+                ..opts
+            };
+            for g in [[1.0f32; 5], [f32::NAN; 5]] {
+                let e = backend.step_with(&mut p, &g, &mut m, &hp, &guarded);
+                assert!(e.is_err(), "{backend}: guarded step accepted {opts:?}");
+                assert_eq!((p, m), ([1.5; 5], [bf16::ONE; 5]));
+            }
         }
         let e = reference::step_with(
             &mut [1.5f32; 5],
@@ -246,12 +264,12 @@ fn invalid_options_are_refused_and_nothing_is_written() {
 
 fn finite_check_on<G: Element>() {
     let d = StepOptions::default();
-    for path in available_paths() {
+    for backend in available_backends() {
         for len in (0..=70usize).chain([1000, 4099]) {
             let grads: Vec<G> = (0..len)
                 .map(|i| G::from_f32_rounded(i as f32 * 0.5 - 7.0))
                 .collect();
-            assert!(path.all_finite(&grads, &d), "{path} len {len}");
+            assert!(backend.all_finite(&grads, &d), "{backend} len {len}");
             for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -f32::NAN] {
                 for pos in [0, len / 2, len.saturating_sub(1)] {
                     if len == 0 {
@@ -260,8 +278,8 @@ fn finite_check_on<G: Element>() {
                     let mut g = grads.clone();
                     g[pos] = G::from_f32_rounded(bad);
                     assert!(
-                        !path.all_finite(&g, &d),
-                        "{path}: {bad} at {pos} of {len} missed"
+                        !backend.all_finite(&g, &d),
+                        "{backend}: {bad} at {pos} of {len} missed"
                     );
                 }
             }
@@ -273,14 +291,14 @@ fn finite_check_on<G: Element>() {
             ..d
         };
         assert!(
-            !path.all_finite(&big, &up),
-            "{path}: overflow after unscaling missed"
+            !backend.all_finite(&big, &up),
+            "{backend}: overflow after unscaling missed"
         );
         let down = StepOptions {
             grad_unscale: Some(1e-3),
             ..d
         };
-        assert!(path.all_finite(&big, &down), "{path}");
+        assert!(backend.all_finite(&big, &down), "{backend}");
     }
 }
 
@@ -296,46 +314,56 @@ fn guarded_on<P: Element, G: Element, M: Element>() {
         lr: 0.1,
         ..Hyperparams::default()
     };
-    let d = StepOptions::default();
-    for path in available_paths() {
+    let d = StepOptions {
+        skip_non_finite: true,
+        ..StepOptions::default()
+    };
+    for backend in available_backends() {
         let p0: Vec<P> = (0..41).map(|i| P::from_f32_rounded(i as f32)).collect();
         let m0: Vec<M> = (0..41).map(|i| M::from_f32_rounded(-(i as f32))).collect();
         let mut g: Vec<G> = (0..41).map(|_| G::from_f32_rounded(1.0)).collect();
         g[40] = G::from_f32_rounded(f32::NAN);
         let (mut p, mut m) = (p0.clone(), m0.clone());
         assert_eq!(
-            path.step_guarded(&mut p, &g, &mut m, &hp, &d),
+            backend.step_with(&mut p, &g, &mut m, &hp, &d),
             Ok(Outcome::SkippedNonFinite)
         );
+        let (mut pr, mut mr) = (p0.clone(), m0.clone());
+        assert_eq!(
+            reference::step_with(&mut pr, &g, &mut mr, &hp, &d),
+            Ok(Outcome::SkippedNonFinite)
+        );
+        assert!(pr.iter().zip(&p0).all(|(a, b)| bits(*a) == bits(*b)));
+        assert!(mr.iter().zip(&m0).all(|(a, b)| bits(*a) == bits(*b)));
         assert!(
             p.iter().zip(&p0).all(|(a, b)| bits(*a) == bits(*b)),
-            "{path}: params written"
+            "{backend}: params written"
         );
         assert!(
             m.iter().zip(&m0).all(|(a, b)| bits(*a) == bits(*b)),
-            "{path}: momentum written"
+            "{backend}: momentum written"
         );
         g[40] = G::from_f32_rounded(1.0);
         assert_eq!(
-            path.step_guarded(&mut p, &g, &mut m, &hp, &d),
+            backend.step_with(&mut p, &g, &mut m, &hp, &d),
             Ok(Outcome::Applied)
         );
         let (mut pw, mut mw) = (p0.clone(), m0.clone());
         reference::step(&mut pw, &g, &mut mw, &hp).unwrap();
         assert!(
             p.iter().zip(&pw).all(|(a, b)| bits(*a) == bits(*b)),
-            "{path}"
+            "{backend}"
         );
         assert!(
             m.iter().zip(&mw).all(|(a, b)| bits(*a) == bits(*b)),
-            "{path}"
+            "{backend}"
         );
     }
 }
 
 #[test]
 fn a_guarded_step_writes_nothing_when_a_gradient_is_not_finite() {
-    for combo in all_combos!(guarded_on) {
+    for combo in all_combos!(guarded_on, fn()) {
         combo();
     }
 }
@@ -347,10 +375,13 @@ fn lion_skips_non_finite_steps_and_counts_them() {
         ..Hyperparams::default()
     })
     .unwrap();
-    opt.add_tensor(3, Dtype::F32);
-    opt.add_tensor(2, Dtype::Bf16);
-    opt.set_skip_non_finite(true);
-    opt.set_grad_unscale(Some(0.5)).unwrap();
+    opt.add(TensorSpec::new(3)).unwrap();
+    opt.add(TensorSpec::new(2).momentum(Dtype::Bf16)).unwrap();
+    opt.update_groups(|_, g| {
+        g.options.skip_non_finite = true;
+        g.options.grad_unscale = Some(0.5);
+    })
+    .unwrap();
     let (mut a, mut b) = ([1.0f32; 3], [bf16::ONE; 2]);
     let before = opt.state_to_vec();
     // A NaN in the second tensor: nothing at all changes, not even the first tensor.
@@ -361,9 +392,12 @@ fn lion_skips_non_finite_steps_and_counts_them() {
     assert_eq!(e, Ok(Outcome::SkippedNonFinite));
     assert_eq!((a, b), ([1.0; 3], [bf16::ONE; 2]));
     assert_eq!((opt.steps(), opt.skipped_steps()), (0, 1));
-    // Everything but the skip counter (bytes 16..24).
-    let after = opt.state_to_vec();
-    assert_eq!((&after[..16], &after[24..]), (&before[..16], &before[24..]));
+    // Everything but the skip counter (bytes 16..24) and the checksum (the last 4 bytes).
+    let (after, end) = (opt.state_to_vec(), before.len() - 4);
+    assert_eq!(
+        (&after[..16], &after[24..end]),
+        (&before[..16], &before[24..end])
+    );
     let done = opt.step(&mut [
         Tensor::new(&mut a, &[1.0f32; 3]),
         Tensor::new(&mut b, &[1.0f32; 2]),
@@ -373,12 +407,20 @@ fn lion_skips_non_finite_steps_and_counts_them() {
     assert_eq!((opt.steps(), opt.skipped_steps()), (1, 1));
     // The skipped-step count survives a checkpoint.
     let mut other = Lion::new(Hyperparams::default()).unwrap();
-    other.add_tensor(3, Dtype::F32);
-    other.add_tensor(2, Dtype::Bf16);
+    other.add(TensorSpec::new(3)).unwrap();
+    other.add(TensorSpec::new(2).momentum(Dtype::Bf16)).unwrap();
     other.load_state(&opt.state_to_vec()).unwrap();
     assert_eq!(other.skipped_steps(), 1);
+    assert!(
+        other
+            .group(GroupId::DEFAULT)
+            .unwrap()
+            .options
+            .skip_non_finite
+    );
     // Without the guard, a NaN gradient is a normal step (it poisons that momentum).
-    opt.set_skip_non_finite(false);
+    opt.update_groups(|_, g| g.options.skip_non_finite = false)
+        .unwrap();
     let done = opt.step(&mut [
         Tensor::new(&mut a, &[f32::NAN; 3]),
         Tensor::new(&mut b, &[1.0f32; 2]),
@@ -394,13 +436,20 @@ fn lion_with_stochastic_rounding_matches_step_with_its_streams_and_is_reproducib
             ..Hyperparams::default()
         })
         .unwrap();
-        opt.set_options(StepOptions {
-            rounding: Rounding::Stochastic { seed: 5 },
-            ..StepOptions::default()
-        })
+        let group = *opt.group(GroupId::DEFAULT).unwrap();
+        opt.set_group(
+            GroupId::DEFAULT,
+            Group {
+                options: StepOptions {
+                    rounding: Rounding::Stochastic { seed: 5 },
+                    ..StepOptions::default()
+                },
+                ..group
+            },
+        )
         .unwrap();
-        opt.add_tensor(500, Dtype::Bf16);
-        opt.add_tensor(500, Dtype::Bf16);
+        opt.add(TensorSpec::new(500).momentum(Dtype::Bf16)).unwrap();
+        opt.add(TensorSpec::new(500).momentum(Dtype::Bf16)).unwrap();
         let (mut a, mut b) = (
             vec![bf16::from_f32(3.0); 500],
             vec![bf16::from_f32(3.0); 500],
@@ -422,8 +471,9 @@ fn lion_with_stochastic_rounding_matches_step_with_its_streams_and_is_reproducib
 }
 
 #[test]
-fn every_path_agrees_on_options_with_f16_subnormals() {
-    // Stochastic rounding into f16's subnormal range takes its own branch: compare paths there.
+fn every_backend_agrees_on_options_with_f16_subnormals() {
+    // Stochastic rounding into f16's subnormal range takes its own branch: compare backends
+    // there.
     let hp = Hyperparams {
         lr: 1e-6,
         beta1: 0.9,
@@ -444,9 +494,9 @@ fn every_path_agrees_on_options_with_f16_subnormals() {
     reference::step_with(&mut pw, &g, &mut mw, &hp, &opts).unwrap();
     let subnormal = |x: &f16| x.to_f32() != 0.0 && x.to_f32().abs() < 6.1e-5;
     assert!(mw.iter().any(subnormal) && pw.iter().any(subnormal));
-    for path in paths_under_test() {
+    for backend in backends_under_test() {
         let (mut p, mut m) = (p0.clone(), vec![f16::ZERO; 999]);
-        path.step_with(&mut p, &g, &mut m, &hp, &opts).unwrap();
-        assert_eq!((p, m), (pw.clone(), mw.clone()), "{path}");
+        backend.step_with(&mut p, &g, &mut m, &hp, &opts).unwrap();
+        assert_eq!((p, m), (pw.clone(), mw.clone()), "{backend}");
     }
 }

@@ -1,24 +1,30 @@
-//! `par_step` (feature `rayon`) is bit-identical to `step` on every path and dtype combination.
+//! `par_step_with` (feature `rayon`) is bit-identical to `step_with` on every backend and dtype
+//! combination.
 
-use crate::common::{Rng, assert_same, special_f32, value};
-use lion_optim::{Element, Hyperparams, PAR_BLOCK, PAR_THRESHOLD, Path};
+use crate::common::{assert_same, available_backends, backends_under_test};
+use lion_optim::{Backend, Element, Hyperparams, Outcome, PAR_BLOCK, PAR_THRESHOLD, StepOptions};
+use support::{Rng, SPECIAL_F32, all_combos, value};
 
-fn check<P: Element, G: Element, M: Element>(path: Path, len: usize) {
-    let (specials, mut rng) = (special_f32(), Rng(len as u64 * 31 + 7));
+fn check<P: Element, G: Element, M: Element>(backend: Backend, len: usize) {
+    let (specials, mut rng) = (&SPECIAL_F32, Rng(len as u64 * 31 + 7));
     let hp = Hyperparams {
         lr: 3e-3,
         weight_decay: 0.05,
         ..Hyperparams::default()
     };
-    let p: Vec<P> = (0..len).map(|_| value(&mut rng, &specials)).collect();
-    let g: Vec<G> = (0..len).map(|_| value(&mut rng, &specials)).collect();
-    let m: Vec<M> = (0..len).map(|_| value(&mut rng, &specials)).collect();
+    let p: Vec<P> = (0..len).map(|_| value(&mut rng, specials)).collect();
+    let g: Vec<G> = (0..len).map(|_| value(&mut rng, specials)).collect();
+    let m: Vec<M> = (0..len).map(|_| value(&mut rng, specials)).collect();
     let (mut p1, mut m1, mut p2, mut m2) = (p.clone(), m.clone(), p, m);
-    path.par_step(&mut p1, &g, &mut m1, &hp).unwrap();
-    path.step(&mut p2, &g, &mut m2, &hp).unwrap();
+    let d = StepOptions::default();
+    let done = backend
+        .par_step_with(&mut p1, &g, &mut m1, &hp, &d)
+        .unwrap();
+    assert_eq!(done, Outcome::Applied);
+    backend.step_with(&mut p2, &g, &mut m2, &hp, &d).unwrap();
     let ctx = || {
         format!(
-            "{path}, {:?}/{:?}/{:?}, len {len}",
+            "{backend}, {:?}/{:?}/{:?}, len {len}",
             P::DTYPE,
             G::DTYPE,
             M::DTYPE
@@ -29,33 +35,52 @@ fn check<P: Element, G: Element, M: Element>(path: Path, len: usize) {
 }
 
 #[test]
-fn par_step_is_bit_identical_to_step() {
+fn par_step_with_is_bit_identical_to_step_with() {
     // Below the threshold, exactly at it, and several blocks plus a ragged tail above it.
     let lens = [
         PAR_THRESHOLD - 1,
         PAR_THRESHOLD,
         3 * PAR_THRESHOLD + PAR_BLOCK / 2 + 13,
     ];
-    for path in crate::common::available_paths() {
-        for combo in all_combos!(check) {
+    for backend in available_backends() {
+        for combo in all_combos!(check, fn(Backend, usize)) {
             for len in lens {
-                combo(path, len);
+                combo(backend, len);
             }
         }
     }
 }
 
 #[test]
-fn par_step_validates_before_writing() {
+fn par_step_with_validates_before_writing() {
     let n = PAR_THRESHOLD + 5;
     let (mut p, g, mut m) = (vec![1.0f32; n], vec![1.0f32; n - 1], vec![0.0f32; n]);
-    assert!(lion_optim::par_step(&mut p, &g, &mut m, &Hyperparams::default()).is_err());
+    let (hp, d) = (Hyperparams::default(), StepOptions::default());
+    assert!(lion_optim::par_step_with(&mut p, &g, &mut m, &hp, &d).is_err());
     assert!(p.iter().all(|&x| x == 1.0) && m.iter().all(|&x| x == 0.0));
 }
 
 #[test]
+fn a_parallel_step_skips_a_non_finite_gradient_in_any_block() {
+    let n = 3 * PAR_THRESHOLD + 7;
+    let skip = StepOptions {
+        skip_non_finite: true,
+        ..StepOptions::default()
+    };
+    let hp = Hyperparams::default();
+    for at in [0, PAR_BLOCK - 1, 2 * PAR_THRESHOLD + 1, n - 1] {
+        let mut g = vec![0.5f32; n];
+        g[at] = f32::INFINITY;
+        let (mut p, mut m) = (vec![1.0f32; n], vec![0.0f32; n]);
+        let done = lion_optim::par_step_with(&mut p, &g, &mut m, &hp, &skip).unwrap();
+        assert_eq!(done, Outcome::SkippedNonFinite, "{at}");
+        assert!(p.iter().all(|&x| x == 1.0) && m.iter().all(|&x| x == 0.0));
+    }
+}
+
+#[test]
 fn par_step_with_stochastic_rounding_is_bit_identical_to_step_with() {
-    use lion_optim::{Rounding, StepOptions, bf16};
+    use lion_optim::{Rounding, bf16};
     let n = 2 * PAR_THRESHOLD + 77;
     let hp = Hyperparams {
         lr: 1e-3,
@@ -73,18 +98,19 @@ fn par_step_with_stochastic_rounding_is_bit_identical_to_step_with() {
             grad_unscale: Some(0.5),
             ..StepOptions::default()
         };
-        for path in crate::common::paths_under_test() {
+        for backend in backends_under_test() {
             let (mut p1, mut m1, mut p2, mut m2) = (
                 p0.clone(),
                 vec![bf16::ZERO; n],
                 p0.clone(),
                 vec![bf16::ZERO; n],
             );
-            path.par_step_with(&mut p1, &g, &mut m1, &hp, &opts)
+            backend
+                .par_step_with(&mut p1, &g, &mut m1, &hp, &opts)
                 .unwrap();
-            path.step_with(&mut p2, &g, &mut m2, &hp, &opts).unwrap();
-            assert_same(&p1, &p2, &|| format!("{path}, offset {offset}"));
-            assert_same(&m1, &m2, &|| format!("{path}, offset {offset}"));
+            backend.step_with(&mut p2, &g, &mut m2, &hp, &opts).unwrap();
+            assert_same(&p1, &p2, &|| format!("{backend}, offset {offset}"));
+            assert_same(&m1, &m2, &|| format!("{backend}, offset {offset}"));
         }
     }
 }

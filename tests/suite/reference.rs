@@ -1,8 +1,8 @@
 //! The specification itself: checked against the paper's formula computed independently in f64,
 //! and against cases worked out by hand.
 
-use crate::common::Rng;
 use lion_optim::{Hyperparams, bf16, reference};
+use support::Rng;
 
 /// Lion as the paper writes it, in f64 from the f64 hyperparameters, with an exact sign.
 fn paper_f64(p: f64, g: f64, m: f64, hp: &Hyperparams) -> (f64, f64, f64) {

@@ -1,10 +1,12 @@
 //! Stochastic rounding: unbiased, deterministic, split-invariant, never moves representable
-//! values — on every path.
+//! values — on every backend.
 
-use crate::common::{Rng, assert_same, paths_under_test};
+use crate::common::{assert_same, backends_under_test};
 use lion_optim::{
-    Element, Hyperparams, Path, Rounding, StepOptions, bf16, f16, reference, reference::random_bits,
+    Backend, Element, Hyperparams, Rounding, StepOptions, bf16, f16, reference,
+    reference::random_bits,
 };
+use support::Rng;
 
 fn sr(seed: u64, step: u64, offset: u64) -> StepOptions {
     StepOptions {
@@ -81,10 +83,11 @@ fn the_mean_of_many_roundings_converges_to_the_value() {
         ..Hyperparams::default()
     };
     let grads = vec![1.0f32; n];
-    for path in paths_under_test() {
+    for backend in backends_under_test() {
         let mut p = vec![bf16::from_f32(300.0); n];
         let mut m = vec![bf16::ZERO; n];
-        path.step_with(&mut p, &grads, &mut m, &hp, &sr(2024, 1, 0))
+        backend
+            .step_with(&mut p, &grads, &mut m, &hp, &sr(2024, 1, 0))
             .unwrap();
         let mean = p.iter().map(|x| f64::from(x.to_f32())).sum::<f64>() / n as f64;
         // Each value is 298 or 300: sd of the mean = 2 * sqrt(p (1 - p) / n) = 6.5e-4 for
@@ -93,7 +96,7 @@ fn the_mean_of_many_roundings_converges_to_the_value() {
         let sd = 2.0 * (0.125f64 * 0.875 / n as f64).sqrt();
         assert!(
             (mean - 299.75).abs() < 6.0 * sd,
-            "{path}: mean {mean}, want 299.75 +- {}",
+            "{backend}: mean {mean}, want 299.75 +- {}",
             6.0 * sd
         );
         assert!(
@@ -106,11 +109,13 @@ fn the_mean_of_many_roundings_converges_to_the_value() {
         let spacing = f64::from(bf16::from_f32(0.01).to_f32()) * 2f64.powi(-7);
         assert!(
             (m_mean - want).abs() < 6.0 * spacing * 0.5 / (n as f64).sqrt(),
-            "{path}: {m_mean}"
+            "{backend}: {m_mean}"
         );
         // Round-to-nearest, for contrast: the update vanishes.
         let mut q = vec![bf16::from_f32(300.0); 1000];
-        path.step(&mut q, &grads[..1000], &mut vec![bf16::ZERO; 1000], &hp)
+        let (mut m, d) = (vec![bf16::ZERO; 1000], StepOptions::default());
+        backend
+            .step_with(&mut q, &grads[..1000], &mut m, &hp, &d)
             .unwrap();
         assert!(q.iter().all(|x| *x == bf16::from_f32(300.0)));
     }
@@ -129,17 +134,21 @@ fn deterministic_and_keyed_by_seed_step_and_index() {
         .map(|_| bf16::from_f32(rng.uniform() * 4.0 - 2.0))
         .collect();
     let g: Vec<f32> = (0..5000).map(|_| rng.uniform() - 0.5).collect();
-    let run = |path: Path, opts: StepOptions| {
+    let run = |backend: Backend, opts: StepOptions| {
         let (mut p, mut m) = (p0.clone(), vec![f16::ZERO; 5000]);
-        path.step_with(&mut p, &g, &mut m, &hp, &opts).unwrap();
+        backend.step_with(&mut p, &g, &mut m, &hp, &opts).unwrap();
         (p, m)
     };
-    for path in paths_under_test() {
-        let a = run(path, sr(1, 7, 0));
-        assert_eq!(a, run(path, sr(1, 7, 0)), "{path}: not deterministic");
-        assert_ne!(a.0, run(path, sr(2, 7, 0)).0, "{path}: seed ignored");
-        assert_ne!(a.0, run(path, sr(1, 8, 0)).0, "{path}: step ignored");
-        assert_ne!(a.0, run(path, sr(1, 7, 1)).0, "{path}: offset ignored");
+    for backend in backends_under_test() {
+        let a = run(backend, sr(1, 7, 0));
+        assert_eq!(a, run(backend, sr(1, 7, 0)), "{backend}: not deterministic");
+        assert_ne!(a.0, run(backend, sr(2, 7, 0)).0, "{backend}: seed ignored");
+        assert_ne!(a.0, run(backend, sr(1, 8, 0)).0, "{backend}: step ignored");
+        assert_ne!(
+            a.0,
+            run(backend, sr(1, 7, 1)).0,
+            "{backend}: offset ignored"
+        );
     }
 }
 
@@ -165,13 +174,14 @@ fn split_invariance() {
         let whole_opts = sr(99, 4, base);
         let (mut pw, mut mw) = (p0.clone(), m0.clone());
         reference::step_with(&mut pw, &g, &mut mw, &hp, &whole_opts).unwrap();
-        for path in paths_under_test() {
+        for backend in backends_under_test() {
             // Whole.
             let (mut p, mut m) = (p0.clone(), m0.clone());
-            path.step_with(&mut p, &g, &mut m, &hp, &whole_opts)
+            backend
+                .step_with(&mut p, &g, &mut m, &hp, &whole_opts)
                 .unwrap();
-            assert_same(&p, &pw, &|| format!("{path} whole, base {base}"));
-            assert_same(&m, &mw, &|| format!("{path} whole, base {base}"));
+            assert_same(&p, &pw, &|| format!("{backend} whole, base {base}"));
+            assert_same(&m, &mw, &|| format!("{backend} whole, base {base}"));
             // In random pieces, including pieces of 1 and pieces that are not lane multiples.
             let (mut p, mut m) = (p0.clone(), m0.clone());
             let mut start = 0;
@@ -179,12 +189,13 @@ fn split_invariance() {
                 let len = (1 + rng.below(700)).min(n - start);
                 let opts = sr(99, 4, base + start as u64);
                 let r = start..start + len;
-                path.step_with(&mut p[r.clone()], &g[r.clone()], &mut m[r], &hp, &opts)
+                backend
+                    .step_with(&mut p[r.clone()], &g[r.clone()], &mut m[r], &hp, &opts)
                     .unwrap();
                 start += len;
             }
-            assert_same(&p, &pw, &|| format!("{path} pieces, base {base}"));
-            assert_same(&m, &mw, &|| format!("{path} pieces, base {base}"));
+            assert_same(&p, &pw, &|| format!("{backend} pieces, base {base}"));
+            assert_same(&m, &mw, &|| format!("{backend} pieces, base {base}"));
         }
     }
 }
@@ -202,9 +213,10 @@ fn params_and_momentum_draw_independent_bits() {
         weight_decay: 0.0,
     };
     let g = vec![1.0 + 2f32.powi(-8); n];
-    for path in paths_under_test() {
+    for backend in backends_under_test() {
         let (mut p, mut m) = (vec![bf16::ONE; n], vec![bf16::ZERO; n]);
-        path.step_with(&mut p, &g, &mut m, &hp, &sr(3, 0, 0))
+        backend
+            .step_with(&mut p, &g, &mut m, &hp, &sr(3, 0, 0))
             .unwrap();
         let p_up: Vec<bool> = p.iter().map(|v| *v == bf16::ONE).collect();
         let m_up: Vec<bool> = m.iter().map(|v| v.to_f32() > 1.0).collect();
@@ -212,15 +224,15 @@ fn params_and_momentum_draw_independent_bits() {
         let both = p_up.iter().zip(&m_up).filter(|(a, b)| **a && **b).count();
         assert!(
             (frac(p_up.iter().filter(|x| **x).count()) - 0.5).abs() < 0.02,
-            "{path}"
+            "{backend}"
         );
         assert!(
             (frac(m_up.iter().filter(|x| **x).count()) - 0.5).abs() < 0.02,
-            "{path}"
+            "{backend}"
         );
         assert!(
             (frac(both) - 0.25).abs() < 0.02,
-            "{path}: both rounded up {both} of {n}"
+            "{backend}: both rounded up {both} of {n}"
         );
     }
 }

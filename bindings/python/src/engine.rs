@@ -1,20 +1,21 @@
-//! One step over many checked views: the overlap check, the thread pool, and the one call into
-//! the core (`lion_optim::step_many`) with the GIL released.
+//! One step over many checked views: the checks between views (shapes, lengths, overlap), the
+//! thread pool, and the one call into the core ([`Backend::step_many`], or the cautious counts)
+//! with the GIL released.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use lion_optim::{Group, Outcome, Update};
+use lion_optim::{Backend, Group, Outcome, Update};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
-use crate::view::View;
+use crate::view::{Exporter, MomView, View};
 
 /// One tensor of a step: its three buffers and where it takes its settings and random bits from.
 pub(crate) struct Entry {
     pub(crate) params: View,
     pub(crate) grads: View,
-    pub(crate) momentum: View,
+    pub(crate) momentum: MomView,
     pub(crate) group: usize,
     pub(crate) step: u64,
     pub(crate) stream: u64,
@@ -32,10 +33,92 @@ pub(crate) enum Role {
     Momentum,
 }
 
+/// The role of a buffer as the optimizer's messages name it.
+pub(crate) fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Params => "the parameter",
+        Role::Grads => "its gradient",
+        Role::Momentum => "its exp_avg",
+    }
+}
+
 /// Names a tensor and a role for error messages (the optimizer: the parameter's name; the
 /// functional API: the position in the lists).
 pub(crate) trait Labels {
     fn label(&self, entry: usize, role: Role) -> String;
+}
+
+/// The gradient must have the parameter's shape and memory layout (the step pairs elements in
+/// memory order: for a parameter dense in another order than C's, `channels_last`..., the
+/// gradient must be laid out alike; autograd makes it so).
+pub(crate) fn check_grad(
+    ex: &Exporter<'_>,
+    p: &View,
+    g: &View,
+    label: &dyn Fn(Role) -> String,
+) -> PyResult<()> {
+    if !ex.same_shape(p, g) {
+        return Err(PyValueError::new_err(format!(
+            "{} has shape {}, the parameter {}",
+            label(Role::Grads),
+            ex.shape_str(g),
+            ex.shape_str(p)
+        )));
+    }
+    if !ex.same_layout(p, g) {
+        return Err(PyValueError::new_err(format!(
+            "{} has strides {}, the parameter {} (shape {}): the step pairs elements in memory \
+             order, so a gradient must have its parameter's memory layout; give it the \
+             parameter's (torch.empty_like(param).copy_(grad), or \
+             grad.contiguous(memory_format=...) with the parameter's memory format)",
+            label(Role::Grads),
+            ex.strides_str(g),
+            ex.strides_str(p),
+            ex.shape_str(p)
+        )));
+    }
+    Ok(())
+}
+
+/// The checks between the three views of one tensor: the gradient has the parameter's shape
+/// and layout ([`check_grad`]); the momentum its number of elements, and, if the parameter is
+/// not C-contiguous (`channels_last`...) or the momentum has the parameter's shape, also its
+/// shape and memory layout (`torch.zeros_like(param)` has).
+pub(crate) fn check_entry(
+    ex: &Exporter<'_>,
+    p: &View,
+    g: &View,
+    m: &View,
+    label: &dyn Fn(Role) -> String,
+) -> PyResult<()> {
+    check_grad(ex, p, g, label)?;
+    if m.len != p.len {
+        return Err(PyValueError::new_err(format!(
+            "{} has {} elements, the parameter {} (shape {})",
+            label(Role::Momentum),
+            m.len,
+            p.len,
+            ex.shape_str(p)
+        )));
+    }
+    let laid_alike = if ex.same_shape(p, m) {
+        ex.same_layout(p, m)
+    } else {
+        p.is_contiguous() && m.is_contiguous()
+    };
+    if !laid_alike {
+        return Err(PyValueError::new_err(format!(
+            "{} has shape {} and strides {}, the parameter shape {} and strides {}: the step \
+             pairs elements in memory order, so the momentum of a parameter must have its \
+             shape and memory layout (torch.zeros_like(param)), or both be C-contiguous",
+            label(Role::Momentum),
+            ex.shape_str(m),
+            ex.strides_str(m),
+            ex.shape_str(p),
+            ex.strides_str(p)
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses any two buffers of the call that overlap in memory where one of them is written
@@ -45,10 +128,18 @@ pub(crate) fn check_overlap(entries: &[Entry], labels: &dyn Labels) -> PyResult<
     // (start, end, entry * 3 + role); empty buffers cannot overlap anything.
     let mut ranges: Vec<(usize, usize, usize)> = Vec::with_capacity(entries.len() * 3);
     for (i, e) in entries.iter().enumerate() {
-        for (r, v) in [&e.params, &e.grads, &e.momentum].into_iter().enumerate() {
+        for (r, v) in [&e.params, &e.grads].into_iter().enumerate() {
             if v.len > 0 {
                 let (s, end) = v.range();
                 ranges.push((s, end, i * 3 + r));
+            }
+        }
+        if e.momentum.len() > 0 {
+            // (8-bit momentum: its codes and its scales, both written.)
+            for (s, end) in e.momentum.ranges() {
+                if end > s {
+                    ranges.push((s, end, i * 3 + 2));
+                }
             }
         }
     }
@@ -95,34 +186,27 @@ pub(crate) fn check_overlap(entries: &[Entry], labels: &dyn Labels) -> PyResult<
     Ok(())
 }
 
-/// Checks every group's settings before anything runs.
-pub(crate) fn check_groups(groups: &[Group], name: &dyn Fn(usize) -> String) -> PyResult<()> {
-    for (i, g) in groups.iter().enumerate() {
-        if let Err(e) = g.validate() {
-            return Err(PyValueError::new_err(format!("{}: {e}", name(i))));
-        }
-    }
-    Ok(())
-}
-
-/// Runs the step over `entries` (already checked: views, lengths, overlap, groups) on
-/// `num_threads` threads, with the GIL released. Returns whether it was applied (with
-/// `skip_non_finite`, a non-finite gradient skips it: nothing written).
+/// Runs the step over `entries` (views checked, each entry checked by [`check_entry`]) on
+/// `backend` and `num_threads` threads, with the GIL released, after refusing buffers that
+/// overlap ([`check_overlap`]). Returns whether it was applied (a group's `skip_non_finite` and
+/// a non-finite gradient skip it: nothing written). The core checks the rest (groups, lengths)
+/// before it writes anything.
 ///
 /// Every Python object whose buffer is in `entries` must be kept alive by the caller for the
 /// whole call (they are: the caller holds them in the lists it was given).
 pub(crate) fn run(
     py: Python<'_>,
+    backend: Backend,
     entries: &[Entry],
     groups: &[Group],
     num_threads: usize,
-    skip_non_finite: bool,
     labels: &dyn Labels,
 ) -> PyResult<Outcome> {
+    check_overlap(entries, labels)?;
     let total: usize = entries.iter().map(|e| e.params.len).sum();
     let result = py.detach(|| {
         let t0 = std::time::Instant::now();
-        let r = run_detached(entries, groups, num_threads, skip_non_finite, total);
+        let r = run_detached(backend, entries, groups, num_threads, total);
         LAST_CORE_NS.store(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
         r
     });
@@ -139,17 +223,17 @@ enum RunError {
 }
 
 fn run_detached(
+    backend: Backend,
     entries: &[Entry],
     groups: &[Group],
     num_threads: usize,
-    skip_non_finite: bool,
     total: usize,
 ) -> Result<Outcome, RunError> {
     let call = || {
         let mut updates: Vec<Update<'_>> = Vec::with_capacity(entries.len());
         for e in entries {
             // SAFETY: each view was checked (non-null unless empty, aligned, size in range, CPU,
-            // contiguous) when it was made, from an object the caller keeps referenced for this
+            // dense) when it was made, from an object the caller keeps referenced for this
             // whole call (the lists it was given; an optimizer's own momentum buffers are
             // bytearrays its plan holds with an export, so never resized or freed), so the
             // memory stays allocated while we run: torch and numpy free a buffer only when its
@@ -159,11 +243,12 @@ fn run_detached(
             // the GIL on pointers they read before. `check_overlap` proved that no written
             // buffer overlaps any other buffer of the call, so these `&mut` slices alias
             // nothing, and the gradients are only read.
+            // (8-bit momentum: its codes and its scales are two such buffers.)
             let (p, g, m) = unsafe {
                 (
                     e.params.slice_mut(),
                     e.grads.slice_ref(),
-                    e.momentum.slice_mut(),
+                    e.momentum.momentum_mut()?,
                 )
             };
             updates.push(
@@ -174,11 +259,7 @@ fn run_detached(
                     .offset(e.offset),
             );
         }
-        if skip_non_finite {
-            lion_optim::step_many_guarded(&mut updates, groups)
-        } else {
-            lion_optim::step_many(&mut updates, groups).map(|()| Outcome::Applied)
-        }
+        backend.step_many(&mut updates, groups)
     };
     if total < lion_optim::PAR_THRESHOLD {
         // Too little work to share: on this thread (the core runs it serially below the
@@ -240,6 +321,63 @@ fn shared_pool(n: usize) -> Result<Arc<rayon::ThreadPool>, String> {
     let pool = Arc::new(pool);
     pools.push((n, pool.clone()));
     Ok(pool)
+}
+
+/// The cautious variant's count of every (gradient, momentum) pair (checked views of the same
+/// length, kept alive by the caller for the call), with the GIL released; `group`: validated.
+pub(crate) fn cautious_counts(
+    py: Python<'_>,
+    pairs: &[(View, View)],
+    group: &Group,
+) -> PyResult<Vec<u64>> {
+    let counts = py.detach(|| {
+        pairs
+            .iter()
+            .map(|(g, m)| {
+                // SAFETY: both views were checked when made, from objects the caller keeps alive
+                // for this call; they are only read here (a concurrent writer from another
+                // Python thread is unsupported, as for torch's own ops).
+                let (g, m) = unsafe { (g.slice_ref(), m.slice_ref()) };
+                g.cautious_count(m, &group.hp, &group.options)
+            })
+            .collect::<Result<Vec<u64>, lion_optim::Error>>()
+    });
+    counts.map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// What a distributed step reads before it steps, with the GIL released: per slot, the
+/// cautious count of `(slot, grads, momentum, group)` (0 for slots not listed), and whether
+/// every gradient of `grads` (with its group's options: unscaling) is finite. The views were
+/// checked and are kept alive by the caller for the call.
+pub(crate) fn shard_stats(
+    py: Python<'_>,
+    counted: &[(usize, View, MomView, usize)],
+    grads: &[(View, usize)],
+    groups: &[Group],
+    slots: usize,
+) -> PyResult<(Vec<u64>, bool)> {
+    let result = py.detach(|| {
+        let mut counts = vec![0u64; slots];
+        for (slot, g, m, gi) in counted {
+            // SAFETY: both views were checked when made, from objects the caller keeps alive
+            // for this call; they are only read here (a concurrent writer from another Python
+            // thread is unsupported, as for torch's own ops).
+            let (g, m) = unsafe { (g.slice_ref(), m.momentum_ref()?) };
+            let (Some(count), Some(group)) = (counts.get_mut(*slot), groups.get(*gi)) else {
+                continue;
+            };
+            *count = g.cautious_count(m, &group.hp, &group.options)?;
+        }
+        let finite = grads.iter().all(|(g, gi)| {
+            // SAFETY: as above.
+            let g = unsafe { g.slice_ref() };
+            groups
+                .get(*gi)
+                .is_none_or(|group| g.all_finite(&group.options))
+        });
+        Ok::<_, lion_optim::Error>((counts, finite))
+    });
+    result.map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 /// A core error as a Python exception naming the tensor.

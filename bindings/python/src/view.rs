@@ -1,6 +1,8 @@
 //! Views of Python arrays: where a torch tensor's or a numpy array's buffer becomes a description
 //! (address, length, dtype, shape) that is checked, and — in [`View::slice_mut`] and
-//! [`View::slice_ref`], the only place — a Rust slice.
+//! [`View::slice_ref`], the only place — a Rust slice. Also the optimizer's own buffers
+//! ([`Pinned`] bytearrays, and the [`StepCounts`] in one of them): the only raw pointer reads
+//! and writes of the crate are in this file.
 //!
 //! Three sources, tried in this order:
 //!
@@ -14,10 +16,12 @@
 
 use std::ffi::{CStr, c_int, c_void};
 
-use lion_optim::{Dtype, SliceMut, SliceRef, bf16, f16};
+use lion_optim::{
+    Dtype, MomentumMut, MomentumRef, Q8_BLOCK, Q8Mut, Q8Ref, SliceMut, SliceRef, bf16, f16,
+};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyByteArray, PyDict, PyMemoryView, PyTuple};
 use pyo3::{ffi, intern};
 
 // ------------------------------------------------------------------------------------------------
@@ -89,6 +93,7 @@ const KDL_BFLOAT: u8 = 4;
 static USE_EXCHANGE_API: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// Test hook: turn the DLPack exchange API off (to test the `_to_dlpack` fallback).
+#[cfg(feature = "test-hooks")]
 pub(crate) fn set_exchange_api_enabled(on: bool) {
     USE_EXCHANGE_API.store(on, std::sync::atomic::Ordering::Relaxed);
 }
@@ -133,14 +138,21 @@ impl std::fmt::Display for ShapeStr<'_> {
 }
 
 /// A checked description of a buffer: `len` elements of `dtype` from byte address `addr`,
-/// contiguous, on the CPU, aligned for `dtype`, `len * size <= isize::MAX`; `addr != 0` unless
-/// `len == 0`. (Small on purpose: a step makes three per tensor.)
+/// dense (C-contiguous, or dense in another order: `channels_last`...), on the CPU, aligned for
+/// `dtype`, `len * size <= isize::MAX`; `addr != 0` unless `len == 0`. The step pairs the
+/// elements of a parameter, its gradient and its momentum in memory order, which is why their
+/// layouts must agree (see [`Exporter::same_layout`]). (Small on purpose: a step makes three per
+/// tensor.)
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct View {
     pub(crate) addr: usize,
     pub(crate) len: usize,
     pub(crate) dtype: Dtype,
     dims: Dims,
+    /// The element strides of a tensor dense in another order than C's, those of dimensions of
+    /// size 1 set to 0 (two such tensors of one shape lay out their elements alike iff these
+    /// agree); `UNKNOWN`: C-contiguous (or a flat buffer).
+    strides: Dims,
 }
 
 impl View {
@@ -151,13 +163,33 @@ impl View {
             len: 0,
             dtype: Dtype::F32,
             dims: Dims::UNKNOWN,
+            strides: Dims::UNKNOWN,
         }
     }
 
-    /// A view of memory the caller vouches for (see [`finish`] for what is checked here):
-    /// an optimizer-owned buffer.
-    pub(crate) fn raw(addr: usize, len: usize, dtype: Dtype) -> Result<View, ViewError> {
-        finish(addr, len, dtype, Dims::UNKNOWN)
+    /// Whether the elements are in C order (a flat buffer is).
+    pub(crate) fn is_contiguous(&self) -> bool {
+        self.strides.n == u32::MAX
+    }
+
+    /// Elements `[start, start + len)` of the buffer in memory order, as a flat view (None if
+    /// out of range).
+    pub(crate) fn part(&self, start: usize, len: usize) -> Option<View> {
+        let end = start.checked_add(len)?;
+        if end > self.len {
+            return None;
+        }
+        Some(View {
+            addr: if len == 0 {
+                0
+            } else {
+                self.addr + start * self.dtype.size()
+            },
+            len,
+            dtype: self.dtype,
+            dims: Dims::UNKNOWN,
+            strides: Dims::UNKNOWN,
+        })
     }
 
     /// The byte range `[start, end)` of the buffer.
@@ -239,6 +271,272 @@ impl View {
     }
 }
 
+// ------------------------------------------------------------------------------------------------
+// Momentum: elements, or 8-bit blocks
+
+/// The 8-bit momentum of a tensor (the optimizer's own: two pinned bytearrays): `len` u8 codes
+/// from byte address `codes`, and `len.div_ceil(256)` f32 block scales from `absmax` (4-aligned),
+/// the codes in the memory order of the parameter. Checked when made ([`Pinned::q8_view`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Q8View {
+    codes: usize,
+    absmax: usize,
+    len: usize,
+}
+
+impl Q8View {
+    /// The byte ranges of the codes and of the scales.
+    fn ranges(&self) -> [(usize, usize); 2] {
+        let blocks = self.len.div_ceil(Q8_BLOCK);
+        [
+            (self.codes, self.codes + self.len),
+            (self.absmax, self.absmax + 4 * blocks),
+        ]
+    }
+}
+
+/// The momentum of one tensor in a step: a [`View`] of elements, or 8-bit blocks.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum MomView {
+    Elems(View),
+    Q8(Q8View),
+}
+
+impl MomView {
+    /// The number of elements.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            MomView::Elems(v) => v.len,
+            MomView::Q8(q) => q.len,
+        }
+    }
+
+    /// The byte ranges of its memory (one for elements, the codes and the scales for 8-bit).
+    pub(crate) fn ranges(&self) -> Vec<(usize, usize)> {
+        match self {
+            MomView::Elems(v) => vec![v.range()],
+            MomView::Q8(q) => q.ranges().to_vec(),
+        }
+    }
+
+    /// Elements `[start, start + len)` (see [`View::part`]); 8-bit momentum only in whole
+    /// blocks: `start` a multiple of 256, and `len` too unless the part ends at the end.
+    pub(crate) fn part(&self, start: usize, len: usize) -> Option<MomView> {
+        match self {
+            MomView::Elems(v) => v.part(start, len).map(MomView::Elems),
+            MomView::Q8(q) => {
+                let end = start.checked_add(len)?;
+                if end > q.len
+                    || !start.is_multiple_of(Q8_BLOCK)
+                    || !(len.is_multiple_of(Q8_BLOCK) || end == q.len)
+                {
+                    return None;
+                }
+                Some(MomView::Q8(if len == 0 {
+                    Q8View {
+                        codes: 0,
+                        absmax: 0,
+                        len: 0,
+                    }
+                } else {
+                    Q8View {
+                        codes: q.codes + start,
+                        absmax: q.absmax + 4 * (start / Q8_BLOCK),
+                        len,
+                    }
+                }))
+            }
+        }
+    }
+
+    /// The momentum for updating.
+    ///
+    /// # Safety
+    ///
+    /// As [`View::slice_mut`], for every byte range of [`MomView::ranges`].
+    pub(crate) unsafe fn momentum_mut<'a>(&self) -> Result<MomentumMut<'a>, lion_optim::Error> {
+        match self {
+            // SAFETY: the caller's contract, as `slice_mut`'s.
+            MomView::Elems(v) => Ok(unsafe { v.slice_mut() }.into()),
+            MomView::Q8(q) => {
+                if q.len == 0 {
+                    return Ok(Q8Mut::new(&mut [], &mut [])?.into());
+                }
+                let blocks = q.len.div_ceil(Q8_BLOCK);
+                // SAFETY: `codes` and `absmax` are non-null (len > 0), `absmax` 4-aligned, both
+                // in range of their pinned buffers (checked by `Pinned::q8_view` and kept by
+                // `part`, which cuts whole blocks); every byte is a valid u8 and every bit
+                // pattern a valid f32, the memory initialized (bytearrays). Liveness and
+                // exclusivity for 'a are the caller's contract; the two ranges are disjoint
+                // (two bytearrays, or refused by `check_overlap`).
+                let (codes, absmax) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut(q.codes as *mut u8, q.len),
+                        std::slice::from_raw_parts_mut(q.absmax as *mut f32, blocks),
+                    )
+                };
+                Ok(Q8Mut::new(codes, absmax)?.into())
+            }
+        }
+    }
+
+    /// The momentum for reading.
+    ///
+    /// # Safety
+    ///
+    /// As [`View::slice_ref`], for every byte range of [`MomView::ranges`].
+    pub(crate) unsafe fn momentum_ref<'a>(&self) -> Result<MomentumRef<'a>, lion_optim::Error> {
+        match self {
+            // SAFETY: the caller's contract, as `slice_ref`'s.
+            MomView::Elems(v) => Ok(unsafe { v.slice_ref() }.into()),
+            MomView::Q8(q) => {
+                if q.len == 0 {
+                    return Ok(Q8Ref::new(&[], &[])?.into());
+                }
+                let blocks = q.len.div_ceil(Q8_BLOCK);
+                // SAFETY: as in `momentum_mut` (non-null, aligned, in range, initialized);
+                // liveness and the absence of writers for 'a are the caller's contract.
+                let (codes, absmax) = unsafe {
+                    (
+                        std::slice::from_raw_parts(q.codes as *const u8, q.len),
+                        std::slice::from_raw_parts(q.absmax as *const f32, blocks),
+                    )
+                };
+                Ok(Q8Ref::new(codes, absmax)?.into())
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// The optimizer's own buffers
+
+/// A `bytearray` the optimizer owns (a momentum buffer, the step counts), pinned: it holds a
+/// `memoryview` of the bytearray, and a bytearray with an export refuses to be resized
+/// (`BufferError`), so its data stays where it is, and alive, as long as this value exists.
+/// Nothing else holds that memoryview, so nothing can release it early.
+pub(crate) struct Pinned {
+    _export: Py<PyMemoryView>,
+    addr: usize,
+    bytes: usize,
+}
+
+impl Pinned {
+    pub(crate) fn new(buf: &Bound<'_, PyByteArray>) -> PyResult<Pinned> {
+        let export = PyMemoryView::from(buf.as_any())?;
+        // Read after the export exists: from now on the buffer cannot move.
+        let (addr, bytes) = (buf.data() as usize, buf.len());
+        Ok(Pinned {
+            _export: export.unbind(),
+            addr,
+            bytes,
+        })
+    }
+
+    /// A view of its first `len` elements of `dtype` (checked: they fit, and see [`finish`]).
+    pub(crate) fn view(&self, len: usize, dtype: Dtype) -> Result<View, ViewError> {
+        if len.checked_mul(dtype.size()).is_none_or(|b| b > self.bytes) {
+            return Err(ViewError::Value(format!(
+                "is a buffer of {} bytes, too small for {len} {dtype} elements",
+                self.bytes
+            )));
+        }
+        finish(self.addr, len, dtype, Dims::UNKNOWN, Dims::UNKNOWN)
+    }
+
+    /// A view of 8-bit momentum of `len` elements: the first `len` bytes of `codes`, and the
+    /// first `len.div_ceil(256)` f32 of `absmax` (checked: they fit, non-null, aligned).
+    pub(crate) fn q8_view(
+        codes: &Pinned,
+        absmax: &Pinned,
+        len: usize,
+    ) -> Result<Q8View, ViewError> {
+        let blocks = len.div_ceil(Q8_BLOCK);
+        if len > codes.bytes || len > isize::MAX as usize {
+            return Err(ViewError::Value(format!(
+                "is a buffer of {} bytes, too small for {len} codes",
+                codes.bytes
+            )));
+        }
+        if blocks * 4 > absmax.bytes {
+            return Err(ViewError::Value(format!(
+                "has scales of {} bytes, too few for {blocks} blocks",
+                absmax.bytes
+            )));
+        }
+        if len == 0 {
+            return Ok(Q8View {
+                codes: 0,
+                absmax: 0,
+                len: 0,
+            });
+        }
+        if codes.addr == 0 || absmax.addr == 0 || !absmax.addr.is_multiple_of(4) {
+            return Err(ViewError::Runtime(format!(
+                "has a null or misaligned buffer (codes at {:#x}, scales at {:#x})",
+                codes.addr, absmax.addr
+            )));
+        }
+        if codes.addr.checked_add(len).is_none() || absmax.addr.checked_add(blocks * 4).is_none() {
+            return Err(ViewError::Value(format!("is too large ({len} elements)")));
+        }
+        Ok(Q8View {
+            codes: codes.addr,
+            absmax: absmax.addr,
+            len,
+        })
+    }
+}
+
+/// The step counts of an optimizer's parameters: one native-endian i64 per parameter at the
+/// start of a pinned bytearray, which Python views as the 0-dim int64 tensors `state["step"]`.
+pub(crate) struct StepCounts {
+    buf: Pinned,
+    len: usize,
+}
+
+impl StepCounts {
+    /// The counts of `len` parameters in `buf` (at least 8 bytes each, 8-aligned).
+    pub(crate) fn new(buf: &Bound<'_, PyByteArray>, len: usize) -> PyResult<StepCounts> {
+        let buf = Pinned::new(buf)?;
+        let fits = len.checked_mul(8).is_some_and(|b| b <= buf.bytes);
+        if !fits || (len > 0 && (buf.addr == 0 || !buf.addr.is_multiple_of(8))) {
+            return Err(PyValueError::new_err(format!(
+                "step counts: a buffer of {} bytes at {:#x} cannot hold {len} aligned i64",
+                buf.bytes, buf.addr
+            )));
+        }
+        Ok(StepCounts { buf, len })
+    }
+
+    /// Count `k` (None if `k` is out of range). The `Python` token: read with the GIL held.
+    pub(crate) fn get(&self, _py: Python<'_>, k: usize) -> Option<i64> {
+        if k >= self.len {
+            return None;
+        }
+        // SAFETY: `k < len`, and `new` checked that `len` i64 fit in the buffer from `addr`,
+        // which is non-null and 8-aligned; the buffer is pinned (alive, never moved) while
+        // `self` is. Every bit pattern is an i64. Python code writes these bytes only through
+        // tensors with the GIL held, which we hold too (writing `state["step"]` from a thread
+        // that released the GIL inside a torch op during a step is unsupported, as for the
+        // parameters).
+        Some(unsafe { std::ptr::read((self.buf.addr as *const i64).add(k)) })
+    }
+
+    /// Sets count `k`; false (nothing written) if `k` is out of range.
+    pub(crate) fn set(&self, _py: Python<'_>, k: usize, value: i64) -> bool {
+        if k >= self.len {
+            return false;
+        }
+        // SAFETY: as in `get`; no Rust reference to these bytes exists (they are only ever
+        // accessed through this type, by value).
+        unsafe { std::ptr::write((self.buf.addr as *mut i64).add(k), value) };
+        true
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+
 /// Why an object could not be viewed, and which Python exception says so.
 #[derive(Debug)]
 pub(crate) enum ViewError {
@@ -302,11 +600,50 @@ impl<'py> Exporter<'py> {
         matches!((self.dims(a), self.dims(b)), (Some(x), Some(y)) if x == y)
     }
 
+    /// A view's normalized element strides (see [`View::strides`]); None: C-contiguous.
+    pub(crate) fn layout(&self, v: &View) -> Option<&[i64]> {
+        if v.strides.n == u32::MAX {
+            return None;
+        }
+        let at = v.strides.at as usize;
+        self.dims.get(at..at + v.strides.n as usize)
+    }
+
+    /// Whether two views of the same shape lay out their elements alike in memory (both
+    /// C-contiguous, or the same strides): element `i` in memory of one is then the same
+    /// element (index) as element `i` of the other.
+    pub(crate) fn same_layout(&self, a: &View, b: &View) -> bool {
+        self.layout(a) == self.layout(b)
+    }
+
     /// A view's shape for messages.
     pub(crate) fn shape_str(&self, v: &View) -> String {
         match self.dims(v) {
             Some(d) => ShapeStr(d).to_string(),
             None => format!("({},)", v.len),
+        }
+    }
+
+    /// A view's element strides for messages (C-contiguous ones computed from the shape; those
+    /// of dimensions of size 1 are shown as 0 for a tensor dense in another order).
+    pub(crate) fn strides_str(&self, v: &View) -> String {
+        if let Some(s) = self.layout(v) {
+            return ShapeStr(s).to_string();
+        }
+        let dims = self.dims(v).unwrap_or(&[]);
+        let mut strides = vec![0i64; dims.len()];
+        let mut acc = 1i64;
+        for (s, &d) in strides.iter_mut().zip(dims).rev() {
+            *s = acc;
+            acc = acc.saturating_mul(d.max(1));
+        }
+        ShapeStr(&strides).to_string()
+    }
+
+    fn push_layout(&mut self, layout: &Layout) -> Dims {
+        match layout {
+            Layout::Dense(strides) => self.push_dims(strides),
+            _ => Dims::UNKNOWN,
         }
     }
 
@@ -346,6 +683,21 @@ impl<'py> Exporter<'py> {
         obj: &Bound<'py, PyAny>,
         access: Access,
     ) -> Result<View, ViewError> {
+        let view = self.view_any(obj, access);
+        if let Err(ViewError::Runtime(_)) = &view
+            && is_dtensor(obj)
+        {
+            // A tensor subclass that wraps others has no data of its own.
+            return Err(ViewError::Type(
+                "is a DTensor: step its local shard (.to_local()) with its global element \
+                 offset (`offsets`), or use lion_optim.torch.Lion, which does"
+                    .into(),
+            ));
+        }
+        view
+    }
+
+    fn view_any(&mut self, obj: &Bound<'py, PyAny>, access: Access) -> Result<View, ViewError> {
         if let Some(f) = self.exchange_fn(obj) {
             let mut t = DlTensor {
                 data: std::ptr::null_mut(),
@@ -475,18 +827,22 @@ impl Exporter<'_> {
         };
         let len = numel(dims)
             .ok_or_else(|| ViewError::Value(format!("has an invalid shape {}", ShapeStr(dims))))?;
-        if let Some(s) = strides
-            && !c_contiguous(dims, s, 1)
-        {
+        let layout = match strides {
+            None => Layout::Contiguous,
+            Some(s) => layout(dims, s, 1),
+        };
+        if let Layout::NotDense = layout {
             return Err(ViewError::Runtime(format!(
-                "is not contiguous (shape {}, strides {}); pass .contiguous() tensors",
+                "is not dense (shape {}, strides {}): its elements do not fill one block of \
+                 memory (an expanded, strided or overlapping view); pass a .contiguous() copy",
                 ShapeStr(dims),
-                ShapeStr(s)
+                ShapeStr(strides.unwrap_or(&[]))
             )));
         }
         let addr = (t.data as usize).wrapping_add(t.byte_offset as usize);
         let d = self.push_dims(dims);
-        finish(addr, len, dtype, d)
+        let s = self.push_layout(&layout);
+        finish(addr, len, dtype, d, s)
     }
 
     /// A view through numpy's `__array_interface__` (version 3).
@@ -555,21 +911,27 @@ impl Exporter<'_> {
             .map_err(|_| bad("shape"))?;
         let len = numel(&dims)
             .ok_or_else(|| ViewError::Value(format!("has an invalid shape {}", ShapeStr(&dims))))?;
+        let mut layout_ = Layout::Contiguous;
         if let Some(strides) = get(intern!(py, "strides"))?
             && !strides.is_none()
         {
             let strides: Vec<i64> = strides.extract().map_err(|_| bad("strides"))?;
-            if strides.len() != dims.len() || !c_contiguous(&dims, &strides, dtype.size() as i64) {
+            if strides.len() != dims.len() {
+                return Err(bad("strides"));
+            }
+            layout_ = layout(&dims, &strides, dtype.size() as i64);
+            if let Layout::NotDense = layout_ {
                 return Err(ViewError::Runtime(format!(
-                    "is not C-contiguous (shape {}, byte strides {}); pass \
-                     np.ascontiguousarray(...)",
+                    "is not dense (shape {}, byte strides {}): its elements do not fill one \
+                     block of memory; pass np.ascontiguousarray(...)",
                     ShapeStr(&dims),
                     ShapeStr(&strides)
                 )));
             }
         }
         let d = self.push_dims(&dims);
-        finish(addr, len, dtype, d)
+        let s = self.push_layout(&layout_);
+        finish(addr, len, dtype, d, s)
     }
 }
 
@@ -602,6 +964,12 @@ fn lookup_exchange_fn(ty: &Bound<'_, pyo3::types::PyType>) -> Option<DlTensorFro
         header = h.prev_api;
     }
     None
+}
+
+/// Whether `obj` is a `torch.distributed.tensor.DTensor` (it has a `_local_tensor`).
+pub(crate) fn is_dtensor(obj: &Bound<'_, PyAny>) -> bool {
+    obj.hasattr(intern!(obj.py(), "_local_tensor"))
+        .unwrap_or(false)
 }
 
 fn is_torch_tensor(obj: &Bound<'_, PyAny>) -> bool {
@@ -663,13 +1031,20 @@ fn dl_dtype_name(d: DlDataType) -> String {
 }
 
 /// The common checks: null, alignment, size.
-fn finish(addr: usize, len: usize, dtype: Dtype, dims: Dims) -> Result<View, ViewError> {
+fn finish(
+    addr: usize,
+    len: usize,
+    dtype: Dtype,
+    dims: Dims,
+    strides: Dims,
+) -> Result<View, ViewError> {
     if len == 0 {
         return Ok(View {
             addr: 0,
             len: 0,
             dtype,
             dims,
+            strides: Dims::UNKNOWN,
         });
     }
     if addr == 0 {
@@ -690,12 +1065,61 @@ fn finish(addr: usize, len: usize, dtype: Dtype, dims: Dims) -> Result<View, Vie
         len,
         dtype,
         dims,
+        strides,
     })
 }
 
 fn numel(dims: &[i64]) -> Option<usize> {
     dims.iter()
         .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
+}
+
+/// How an array's elements lie in memory.
+#[derive(Debug, PartialEq, Eq)]
+enum Layout {
+    /// In C order (an empty array is).
+    Contiguous,
+    /// Filling one block of memory in another order (a permutation of the dimensions, as
+    /// `channels_last`): the element strides, those of dimensions of size 1 set to 0.
+    Dense(Vec<i64>),
+    /// Anything else: gaps (a strided slice), overlaps (an expanded view: stride 0), negative
+    /// strides.
+    NotDense,
+}
+
+/// The layout of an array of `dims` with `strides` (in units of `unit`: 1 for element strides,
+/// the element size for byte strides).
+fn layout(dims: &[i64], strides: &[i64], unit: i64) -> Layout {
+    if dims.contains(&0) || c_contiguous(dims, strides, unit) {
+        return Layout::Contiguous;
+    }
+    if strides.len() != dims.len() || unit <= 0 {
+        return Layout::NotDense;
+    }
+    let mut elem = Vec::with_capacity(dims.len());
+    let mut sized: Vec<(i64, i64)> = Vec::with_capacity(dims.len()); // (stride, size)
+    for (&d, &s) in dims.iter().zip(strides) {
+        if d == 1 {
+            elem.push(0);
+            continue;
+        }
+        if s <= 0 || s % unit != 0 {
+            return Layout::NotDense;
+        }
+        elem.push(s / unit);
+        sized.push((s / unit, d));
+    }
+    // Dense iff, from the smallest stride up, each stride is the product of the sizes of the
+    // dimensions with smaller strides (1 for the first).
+    sized.sort_unstable();
+    let mut expected = 1i64;
+    for (s, d) in sized {
+        if s != expected {
+            return Layout::NotDense;
+        }
+        expected = expected.saturating_mul(d);
+    }
+    Layout::Dense(elem)
 }
 
 /// Whether `strides` (in units of `unit`) are those of a C-contiguous array of `dims`; the
@@ -774,6 +1198,29 @@ mod tests {
         assert!(c_contiguous(&[0, 4], &[7, 9], 1));
         assert!(!c_contiguous(&[4], &[0], 1));
         assert!(c_contiguous(&[2, 3], &[12, 4], 4));
+    }
+
+    #[test]
+    fn layouts() {
+        assert_eq!(layout(&[3, 4], &[4, 1], 1), Layout::Contiguous);
+        assert_eq!(layout(&[3, 4], &[1, 3], 1), Layout::Dense(vec![1, 3]));
+        // channels_last (N, C, H, W) = (2, 3, 4, 5): strides (60, 1, 15, 3)
+        assert_eq!(
+            layout(&[2, 3, 4, 5], &[60, 1, 15, 3], 1),
+            Layout::Dense(vec![60, 1, 15, 3])
+        );
+        // size-1 dimensions: any stride, normalized to 0
+        assert_eq!(
+            layout(&[1, 3, 4, 5], &[7, 1, 15, 3], 1),
+            Layout::Dense(vec![0, 1, 15, 3])
+        );
+        assert_eq!(layout(&[2, 3], &[8, 24], 4), Layout::Dense(vec![2, 6]));
+        assert_eq!(layout(&[4], &[0], 1), Layout::NotDense); // expanded
+        assert_eq!(layout(&[4, 3], &[6, 1], 1), Layout::NotDense); // gaps
+        assert_eq!(layout(&[4, 3], &[1, 2], 1), Layout::NotDense); // overlap
+        assert_eq!(layout(&[4], &[-1], 1), Layout::NotDense);
+        assert_eq!(layout(&[2, 3], &[6, 2], 4), Layout::NotDense); // misaligned byte strides
+        assert_eq!(layout(&[0, 3], &[5, 7], 1), Layout::Contiguous);
     }
 
     #[test]

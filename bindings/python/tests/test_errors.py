@@ -118,15 +118,25 @@ def test_device_layout_and_contiguity():
     refused(RuntimeError, r"grads\[1\] is a meta tensor", [p], [torch.empty(10, device="meta")], [m])
     refused(RuntimeError, r"params\[1\] is a CUDA tensor .*CPU tensors only", [FakeDeviceArray(10)], [g], [m])
     refused(RuntimeError, r"exp_avgs\[1\] is a non-CPU tensor", [p], [g], [FakeDeviceArray(10, device_type=99)])
+    # A transposed matrix is dense (in another order): its gradient and momentum must be laid
+    # out alike (the step pairs elements in memory order).
     t = torch.randn(5, 2).t()
-    refused(RuntimeError, r"params\[1\] is not contiguous \(shape \(2, 5\), strides \(1, 2\)\)",
-            [t], [torch.randn(2, 5)], [torch.zeros(2, 5)])
-    refused(RuntimeError, r"grads\[1\] is not contiguous", [torch.randn(2, 5)], [t], [torch.zeros(2, 5)])
-    refused(RuntimeError, r"exp_avgs\[1\] is not contiguous", [torch.randn(2, 5)], [torch.randn(2, 5)], [t])
+    refused(ValueError, r"grads\[1\] has strides \(5, 1\), the parameter \(1, 2\) \(shape \(2, 5\)\): the step "
+            r"pairs elements in memory order", [t], [torch.randn(2, 5)], [torch.zeros(2, 5)])
+    refused(ValueError, r"grads\[1\] has strides \(1, 2\), the parameter \(5, 1\)", [torch.randn(2, 5)], [t], [torch.zeros(2, 5)])
+    refused(ValueError, r"exp_avgs\[1\] has shape \(2, 5\) and strides \(1, 2\), the parameter shape \(2, 5\) and "
+            r"strides \(5, 1\)", [torch.randn(2, 5)], [torch.randn(2, 5)], [t])
+    refused(ValueError, r"exp_avgs\[1\] has shape \(10,\) and strides \(1,\), the parameter shape \(2, 5\)",
+            [t.clone()], [t.clone()], [torch.zeros(10)])
     refused(RuntimeError, r"grads\[1\] has layout torch.sparse_coo", [p], [g.to_sparse()], [m])
-    refused(RuntimeError, r"params\[1\] is not contiguous", [torch.zeros(1).expand(10)], [g], [m])
+    # Not dense: overlapping (expanded) or with gaps (strided).
+    refused(RuntimeError, r"params\[1\] is not dense \(shape \(10,\), strides \(0,\)\): its elements do not fill",
+            [torch.zeros(1).expand(10)], [g], [m])
+    refused(RuntimeError, r"grads\[1\] is not dense \(shape \(2, 5\), strides \(10, 2\)\)",
+            [torch.zeros(2, 5)], [torch.zeros(2, 10)[:, ::2]], [torch.zeros(2, 5)])
     a = np.zeros((4, 6), np.float32)[:, ::2]
-    refused(RuntimeError, r"params\[1\] is not C-contiguous", [a], [np.zeros((4, 3), np.float32)], [np.zeros(12, np.float32)])
+    refused(RuntimeError, r"params\[1\] is not dense \(shape \(4, 3\), byte strides \(24, 8\)\)",
+            [a], [np.zeros((4, 3), np.float32)], [np.zeros(12, np.float32)])
 
 
 def test_types_dtypes_shapes_and_lengths():
@@ -167,34 +177,64 @@ def test_overlapping_buffers():
 
 
 def test_bad_hyperparameters_and_options():
+    """Hyperparameters are the core's to judge: its message (naming the call and the
+    parameter) comes through as a ValueError; a value of the wrong Python type is a TypeError;
+    what the core never sees (seed, step, offsets, streams, thread counts) is checked here."""
     p, g, m = good()
-    for kw, match in [
-        (dict(lr=-1e-3), "Invalid learning rate: -0.001"),
-        (dict(lr=float("inf")), "Invalid learning rate: inf"),
-        (dict(lr=1e39), r"invalid hyperparameter lr = 1000+: must be a finite f32"),
-        (dict(betas=(1.0, 0.5)), "Invalid beta parameter at index 0: 1.0"),
-        (dict(betas=(0.5, float("nan"))), "Invalid beta parameter at index 1: nan"),
-        (dict(weight_decay=-1.0), "Invalid weight_decay value: -1.0"),
+    core = r"^lion_optim.step: invalid hyperparameter "
+    for kw, exc, match in [
+        (dict(lr=-1e-3), ValueError, core + r"lr = -0.001: must be finite and >= 0$"),
+        (dict(lr=float("inf")), ValueError, core + r"lr = inf: must be finite and >= 0$"),
+        (dict(lr=1e39), ValueError, core + r"lr = 1000+: must be a finite f32"),
+        (dict(betas=(1.0, 0.5)), ValueError, core + r"beta1 = 1: must be in \[0, 1\)$"),
+        (dict(betas=(0.5, float("nan"))), ValueError, core + r"beta2 = NaN: must be in \[0, 1\)$"),
+        (dict(weight_decay=-1.0), ValueError, core + r"weight_decay = -1: must be finite and >= 0$"),
         # lr * weight_decay > 1 would flip the parameters' signs
-        (dict(lr=0.5, weight_decay=3.0), r"weight_decay = 3: the decay factor 1 - lr \* weight_decay must be in \[0, 1\]"),
-        (dict(weight_decay=0.5, max_lr=0.01), r"the decay factor 1 - weight_decay \* lr / max_lr"),
-        (dict(grad_unscale=0.0), "Invalid grad_unscale value: 0.0"),
-        (dict(max_lr=-1.0), "Invalid max_lr value"),
-        (dict(seed=2**64), "Invalid seed"),
-        (dict(step=-1), "Invalid step"),
-        (dict(cautious_totals=[(1, 10)]), "cautious_totals needs cautious=True"),
-        (dict(cautious=True, cautious_totals=[(11, 10)]), "cautious.agreeing"),
-        (dict(cautious=True, cautious_totals=[(1, 5)]), "cautious.numel"),
-        (dict(grad_unscale=1e-50), "grad_unscale"),
-        (dict(offsets=-1), r"Invalid offsets\[0\]: -1"),
-        (dict(streams=[2**64]), r"Invalid streams\[0\]"),
+        (dict(lr=0.5, weight_decay=3.0), ValueError,
+         core + r"weight_decay = 3: the decay factor 1 - lr \* weight_decay must be in \[0, 1\]"),
+        (dict(weight_decay=0.5, max_lr=0.01), ValueError,
+         core + r"weight_decay = 0.5: the decay factor 1 - weight_decay \* lr / max_lr"),
+        (dict(grad_unscale=0.0), ValueError, core + r"grad_unscale = 0: must be > 0 and finite in f32$"),
+        (dict(grad_unscale=1e-50), ValueError, core + r"grad_unscale = 0.0+1: must be > 0 and finite in f32$"),
+        (dict(max_lr=-1.0), ValueError, core + r"max_lr = -1: must be finite and > 0$"),
+        (dict(cautious=True, cautious_totals=[(11, 10)]), ValueError,
+         r"^lion_optim.step: tensor 1: invalid hyperparameter cautious.agreeing = 11: must be <= cautious.numel$"),
+        (dict(cautious=True, cautious_totals=[(1, 5)]), ValueError, r"invalid hyperparameter cautious.numel = 5"),
+        (dict(betas=(0.9,)), ValueError, r"^lion_optim.step: 'betas' must be a pair of floats, got 1 values$"),
+        (dict(lr="fast"), TypeError, r"^lion_optim.step: 'lr' must be a float, got str$"),
+        (dict(betas="fast"), TypeError, r"^lion_optim.step: 'betas' must be a pair of floats, got str$"),
+        (dict(max_lr="1"), TypeError, r"^lion_optim.step: 'max_lr' must be a float or None, got str$"),
+        (dict(seed=2**64), ValueError,
+         r"^lion_optim.step: 'seed' must be an int in \[0, 2\*\*64\), got 18446744073709551616$"),
+        (dict(seed=True), TypeError, r"^lion_optim.step: 'seed' must be an int in \[0, 2\*\*64\), got bool$"),
+        (dict(step=-1), ValueError, "Invalid step"),
+        (dict(cautious_totals=[(1, 10)]), ValueError, "cautious_totals needs cautious=True"),
+        (dict(offsets=-1), ValueError, r"Invalid offsets\[0\]: -1"),
+        (dict(streams=[2**64]), ValueError, r"Invalid streams\[0\]"),
+        (dict(num_threads=0), ValueError, r"Invalid num_threads: 0"),
+        (dict(num_threads=1.5), TypeError, r"num_threads must be an int or None, got float"),
     ]:
-        before = snapshot(p, g, m)
-        with pytest.raises(ValueError, match=match):
-            lion_optim.step(p, g, m, **{"lr": 0.1, **kw})
-        unchanged(before, p, g, m)
-    with pytest.raises(TypeError, match="lr must be a float"):
-        lion_optim.step(p, g, m, lr="fast")
+        ps, gs, ms = p, g, m
+        if "cautious_totals" in kw:
+            # Two tensors, the second one's pair bad (a good pair first).
+            ps, gs, ms = [p, p.clone()], [g, g.clone()], [m, m.clone()]
+            kw = dict(kw, cautious_totals=[(0, 10), kw["cautious_totals"][0]])
+        everything = [ps, gs, ms] if isinstance(ps, torch.Tensor) else ps + gs + ms
+        before = snapshot(*everything)
+        with pytest.raises(exc, match=match):
+            lion_optim.step(ps, gs, ms, **{"lr": 0.1, **kw})
+        unchanged(before, *everything)
+
+
+def test_cautious_count_bad_settings():
+    g, m = torch.randn(10), torch.randn(10)
+    core = r"^lion_optim.cautious_count: invalid hyperparameter "
+    with pytest.raises(ValueError, match=core + r"beta2 = 1: must be in \[0, 1\)$"):
+        lion_optim.cautious_count(g, m, betas=(0.9, 1.0))
+    with pytest.raises(ValueError, match=core + r"grad_unscale = -1"):
+        lion_optim.cautious_count(g, m, grad_unscale=-1.0)
+    with pytest.raises(TypeError, match=r"^lion_optim.cautious_count: 'betas' must be a pair of floats, got NoneType$"):
+        lion_optim.cautious_count(g, m, betas=None)
 
 
 # ------------------------------------------------------------------------------------------
@@ -234,20 +274,14 @@ def opt_refused(opt, exc, match):
 
 def test_optimizer_bad_tensors():
     ps, opt = model_and_opt()
-    meta = torch.nn.Parameter(torch.empty(3, device="meta"))
-    meta.grad = torch.empty(3, device="meta")
-    opt.add_param_group({"params": [meta]})
-    opt_refused(opt, RuntimeError, r"parameter 2 \(group 1\): the parameter is a meta tensor")
-
-    ps, opt = model_and_opt()
     ps[0].grad = torch.randn(4, 6).t()
-    opt_refused(opt, RuntimeError, r"parameter 0: its gradient is not contiguous")
+    opt_refused(opt, ValueError, r"^parameter 0: its gradient has strides \(1, 6\), the parameter \(4, 1\)")
 
-    nc = torch.nn.Parameter(torch.randn(4, 6).t())
+    nc = torch.nn.Parameter(torch.randn(4, 6).t())  # dense, in another order: accepted
     nc.grad = torch.randn(6, 4)
     ps, opt = model_and_opt()
     opt.add_param_group({"params": [nc]})
-    opt_refused(opt, RuntimeError, r"parameter 2 \(group 1\): the parameter is not contiguous")
+    opt_refused(opt, ValueError, r"^parameter 2 \(group 1\): its gradient has strides \(4, 1\), the parameter \(1, 6\)")
 
     emb = torch.nn.Embedding(10, 3, sparse=True)
     opt = Lion(emb.parameters(), lr=0.1)
@@ -258,11 +292,38 @@ def test_optimizer_bad_tensors():
     ps[1].grad.data = torch.randn(5)
     opt_refused(opt, ValueError, r"parameter 1: its gradient has shape \(5,\), the parameter \(4,\)")
 
-    d = torch.nn.Parameter(torch.randn(3, dtype=torch.float64))
-    d.grad = torch.randn(3, dtype=torch.float64)
-    ps, opt = model_and_opt()
-    opt.add_param_group({"params": [d]})
-    opt_refused(opt, TypeError, r"parameter 2 \(group 1\): the parameter has dtype float64")
+
+def test_parameters_refused_at_construction_and_in_add_param_group():
+    """What a step cannot step (an unsupported dtype, sparse, meta, not dense) is refused when
+    the optimizer is made or the group added, with the step's message, and nothing stored."""
+    ok = torch.nn.Parameter(torch.randn(3))
+    f64 = torch.nn.Parameter(torch.randn(3, dtype=torch.float64))
+    cases = [
+        (f64, TypeError, r"the parameter has dtype float64; supported: float32, bfloat16, float16$"),
+        (torch.zeros(3, dtype=torch.int32), TypeError, r"the parameter has dtype int32; supported"),
+        (torch.zeros(3, dtype=torch.uint8), TypeError, r"the parameter has dtype uint8; supported"),
+        (torch.nn.Parameter(torch.zeros(2, dtype=torch.complex64)), TypeError, r"the parameter has dtype complex64"),
+        (torch.nn.Parameter(torch.randn(4, 3).to_sparse()), RuntimeError,
+         r"the parameter has layout torch.sparse_coo: sparse and other non-strided tensors are not supported$"),
+        (torch.nn.Parameter(torch.empty(3, device="meta")), RuntimeError, r"the parameter is a meta tensor \(it has no data\)$"),
+        (torch.randn(4, 6)[:, ::2], RuntimeError, r"the parameter is not dense \(shape \(4, 3\), strides \(6, 2\)\)"),
+    ]
+    for bad, exc, reason in cases:
+        with pytest.raises(exc, match=r"^parameter 1: " + reason):
+            Lion([ok, bad], lr=0.1)
+        with pytest.raises(exc, match=r"^parameter 'b': " + reason):
+            Lion([("a", ok), ("b", bad)], lr=0.1)
+        with pytest.raises(exc, match=r"^parameter 2 \(group 1\): " + reason):
+            Lion([{"params": [ok]}, {"params": iter([ok.detach().clone(), bad])}], lr=0.1)
+        opt = Lion([ok], lr=0.1)
+        with pytest.raises(exc, match=r"^parameter 1 \(group 1\): " + reason):
+            opt.add_param_group({"params": [bad]})
+        assert len(opt.param_groups) == 1 and not opt.state
+    # (A CUDA parameter is refused the same way, "the parameter is a CUDA tensor (DLPack
+    # device type 2); lion_optim steps CPU tensors only"; this machine has no GPU to make one.)
+    # A generator of parameters is read once, and still works.
+    opt = Lion((p for p in [ok]), lr=0.1)
+    assert opt.param_groups[0]["params"] == [ok]
 
 
 def test_optimizer_aliasing():
@@ -292,14 +353,23 @@ def test_optimizer_bad_state_and_settings():
     opt_refused(opt, ValueError, r"parameter 0: its state 'step' is -2")
     ps, opt = model_and_opt()
     opt.param_groups[0]["lr"] = float("nan")
-    opt_refused(opt, ValueError, r"param group 0: invalid hyperparameter lr = NaN")
+    opt_refused(opt, ValueError, r"^param group 0: invalid hyperparameter lr = NaN: must be finite and >= 0$")
+    ps, opt = model_and_opt()
+    opt.param_groups[0]["betas"] = (0.9, 1.0)
+    opt_refused(opt, ValueError, r"^param group 0: invalid hyperparameter beta2 = 1: must be in \[0, 1\)$")
+    ps, opt = model_and_opt()
+    opt.param_groups[0]["weight_decay"] = 20.0
+    opt_refused(opt, ValueError, r"^param group 0: invalid hyperparameter weight_decay = 20: the decay factor")
+    ps, opt = model_and_opt()
+    opt.param_groups[0]["grad_unscale"] = "0.5"
+    opt_refused(opt, TypeError, r"^param group 0: 'grad_unscale' must be a float or None, got str$")
     ps, opt = model_and_opt()
     opt.param_groups[0]["betas"] = "fast"
     opt_refused(opt, TypeError, r"param group 0: 'betas' must be a pair of floats, got str")
     ps, opt = model_and_opt()
     opt.param_groups[0]["seed"] = -1
     opt.param_groups[0]["stochastic_rounding"] = True
-    opt_refused(opt, TypeError, r"param group 0: 'seed' must be an int in \[0, 2\*\*64\)")
+    opt_refused(opt, ValueError, r"^param group 0: 'seed' must be an int in \[0, 2\*\*64\), got -1$")
 
 
 def test_load_state_dict_that_does_not_fit():
@@ -328,7 +398,11 @@ def test_load_state_dict_that_does_not_fit():
     sd = fresh_sd(); del sd["state"][0]["exp_avg"]
     cases.append((sd, ValueError, r"loaded state of parameter 0 has no exp_avg tensor"))
     sd = fresh_sd(); sd["param_groups"][0]["lr"] = -1.0
-    cases.append((sd, ValueError, r"loaded param group 0: Invalid learning rate: -1.0"))
+    cases.append((sd, ValueError, r"^loaded param group 0: invalid hyperparameter lr = -1: must be finite and >= 0$"))
+    sd = fresh_sd(); sd["param_groups"][0]["betas"] = (0.9, 2.0)
+    cases.append((sd, ValueError, r"^loaded param group 0: invalid hyperparameter beta2 = 2"))
+    sd = fresh_sd(); sd["param_groups"][0]["seed"] = "7"
+    cases.append((sd, TypeError, r"^loaded param group 0: 'seed' must be an int in \[0, 2\*\*64\), got str$"))
     sd = fresh_sd(); sd["state"][5] = sd["state"][0]
     cases.append((sd, ValueError, r"state for parameter id 5, which no group lists"))
     sd = fresh_sd(); sd["state"][0] = [1, 2]

@@ -1,5 +1,5 @@
-//! Cortex-M4F firmware: runs xtarget/mcu_checks.rs, prints PASS and exits qemu with status 0; a
-//! failed check panics (panic-semihosting prints it and exits with status 1).
+//! Cortex-M4F firmware: runs the checks of checks.rs, prints PASS and exits qemu with status 0;
+//! a failed check panics (panic-semihosting prints it and exits with status 1).
 #![no_std]
 #![no_main]
 
@@ -7,7 +7,6 @@ use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
 use panic_semihosting as _;
 
-#[path = "../../../xtarget/mcu_checks.rs"]
 mod checks;
 
 #[entry]

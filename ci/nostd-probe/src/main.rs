@@ -1,12 +1,10 @@
-//! The no_std probe: see Cargo.toml. Exits 0 when xtarget/nostd_use.rs ran to completion, 101
-//! (after printing the panic message on stderr) when a check failed.
+//! The no_std probe: see Cargo.toml. Runs the checks of this crate's library (src/lib.rs); exits
+//! 0 when they ran to completion, 101 (after printing the panic message on stderr) when a check
+//! failed.
 #![no_std]
 #![no_main]
 
 use core::fmt::{self, Write};
-
-#[path = "../../../xtarget/nostd_use.rs"]
-mod nostd_use;
 
 /// write(2, ...) and exit_group(2): no libc, no std.
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
@@ -109,11 +107,11 @@ pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 pub extern "C" fn rust_eh_personality() {}
 
 extern "C" fn probe_main() -> ! {
-    nostd_use::run();
-    let path = lion_optim::Path::detect();
+    lion_optim_nostd_probe::run();
+    let backend = lion_optim::Backend::detect();
     let _ = writeln!(
         Stderr,
-        "no_std probe: xtarget/nostd_use.rs passed without std, alloc or libc (detected path: {path})"
+        "no_std probe: the checks passed without std, alloc or libc (detected backend: {backend})"
     );
     sys::exit(0)
 }

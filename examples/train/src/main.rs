@@ -29,6 +29,8 @@
 //!   average, and the run matches the f32 run.
 //! * `f32 cautious`: the cautious variant (`Cautious::Whole`): only the elements whose update
 //!   agrees in sign with the gradient move, rescaled by `numel / (agreeing + 1)`.
+//! * `f32, 8-bit m`: f32 parameters with the momentum in 8 bits (`MomentumDtype::Q8`:
+//!   bitsandbytes' blockwise format, about a quarter of the f32 run's optimizer memory).
 //!
 //! `cargo test -p train` trains a shorter run of every configuration and checks that the model
 //! learns.
@@ -37,8 +39,8 @@ use std::error::Error;
 use std::time::Instant;
 
 use lion_optim::{
-    Cautious, Dtype, Element, Group, Hyperparams, Lion, Path, Rounding, StepOptions, Tensor,
-    TensorSpec, bf16, f16,
+    Backend, Cautious, Dtype, Element, Group, Hyperparams, Lion, MomentumDtype, Rounding,
+    StepOptions, Tensor, TensorSpec, bf16, f16,
 };
 
 /// One training configuration. Parameters are stored as `params`; gradients are f32.
@@ -46,7 +48,7 @@ use lion_optim::{
 struct Run {
     name: &'static str,
     params: Dtype,
-    momentum: Dtype,
+    momentum: MomentumDtype,
     rounding: Rounding,
     cautious: Cautious,
 }
@@ -67,13 +69,14 @@ impl Run {
     }
 }
 
-/// The runs of `cargo run --example train` (and of its test): one line each.
+/// The runs of `cargo run --release -p train` (and of its test): one line each.
 #[rustfmt::skip]
 const RUNS: &[Run] = &[
-    Run { name: "f32",  params: Dtype::F32,  momentum: Dtype::F32,  rounding: Rounding::Nearest, cautious: Cautious::Off },
-    Run { name: "bf16", params: Dtype::Bf16, momentum: Dtype::Bf16, rounding: Rounding::Nearest, cautious: Cautious::Off },
-    Run { name: "bf16 + SR", params: Dtype::Bf16, momentum: Dtype::Bf16, rounding: Rounding::Stochastic { seed: 1 }, cautious: Cautious::Off },
-    Run { name: "f32 cautious", params: Dtype::F32, momentum: Dtype::F32, rounding: Rounding::Nearest, cautious: Cautious::Whole },
+    Run { name: "f32",  params: Dtype::F32,  momentum: MomentumDtype::F32,  rounding: Rounding::Nearest, cautious: Cautious::Off },
+    Run { name: "bf16", params: Dtype::Bf16, momentum: MomentumDtype::Bf16, rounding: Rounding::Nearest, cautious: Cautious::Off },
+    Run { name: "bf16 + SR", params: Dtype::Bf16, momentum: MomentumDtype::Bf16, rounding: Rounding::Stochastic { seed: 1 }, cautious: Cautious::Off },
+    Run { name: "f32 cautious", params: Dtype::F32, momentum: MomentumDtype::F32, rounding: Rounding::Nearest, cautious: Cautious::Whole },
+    Run { name: "f32, 8-bit m", params: Dtype::F32, momentum: MomentumDtype::Q8, rounding: Rounding::Nearest, cautious: Cautious::Off },
 ];
 
 /// The model, the data and the schedule.
@@ -113,7 +116,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let data = Data::spirals(CONFIG.points_per_class, CONFIG.seed);
     println!(
         "Three 2-D spirals: {} train / {} test points; MLP 2-{}-{} (tanh), batch {}, {} epochs, \
-         Lion lr {} (warm-up + cosine), weight decay {}; Lion steps on the {} path.",
+         Lion lr {} (warm-up + cosine), weight decay {}; Lion steps on the {} backend.",
         data.train.len(),
         data.test.len(),
         CONFIG.hidden,
@@ -122,7 +125,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         CONFIG.epochs,
         CONFIG.lr,
         CONFIG.weight_decay,
-        Path::detect(),
+        Backend::detect(),
     );
     let mut reports = Vec::new();
     for run in RUNS {
@@ -227,27 +230,26 @@ fn train<P: Element>(run: &Run, config: &Config, data: &Data) -> Result<Report, 
     let mut model = Mlp::<P>::new(&[2, config.hidden, CLASSES], &mut rng);
     let mut work = Workspace::new(&model);
 
-    // Two groups, as for a real model: weight decay on the weight matrices, none on the
-    // biases. The schedule scales both (`set_lr_scale`).
-    let options = StepOptions {
-        rounding: run.rounding,
-        cautious: run.cautious,
-        ..StepOptions::default()
-    };
+    // Two groups, as for a real model: weight decay on the weight matrices (the default
+    // group), none on the biases; both with this run's rounding and variant. The schedule
+    // scales both (`set_lr_scale`).
     let hp = Hyperparams {
         lr: config.lr,
         weight_decay: config.weight_decay,
         ..Hyperparams::default()
     };
     let mut opt = Lion::new(hp)?;
-    opt.set_options(options)?;
-    let no_decay = opt.add_group(
-        Group::new(Hyperparams {
-            weight_decay: 0.0,
-            ..hp
-        })
-        .with_options(options),
-    )?;
+    let no_decay = opt.add_group(Group::new(Hyperparams {
+        weight_decay: 0.0,
+        ..hp
+    }))?;
+    opt.update_groups(|_, group| {
+        group.options = StepOptions {
+            rounding: run.rounding,
+            cautious: run.cautious,
+            ..group.options
+        }
+    })?;
     let mut ids = Vec::new();
     for (i, p) in model.params.iter().enumerate() {
         let (layer, bias) = (i / 2, i % 2 == 1);
@@ -523,7 +525,9 @@ impl Workspace {
     }
 }
 
-/// xorshift64* with a Box-Muller normal: a small deterministic generator.
+/// xorshift64* with a Box-Muller normal: a small deterministic generator. (The repository's
+/// tests share one in `ci/test-support`; this example keeps its own few lines, so that it
+/// depends on nothing but lion-optim and can be copied out as it is.)
 struct Rng(u64);
 
 impl Rng {
@@ -570,9 +574,11 @@ mod tests {
             ..CONFIG
         };
         let data = Data::spirals(config.points_per_class, config.seed);
+        let mut test_accuracy = Vec::new();
         for run in RUNS {
             let r = train_run(run, &config, &data).unwrap();
             println!("{r}");
+            test_accuracy.push((run.name, run.momentum, r.test.accuracy));
             let name = run.name;
             let (start, end) = (r.initial.loss, r.train.loss);
             assert!(end < 0.5 * start, "{name}: loss {start} -> {end}");
@@ -597,6 +603,16 @@ mod tests {
                     r.test.accuracy > 0.95,
                     "{name}: test accuracy {}",
                     r.test.accuracy
+                );
+            }
+        }
+        // 8-bit momentum trains as well as f32 momentum (within 2 points).
+        let f32_run = test_accuracy[0].2;
+        for (name, momentum, accuracy) in test_accuracy {
+            if momentum == MomentumDtype::Q8 {
+                assert!(
+                    accuracy > f32_run - 0.02,
+                    "{name}: {accuracy} vs f32 {f32_run}"
                 );
             }
         }

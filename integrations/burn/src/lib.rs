@@ -16,6 +16,9 @@
 //! model = optim.step(1e-3, model, grads);
 //! ```
 //!
+//! burn needs its `flex` feature (`burn = { version = "0.22.1", features = ["flex"] }`), and the
+//! model lives on `Device::flex().autodiff()`, as above.
+//!
 //! * [`Lion`] implements [`burn::optim::Optimizer`] (the per-tensor trait of burn 0.22) with
 //!   **burn's own [`LionState`]** as its state, so everything [`ModuleOptimizer`] does keeps
 //!   working: parameter groups ([`ModuleOptimizer::with_group`]), gradient clipping, learning

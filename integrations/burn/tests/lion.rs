@@ -10,32 +10,14 @@ use burn::optim::{GradientsParams, LionState, ModuleOptimizer, Optimizer};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use lion_optim::{Element, Hyperparams, StepOptions, bf16, f16, reference};
 use lion_optim_burn::{Lion, LionConfig, Stats};
+use support::Rng;
 
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    /// Values in [-2, 2) with exact zeros (+0 and -0) now and then (so that c == 0 happens), each
-    /// representable in `T`.
-    fn vec<T: Element>(&mut self, n: usize) -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                let r = self.next();
-                let x = if r.is_multiple_of(11) {
-                    if r.is_multiple_of(2) { 0.0 } else { -0.0 }
-                } else {
-                    ((r >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-                };
-                T::from_f32_rounded(x).to_f32_exact()
-            })
-            .collect()
-    }
+/// `n` values of `Rng::value_with_zeros` (in [-2, 2), exact zeros (+0 and -0) now and then,
+/// so that c == 0 happens), each representable in `T`.
+fn random<T: Element>(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| T::from_f32_rounded(rng.value_with_zeros()).to_f32_exact())
+        .collect()
 }
 
 /// A Flex tensor of these (exactly representable) values in `dtype`.
@@ -95,14 +77,14 @@ fn check_against_reference<T: Element>(dtype: DType) {
     let optim = LionConfig::new().with_weight_decay(0.7).build();
     let shape = [7, 29];
     let n = 7 * 29;
-    let init = rng.vec::<T>(n);
+    let init = random::<T>(&mut rng, n);
     let mut p: Vec<T> = init.iter().map(|&x| T::from_f32_rounded(x)).collect();
     let mut m: Vec<T> = vec![T::from_f32_rounded(0.0); n]; // burn's momentum: the grad's dtype
     let mut t = tensor(&init, shape, dtype);
     let mut state: Option<LionState<2>> = None;
     for step in 0..6 {
         let lr = 0.01 * (step + 1) as f64;
-        let g = rng.vec::<T>(n);
+        let g = random::<T>(&mut rng, n);
         let gt: Vec<T> = g.iter().map(|&x| T::from_f32_rounded(x)).collect();
         reference::step_with(
             &mut p,
@@ -166,11 +148,11 @@ fn cross_check_against_burns_own_lion() {
             .with_weight_decay(0.1)
             .build();
         let n = 4096;
-        let init = rng.vec::<bf16>(n);
+        let init = random::<bf16>(&mut rng, n);
         let (mut a, mut b) = (tensor(&init, [n], dtype), tensor(&init, [n], dtype));
         let (mut sa, mut sb) = (None, None);
         for step in 0..10 {
-            let g = rng.vec::<bf16>(n);
+            let g = random::<bf16>(&mut rng, n);
             let lr = 1e-2 / (1 + step) as f64;
             (a, sa) = ours.step(lr, a, tensor(&g, [n], dtype), sa);
             (b, sb) = theirs.step(lr, b, tensor(&g, [n], dtype), sb);
@@ -260,8 +242,8 @@ impl Net {
 }
 
 fn batch(rng: &mut Rng, dev: &Device) -> (Tensor<2>, Tensor<2>) {
-    let x = Tensor::<2>::from_data(TensorData::new(rng.vec::<f32>(8 * 6), [8, 6]), dev);
-    let y = Tensor::<2>::from_data(TensorData::new(rng.vec::<f32>(8 * 2), [8, 2]), dev);
+    let x = Tensor::<2>::from_data(TensorData::new(random::<f32>(rng, 8 * 6), [8, 6]), dev);
+    let y = Tensor::<2>::from_data(TensorData::new(random::<f32>(rng, 8 * 2), [8, 2]), dev);
     (x, y)
 }
 
@@ -428,7 +410,7 @@ fn shared_and_strided_parameters_are_copied_then_stepped() {
     let mut rng = Rng(8);
     let optim = LionConfig::new().with_weight_decay(0.3).build();
     let hp = optim.hyperparams(0.05);
-    let (init, g) = (rng.vec::<f32>(32), rng.vec::<f32>(32));
+    let (init, g) = (random::<f32>(&mut rng, 32), random::<f32>(&mut rng, 32));
     let mut expected = init.clone();
     reference::step(&mut expected, &g, &mut [0.0f32; 32], &hp).unwrap();
 
@@ -461,7 +443,7 @@ fn shared_and_strided_parameters_are_copied_then_stepped() {
 #[test]
 fn f64_and_unsupported_settings_fall_back_to_burns_lion() {
     let mut rng = Rng(4);
-    let (init, g) = (rng.vec::<f32>(16), rng.vec::<f32>(16));
+    let (init, g) = (random::<f32>(&mut rng, 16), random::<f32>(&mut rng, 16));
     for (ours, theirs, dtype) in [
         (
             LionConfig::new().build(),

@@ -6,63 +6,36 @@ use candle_core::{DType, Device, Storage, Tensor, Var, WithDType};
 use candle_nn::{Init, Optimizer, VarMap};
 use lion_optim::{Element, Hyperparams, StepOptions, bf16, f16, reference};
 use lion_optim_candle::{GroupRule, Lion, ParamsLion};
+use support::Rng;
 
 type R<T = ()> = candle_core::Result<T>;
 
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    /// Values in [-2, 2), with exact zeros now and then (so that c == 0 happens).
-    fn value(&mut self) -> f32 {
-        let r = self.next();
-        if r.is_multiple_of(11) {
-            return if r.is_multiple_of(2) { 0.0 } else { -0.0 };
-        }
-        ((r >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-    }
-    fn vec<T: Element>(&mut self, n: usize) -> Vec<T> {
-        (0..n).map(|_| T::from_f32_rounded(self.value())).collect()
-    }
+/// `n` values of `Rng::value_with_zeros` (in [-2, 2), exact zeros now and then, so that
+/// c == 0 happens), rounded to `T`.
+fn random<T: Element>(rng: &mut Rng, n: usize) -> Vec<T> {
+    (0..n)
+        .map(|_| T::from_f32_rounded(rng.value_with_zeros()))
+        .collect()
 }
 
-/// The bits of an element, for exact comparisons (NaN payloads included).
-trait Bits: Copy {
-    fn bits(self) -> u32;
-}
-impl Bits for f32 {
-    fn bits(self) -> u32 {
-        self.to_bits()
-    }
-}
-impl Bits for bf16 {
-    fn bits(self) -> u32 {
-        self.to_bits().into()
-    }
-}
-impl Bits for f16 {
-    fn bits(self) -> u32 {
-        self.to_bits().into()
-    }
-}
-
-fn bits<T: Bits>(v: &[T]) -> Vec<u32> {
-    v.iter().map(|x| x.bits()).collect()
+/// The bits of every element, for exact comparisons (NaN payloads included).
+fn bits<T: Element>(v: &[T]) -> Vec<u64> {
+    v.iter().map(|&x| support::bits(x)).collect()
 }
 
 fn values<T: WithDType>(t: &Tensor) -> R<Vec<T>> {
     t.flatten_all()?.to_vec1::<T>()
 }
 
-fn momentum_bits(opt: &Lion, name: &str) -> Vec<u32> {
+fn momentum_bits(opt: &Lion, name: &str) -> Vec<u64> {
     let id = opt.core().tensor_id(name).expect("named var");
-    match opt.core().momentum(id).expect("momentum") {
+    match opt
+        .core()
+        .momentum(id)
+        .expect("momentum")
+        .as_slice_ref()
+        .expect("not 8-bit")
+    {
         lion_optim::SliceRef::F32(s) => bits(s),
         lion_optim::SliceRef::F16(s) => bits(s),
         lion_optim::SliceRef::Bf16(s) => bits(s),
@@ -84,9 +57,9 @@ fn buffer_ptr(t: &Tensor) -> usize {
 /// candle optimizer and by the reference, compared bit for bit after every step.
 fn check_against_reference<P, G, M>(p_dtype: DType, g_dtype: DType, m_dtype: DType) -> R
 where
-    P: Element + WithDType + Bits,
-    G: Element + WithDType + Bits,
-    M: Element + WithDType + Bits,
+    P: Element + WithDType,
+    G: Element + WithDType,
+    M: Element + WithDType,
 {
     let dev = Device::Cpu;
     let mut rng =
@@ -102,7 +75,7 @@ where
     let mut reference_params: Vec<Vec<P>> = Vec::new();
     for (shape, name) in shapes.iter().zip(names) {
         let n: usize = shape.iter().product();
-        let init: Vec<P> = rng.vec(n);
+        let init: Vec<P> = random(&mut rng, n);
         named.push((name.to_string(), Var::from_slice(&init, *shape, &dev)?));
         reference_params.push(init);
     }
@@ -130,7 +103,7 @@ where
     for step in 0..6 {
         let mut grads = GradStore::default();
         for (i, (_, var)) in named.iter().enumerate() {
-            let g: Vec<G> = rng.vec(var.elem_count());
+            let g: Vec<G> = random(&mut rng, var.elem_count());
             grads.insert(var.as_tensor(), Tensor::from_slice(&g, var.shape(), &dev)?);
             let hp = if lion_optim_candle::is_bias_or_norm(&named[i].0) {
                 hp_no_decay
@@ -397,7 +370,7 @@ fn state_round_trip_through_a_safetensors_file() -> R {
         .no_decay_for_biases_and_norms()
     };
     let loss_of = |w: &Tensor, b: &Tensor, rng: &mut Rng| -> R<Tensor> {
-        let t = Tensor::from_slice(&rng.vec::<f32>(64), (8, 8), &dev)?;
+        let t = Tensor::from_slice(&random::<f32>(rng, 64), (8, 8), &dev)?;
         let l = ((w - t)?.sqr()?.sum_all()? + b.to_dtype(DType::F32)?.sum_all()?)?;
         Ok(l)
     };
@@ -455,7 +428,7 @@ fn state_round_trip_through_a_safetensors_file() -> R {
 }
 
 /// Every var's values, to check that a refused step wrote nothing.
-fn snapshot(vars: &[&Var]) -> R<Vec<Vec<u32>>> {
+fn snapshot(vars: &[&Var]) -> R<Vec<Vec<u64>>> {
     vars.iter()
         .map(|v| Ok(bits(&values::<f32>(&v.to_dtype(DType::F32)?)?)))
         .collect()
@@ -511,9 +484,9 @@ fn an_invalid_learning_rate_is_reported_by_the_next_step() -> R {
 fn strided_and_aliased_gradients_are_read_from_copies() -> R {
     let dev = Device::Cpu;
     let mut rng = Rng(3);
-    let init: Vec<f32> = rng.vec(12);
+    let init: Vec<f32> = random(&mut rng, 12);
     let a = Var::from_slice(&init, (3, 4), &dev)?;
-    let b = Var::from_slice(&rng.vec::<f32>(12), (4, 3), &dev)?;
+    let b = Var::from_slice(&random::<f32>(&mut rng, 12), (4, 3), &dev)?;
     let mut opt = Lion::new(
         vec![a.clone(), b.clone()],
         ParamsLion {
@@ -636,5 +609,41 @@ fn many_vars_in_one_step() -> R {
             .expect("spawn");
         handle.join().expect("no stack overflow")?;
     }
+    Ok(())
+}
+
+/// Skipping steps with non-finite gradients (a group option of the core, set through
+/// `core_mut`): a NaN gradient leaves every var and momentum as it was, and the step is counted
+/// as skipped; the next finite step applies.
+#[test]
+fn a_non_finite_gradient_skips_the_step_when_asked() -> R {
+    let dev = Device::Cpu;
+    let a = Var::ones(4, DType::F32, &dev)?;
+    let b = Var::ones(3, DType::BF16, &dev)?;
+    let mut opt = Lion::new_named(
+        [("a".to_string(), a.clone()), ("b".to_string(), b.clone())],
+        ParamsLion {
+            lr: 0.5,
+            ..Default::default()
+        },
+    )?;
+    opt.core_mut()
+        .update_groups(|_, g| g.options.skip_non_finite = true)
+        .expect("valid options");
+    let mut grads = GradStore::default();
+    grads.insert(a.as_tensor(), Tensor::ones(4, DType::F32, &dev)?);
+    grads.insert(
+        b.as_tensor(),
+        Tensor::new(&[1f32, f32::NAN, 1.0], &dev)?.to_dtype(DType::BF16)?,
+    );
+    opt.step(&grads)?;
+    assert_eq!(values::<f32>(&a)?, [1.0; 4]);
+    assert_eq!(values::<f32>(&b.to_dtype(DType::F32)?)?, [1.0; 3]);
+    assert_eq!(momentum_bits(&opt, "a"), [0; 4]);
+    assert_eq!((opt.core().steps(), opt.core().skipped_steps()), (0, 1));
+    grads.insert(b.as_tensor(), Tensor::ones(3, DType::BF16, &dev)?);
+    opt.step(&grads)?;
+    assert_eq!(values::<f32>(&a)?, [0.5; 4]);
+    assert_eq!(values::<f32>(&b.to_dtype(DType::F32)?)?, [0.5; 3]);
     Ok(())
 }

@@ -6,7 +6,7 @@
 
 use core::arch::x86_64::*;
 
-use super::{Cached, has_avx2};
+use crate::arch::Op;
 use crate::simd::Simd;
 
 /// Proof that AVX2 and F16C are available (see the parent module's invariant).
@@ -15,21 +15,27 @@ pub(crate) struct Avx2 {
     _proof: (),
 }
 
-static AVAILABLE: Cached = Cached::new();
-
 impl Avx2 {
-    /// Returns the token if this CPU (and OS) can run AVX2 and F16C code; never under Miri.
-    /// Known at compile time when the build enables both features; otherwise probed once per
-    /// process and cached.
+    /// Returns the token if this CPU (and OS) can run AVX2 and F16C code (probed once per process;
+    /// never under Miri).
     #[inline]
     pub(crate) fn detect() -> Option<Self> {
-        let known = cfg!(all(target_feature = "avx2", target_feature = "f16c"));
-        let available = !cfg!(miri) && (known || AVAILABLE.get(has_avx2));
-        available.then_some(Self { _proof: () })
+        (super::features() & super::HAS_AVX2 != 0).then_some(Self { _proof: () })
+    }
+
+    /// Runs `op` on this instruction set: its whole body (the slice loops and every helper,
+    /// inlined) is compiled with the instruction set's features. (A per-chunk call through a
+    /// function pointer from code without them would forfeit that.)
+    #[inline]
+    pub(crate) fn run<O: Op>(self, op: O) -> O::Output {
+        #[target_feature(enable = "avx2,f16c")]
+        fn entry<O: Op>(token: Avx2, op: O) -> O::Output {
+            op.simd(token)
+        }
+        // SAFETY: the token exists, so the entry's target features are available.
+        unsafe { entry(self, op) }
     }
 }
-
-super::entries!(Avx2, "avx2,f16c");
 
 // Every method below: SAFETY: `self` is an `Avx2` token, which exists only when AVX2 and F16C
 // are available (module invariant); loads and stores go through references to arrays of exactly
@@ -79,6 +85,11 @@ impl Simd<8> for Avx2 {
     fn trunc_u32(self, x: __m256) -> __m256i {
         // SAFETY: see the impl comment (AVX2 available).
         unsafe { _mm256_cvttps_epi32(x) }
+    }
+    #[inline(always)]
+    fn to_f32(self, u: __m256i) -> __m256 {
+        // SAFETY: see the impl comment (AVX2 available).
+        unsafe { _mm256_cvtepi32_ps(u) }
     }
     #[inline(always)]
     fn gt(self, a: __m256, b: __m256) -> __m256i {
@@ -176,6 +187,28 @@ impl Simd<8> for Avx2 {
         // SAFETY: see the impl comment (AVX2 available).
         unsafe { _mm256_blendv_epi8(b, a, mask) }
     }
+    #[inline(always)]
+    fn max_u32(self, a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: see the impl comment (AVX2 available).
+        unsafe { _mm256_max_epu32(a, b) }
+    }
+    #[inline(always)]
+    fn min_u32(self, a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: see the impl comment (AVX2 available).
+        unsafe { _mm256_min_epu32(a, b) }
+    }
+    /// One `vpgatherdd` on clamped indices.
+    #[inline(always)]
+    fn gather<const L: usize>(self, table: &[u32; L], index: __m256i) -> __m256i {
+        // SAFETY: see the impl comment (AVX2 available). Every index is clamped to `L - 1`
+        // (`L >= 1`: an empty table is a compile-time error below), so each lane reads 4 bytes
+        // inside `table`; a `u32` array is 4-aligned.
+        const { assert!(L >= 1 && L <= i32::MAX as usize) };
+        unsafe {
+            let i = _mm256_min_epu32(index, _mm256_set1_epi32((L - 1) as i32));
+            _mm256_i32gather_epi32::<4>(table.as_ptr().cast(), i)
+        }
+    }
 
     #[inline(always)]
     fn prefetch(self, addr: *const u8) {
@@ -192,6 +225,29 @@ impl Simd<8> for Avx2 {
     fn store_f32(self, v: __m256, dst: &mut [f32; 8]) {
         // SAFETY: see the impl comment (AVX2 available; `dst` is 8 writable f32).
         unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), v) }
+    }
+    #[inline(always)]
+    fn load_u8(self, src: &[u8; 8]) -> __m256i {
+        // SAFETY: see the impl comment (AVX2 available; `src` is 8 readable bytes, read as one
+        // unaligned u64).
+        unsafe { _mm256_cvtepu8_epi32(_mm_loadl_epi64(src.as_ptr().cast())) }
+    }
+    #[inline(always)]
+    fn store_u8(self, v: __m256i, dst: &mut [u8; 8]) {
+        // SAFETY: see the impl comment (AVX2 available; `dst` is 8 writable bytes, written as
+        // one unaligned u64).
+        unsafe {
+            // Byte 0 of each u32 to bytes 0-3 of its 128-bit half, then the halves together.
+            let z = -1; // a set high bit zeroes the byte
+            let pick = _mm256_setr_epi8(
+                0, 4, 8, 12, z, z, z, z, z, z, z, z, z, z, z, z, //
+                0, 4, 8, 12, z, z, z, z, z, z, z, z, z, z, z, z,
+            );
+            let bytes = _mm256_shuffle_epi8(v, pick);
+            let both =
+                _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1));
+            _mm_storel_epi64(dst.as_mut_ptr().cast(), _mm256_castsi256_si128(both))
+        }
     }
     #[inline(always)]
     fn load_u16(self, src: &[u16; 8]) -> __m256i {
@@ -263,7 +319,7 @@ impl Simd<8> for Avx2 {
     /// rounding of `bf16_round_not_nan`, for every `x`) is `t + carry`, where the carry out of
     /// the low half is `l + (t & 1) > 0x8000`, that is `(l | (t & 1)) > 0x8000` (for `t` odd,
     /// `l >= 0x8000` either way). Nine instructions per 16 elements instead of ten, which is
-    /// measurable in this compute-bound loop (about 3%).
+    /// measurable in this compute-bound loop.
     #[inline(always)]
     fn store_bf16_pair(self, v: [__m256; 2], dst: &mut [[u16; 8]; 2]) {
         // SAFETY: see the impl comment (AVX2 available; `dst` is 32 writable bytes).

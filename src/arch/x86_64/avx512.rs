@@ -7,7 +7,7 @@
 
 use core::arch::x86_64::*;
 
-use super::{Cached, has_avx512};
+use crate::arch::Op;
 use crate::simd::{QUIET_BIT, Simd};
 
 /// Proof that AVX-512 F and BW are available (see the parent module's invariant).
@@ -16,21 +16,27 @@ pub(crate) struct Avx512 {
     _proof: (),
 }
 
-static AVAILABLE: Cached = Cached::new();
-
 impl Avx512 {
-    /// Returns the token if this CPU (and OS) can run AVX-512 F and BW code; never under Miri.
-    /// Known at compile time when the build enables both features; otherwise probed once per
-    /// process and cached.
+    /// Returns the token if this CPU (and OS) can run AVX-512 F and BW code (probed once per process;
+    /// never under Miri).
     #[inline]
     pub(crate) fn detect() -> Option<Self> {
-        let known = cfg!(all(target_feature = "avx512f", target_feature = "avx512bw"));
-        let available = !cfg!(miri) && (known || AVAILABLE.get(has_avx512));
-        available.then_some(Self { _proof: () })
+        (super::features() & super::HAS_AVX512 != 0).then_some(Self { _proof: () })
+    }
+
+    /// Runs `op` on this instruction set: its whole body (the slice loops and every helper,
+    /// inlined) is compiled with the instruction set's features. (A per-chunk call through a
+    /// function pointer from code without them would forfeit that.)
+    #[inline]
+    pub(crate) fn run<O: Op>(self, op: O) -> O::Output {
+        #[target_feature(enable = "avx512f,avx512bw")]
+        fn entry<O: Op>(token: Avx512, op: O) -> O::Output {
+            op.simd(token)
+        }
+        // SAFETY: the token exists, so the entry's target features are available.
+        unsafe { entry(self, op) }
     }
 }
-
-super::entries!(Avx512, "avx512f,avx512bw");
 
 /// Truth table of `vpternlogd` for `a | (b & c)`.
 const A_OR_B_AND_C: i32 = 0xf8;
@@ -126,6 +132,11 @@ impl Simd<16> for Avx512 {
         // SAFETY: see the impl comment (AVX-512 available).
         unsafe { _mm512_cvttps_epi32(x) }
     }
+    #[inline(always)]
+    fn to_f32(self, u: __m512i) -> __m512 {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe { _mm512_cvtepi32_ps(u) }
+    }
 
     #[inline(always)]
     fn to_bits(self, x: __m512) -> __m512i {
@@ -213,6 +224,33 @@ impl Simd<16> for Avx512 {
         // SAFETY: see the impl comment (AVX-512 available).
         unsafe { _mm512_ternarylogic_epi32::<A_SELECTS_B_ELSE_C>(mask, a, b) }
     }
+    #[inline(always)]
+    fn max_u32(self, a: __m512i, b: __m512i) -> __m512i {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe { _mm512_max_epu32(a, b) }
+    }
+    #[inline(always)]
+    fn min_u32(self, a: __m512i, b: __m512i) -> __m512i {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe { _mm512_min_epu32(a, b) }
+    }
+    /// One `vpgatherdd` on clamped indices.
+    #[inline(always)]
+    fn gather<const L: usize>(self, table: &[u32; L], index: __m512i) -> __m512i {
+        // SAFETY: see the impl comment (AVX-512 available). Every index is clamped to `L - 1`
+        // (`L >= 1`, checked at compile time), so each lane reads 4 bytes inside `table`.
+        const { assert!(L >= 1 && L <= i32::MAX as usize) };
+        unsafe {
+            let i = _mm512_min_epu32(index, _mm512_set1_epi32((L - 1) as i32));
+            _mm512_i32gather_epi32::<4>(i, table.as_ptr().cast())
+        }
+    }
+    /// The largest lane, by one reduction.
+    #[inline(always)]
+    fn reduce_max_u32(self, v: __m512i) -> u32 {
+        // SAFETY: see the impl comment (AVX-512 available).
+        unsafe { _mm512_reduce_max_epu32(v) }
+    }
 
     #[inline(always)]
     fn prefetch(self, addr: *const u8) {
@@ -229,6 +267,16 @@ impl Simd<16> for Avx512 {
     fn store_f32(self, v: __m512, dst: &mut [f32; 16]) {
         // SAFETY: see the impl comment (AVX-512 available; `dst` is 16 writable f32).
         unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), v) }
+    }
+    #[inline(always)]
+    fn load_u8(self, src: &[u8; 16]) -> __m512i {
+        // SAFETY: see the impl comment (AVX-512 available; `src` is 16 readable bytes).
+        unsafe { _mm512_cvtepu8_epi32(_mm_loadu_si128(src.as_ptr().cast())) }
+    }
+    #[inline(always)]
+    fn store_u8(self, v: __m512i, dst: &mut [u8; 16]) {
+        // SAFETY: see the impl comment (AVX-512 available; `dst` is 16 writable bytes).
+        unsafe { _mm_storeu_si128(dst.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(v)) }
     }
     #[inline(always)]
     fn load_u16(self, src: &[u16; 16]) -> __m512i {

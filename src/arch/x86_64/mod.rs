@@ -15,26 +15,51 @@ pub(crate) mod avx512;
 pub(crate) use avx2::Avx2;
 pub(crate) use avx512::Avx512;
 
-/// A detection result computed once per process: 0 = not yet probed, 1 = no, 2 = yes.
-pub(crate) struct Cached(AtomicU8);
+use super::Isa;
 
-impl Cached {
-    pub(crate) const fn new() -> Self {
-        Self(AtomicU8::new(0))
+/// What this CPU and OS can run, probed once per process (a probe may be slow: CPUID traps to
+/// the hypervisor in many VMs): [`PROBED`] plus the [`HAS_AVX2`] and [`HAS_AVX512`] bits; 0
+/// before the probe.
+static FEATURES: AtomicU8 = AtomicU8::new(0);
+const PROBED: u8 = 0x80;
+/// AVX2 and F16C.
+const HAS_AVX2: u8 = 1;
+/// AVX-512 F and BW.
+const HAS_AVX512: u8 = 2;
+
+/// The instruction sets this process can run (never any under Miri, which cannot run them).
+/// Known at compile time when the build enables their features; otherwise probed once.
+#[inline]
+fn features() -> u8 {
+    if cfg!(miri) {
+        return PROBED;
     }
-
-    /// The cached answer, probing with `probe` the first time (a probe may be slow: CPUID traps
-    /// to the hypervisor in many VMs).
-    #[inline]
-    pub(crate) fn get(&self, probe: fn() -> bool) -> bool {
-        match self.0.load(Ordering::Relaxed) {
-            0 => {
-                let yes = probe();
-                self.0.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
-                yes
-            }
-            state => state == 2,
+    let known = u8::from(cfg!(all(target_feature = "avx2", target_feature = "f16c")))
+        | if cfg!(all(target_feature = "avx512f", target_feature = "avx512bw")) {
+            HAS_AVX512
+        } else {
+            0
+        };
+    if known == HAS_AVX2 | HAS_AVX512 {
+        return PROBED | known;
+    }
+    match FEATURES.load(Ordering::Relaxed) {
+        0 => {
+            let avx512 = if has_avx512() { HAS_AVX512 } else { 0 };
+            let probed = PROBED | known | u8::from(has_avx2()) | avx512;
+            FEATURES.store(probed, Ordering::Relaxed);
+            probed
         }
+        cached => cached,
+    }
+}
+
+/// The fastest of the run-time-detected instruction sets, if any can run here.
+#[inline]
+pub(crate) fn best() -> Option<Isa> {
+    match Avx512::detect() {
+        Some(t) => Some(Isa::Avx512(t)),
+        None => Avx2::detect().map(Isa::Avx2),
     }
 }
 
@@ -108,117 +133,6 @@ fn xgetbv0() -> u64 {
     // SAFETY: the caller guarantees XSAVE (this function's target feature) is enabled.
     unsafe { core::arch::x86_64::_xgetbv(0) }
 }
-
-/// The entry points of one instruction set (`$token`, compiled with `$features`): the Lion step
-/// and the finiteness check, plus its conversion proofs under `cfg(test)`.
-macro_rules! entries {
-    ($token:ident, $features:literal) => {
-        /// One Lion step on this instruction set (see `kernel::lion`; lengths are checked).
-        #[inline]
-        pub(crate) fn lion<P: crate::Element, G: crate::Element, M: crate::Element>(
-            token: $token,
-            params: &mut [P],
-            grads: &[G],
-            momentum: &mut [M],
-            k: &crate::hyper::Consts,
-            options: &crate::StepOptions,
-            key: u32,
-        ) {
-            // The whole slice loop is compiled with the features enabled, so every helper
-            // inlines into it (a per-chunk call through a function pointer would forfeit that).
-            #[target_feature(enable = $features)]
-            fn entry<P: crate::Element, G: crate::Element, M: crate::Element>(
-                token: $token,
-                params: &mut [P],
-                grads: &[G],
-                momentum: &mut [M],
-                k: &crate::hyper::Consts,
-                options: &crate::StepOptions,
-                key: u32,
-            ) {
-                crate::kernel::lion(token, params, grads, momentum, k, options, key);
-            }
-            // SAFETY: the token exists, so the entry's target features are available.
-            unsafe { entry(token, params, grads, momentum, k, options, key) }
-        }
-
-        /// The cautious variant's count on this instruction set (see `kernel::cautious_count`).
-        #[inline]
-        pub(crate) fn cautious_count<G: crate::Element, M: crate::Element>(
-            token: $token,
-            grads: &[G],
-            momentum: &[M],
-            k: &crate::hyper::Consts,
-            options: &crate::StepOptions,
-        ) -> u64 {
-            #[target_feature(enable = $features)]
-            fn entry<G: crate::Element, M: crate::Element>(
-                token: $token,
-                grads: &[G],
-                momentum: &[M],
-                k: &crate::hyper::Consts,
-                options: &crate::StepOptions,
-            ) -> u64 {
-                crate::kernel::cautious_count(token, grads, momentum, k, options)
-            }
-            // SAFETY: the token exists, so the entry's target features are available.
-            unsafe { entry(token, grads, momentum, k, options) }
-        }
-
-        /// Whether every gradient (times `inv_scale`) is finite, on this instruction set.
-        #[inline]
-        pub(crate) fn all_finite<G: crate::Element>(
-            token: $token,
-            grads: &[G],
-            inv_scale: Option<f32>,
-        ) -> bool {
-            #[target_feature(enable = $features)]
-            fn entry<G: crate::Element>(
-                token: $token,
-                grads: &[G],
-                inv_scale: Option<f32>,
-            ) -> bool {
-                crate::kernel::all_finite(token, grads, inv_scale)
-            }
-            // SAFETY: the token exists, so the entry's target features are available.
-            unsafe { entry(token, grads, inv_scale) }
-        }
-
-        #[cfg(test)]
-        mod entry_tests {
-            use super::$token;
-            use crate::simd::tests::{conversions, narrow_exhaustive, narrow_matches_half};
-
-            #[test]
-            fn conversions_match_half() {
-                #[target_feature(enable = $features)]
-                fn run(t: $token) {
-                    conversions(t);
-                }
-                match $token::detect() {
-                    // SAFETY: the token proves the features are available.
-                    Some(t) => unsafe { run(t) },
-                    None => std::eprintln!("skipping: {} not available", $features),
-                }
-            }
-
-            #[test]
-            #[ignore = "2^32 inputs: run in release with --ignored (CI does)"]
-            fn narrowing_exhaustive() {
-                #[target_feature(enable = $features)]
-                fn check(t: $token, block: &[u32]) {
-                    narrow_matches_half(t, block);
-                }
-                match $token::detect() {
-                    // SAFETY: the token proves the features are available.
-                    Some(t) => narrow_exhaustive(|block| unsafe { check(t, block) }),
-                    None => std::eprintln!("skipping: {} not available", $features),
-                }
-            }
-        }
-    };
-}
-use entries;
 
 #[cfg(all(test, feature = "std"))]
 mod tests {

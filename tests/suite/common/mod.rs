@@ -1,15 +1,17 @@
-//! The shared test harness: runs a path against `reference::step` over every length that
-//! matters, misaligned sub-slices and special values, and compares results bit for bit.
+//! The suite's own harness: runs a backend against `reference::step_with` over every length
+//! that matters, misaligned sub-slices and special values, and compares results bit for bit;
+//! and finds the test data of the repository (`fixture`). The fixtures shared with the
+//! benchmarks, examples, fuzz targets and firmware (the RNG, special values, hyperparameter and
+//! option sets, the 27 combinations) are the `support` crate's (ci/test-support).
 #![allow(dead_code)]
 
-use lion_optim::{
-    Cautious, Element, Hyperparams, Path, Rounding, StepOptions, WeightDecay, reference,
-};
+use lion_optim::{Backend, Cautious, Element, Hyperparams, StepOptions, reference};
+use support::{Rng, SPECIAL_F32, bits, hyperparams, option_sets, plant_cancellations, same, value};
 
-/// Largest lane count any path uses (AVX-512 would be 16; unrolled loops up to 64).
+/// Largest lane count any backend uses (AVX-512 would be 16; unrolled loops up to 64).
 pub const MAX_LANES: usize = 64;
 
-/// Lengths: every length up to 3 chunks + 1 of the widest path, and +-1 around chunk multiples.
+/// Lengths: every length up to 3 chunks + 1 of the widest backend, and +-1 around chunk multiples.
 /// Under Miri (which interprets every instruction) a reduced but still covering set is used.
 pub fn lengths() -> Vec<usize> {
     if cfg!(miri) {
@@ -20,93 +22,6 @@ pub fn lengths() -> Vec<usize> {
         v.extend([k - 1, k, k + 1]);
     }
     v
-}
-
-/// A small deterministic generator (xorshift64*), so failures are reproducible.
-#[derive(Clone)]
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-    pub fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
-
-/// f32 values where things go wrong: signed zeros, subnormals (of f32 and of f16), NaNs of
-/// every kind, infinities, the largest values, the f16 overflow edge, exact rounding ties of
-/// f16 and bf16.
-pub fn special_f32() -> Vec<f32> {
-    let mut v = vec![
-        0.0,
-        -0.0,
-        1.0,
-        -1.0,
-        0.5,
-        -2.0,
-        f32::MIN_POSITIVE,
-        -f32::MIN_POSITIVE,
-        f32::from_bits(1),
-        f32::from_bits(0x8000_0001),
-        f32::from_bits(0x0040_0000),
-        f32::MAX,
-        f32::MIN,
-        f32::INFINITY,
-        f32::NEG_INFINITY,
-        f32::NAN,
-        -f32::NAN,
-        f32::from_bits(0x7f80_0001), // signalling NaN
-        f32::from_bits(0xffc0_1234),
-        65504.0,            // f16 max
-        65520.0,            // rounds to f16 infinity
-        65519.996,          // rounds to f16 max
-        6.103_515_6e-5,     // 2^-14, smallest normal f16
-        5.960_464_5e-8,     // 2^-24, smallest subnormal f16
-        2.980_232_2e-8,     // 2^-25: tie between 0 and the smallest f16 subnormal
-        1.0 + 1.0 / 256.0,  // bf16 tie, rounds to even (1.0)
-        1.0 + 3.0 / 256.0,  // bf16 tie, rounds to even (up)
-        1.0 + 1.0 / 2048.0, // f16 tie
-        3.389_531_4e38,     // bf16 overflow edge
-        1e-4,
-        -1e-4,
-        1e30,
-        -1e-30,
-    ];
-    v.extend(v.clone().iter().map(|x| -x));
-    v
-}
-
-/// A value for a buffer of type `T`: a special value, a "normal" value in [-2, 2], or random
-/// bits (which for 16-bit types reach every class: NaN, infinity, subnormal).
-pub fn value<T: Element>(rng: &mut Rng, specials: &[f32]) -> T {
-    match rng.below(4) {
-        0 => T::from_f32_rounded(specials[rng.below(specials.len())]),
-        1 | 2 => T::from_f32_rounded(rng.uniform() * 4.0 - 2.0),
-        _ => {
-            let bits = rng.next_u64().to_le_bytes();
-            bytemuck::pod_read_unaligned(&bits[..size_of::<T>()])
-        }
-    }
-}
-
-/// `T` bits, as u64, for comparisons and messages.
-pub fn bits<T: Element>(x: T) -> u64 {
-    let mut b = [0u8; 8];
-    b[..size_of::<T>()].copy_from_slice(bytemuck::bytes_of(&x));
-    u64::from_le_bytes(b)
-}
-
-/// Bit-identical, or both NaN.
-pub fn same<T: Element>(a: T, b: T) -> bool {
-    bits(a) == bits(b) || (a.to_f32_exact().is_nan() && b.to_f32_exact().is_nan())
 }
 
 /// Asserts `got` and `want` are the same element for element (NaN matches NaN).
@@ -123,126 +38,10 @@ pub fn assert_same<T: Element>(got: &[T], want: &[T], ctx: &dyn Fn() -> String) 
     }
 }
 
-/// The hyperparameters the harness runs: defaults, weight decay, the edges of the domain, and
-/// beta1 = 0.5 (where `c` cancels to exactly zero for m = -g).
-pub fn hyperparams() -> Vec<Hyperparams> {
-    let d = Hyperparams::default();
-    if cfg!(miri) {
-        return vec![Hyperparams {
-            lr: 0.5,
-            beta1: 0.5,
-            beta2: 0.5,
-            weight_decay: 0.25,
-        }];
-    }
-    vec![
-        d,
-        Hyperparams {
-            lr: 3e-4,
-            weight_decay: 0.1,
-            ..d
-        },
-        Hyperparams {
-            lr: 0.5,
-            beta1: 0.5,
-            beta2: 0.5,
-            weight_decay: 0.25,
-        },
-        Hyperparams {
-            lr: 0.0,
-            beta1: 0.0,
-            beta2: 0.0,
-            weight_decay: 0.0,
-        },
-        Hyperparams {
-            lr: 1e30,
-            beta1: 0.999_999,
-            beta2: 0.999_999_9,
-            weight_decay: 1e-31,
-        },
-        Hyperparams {
-            lr: 1e-8,
-            beta1: 0.95,
-            beta2: 0.98,
-            weight_decay: 1e4,
-        },
-    ]
-}
-
-/// Makes `m * beta1 + g * (1 - beta1)` exactly zero in f32 for some elements (when a nearby `m`
-/// does it), so every path must see `c == 0` where the reference does.
-pub fn plant_cancellations<G: Element, M: Element>(
-    g: &[G],
-    m: &mut [M],
-    hp: &Hyperparams,
-    rng: &mut Rng,
-) {
-    let (b1, omb1) = (hp.beta1 as f32, (1.0 - hp.beta1) as f32);
-    if b1 == 0.0 {
-        return;
-    }
-    for (gi, mi) in g.iter().zip(m.iter_mut()) {
-        if rng.below(4) != 0 {
-            continue;
-        }
-        let t = gi.to_f32_exact() * omb1;
-        if !t.is_finite() {
-            continue;
-        }
-        let guess = M::from_f32_rounded(-t / b1);
-        // Search a few neighbours of the guess in M's own grid.
-        let base = bits(guess) as i64;
-        for d in [0i64, 1, -1, 2, -2, 3, -3] {
-            let cand_bits = (base + d) as u64;
-            let bytes = cand_bits.to_le_bytes();
-            let cand: M = bytemuck::pod_read_unaligned(&bytes[..size_of::<M>()]);
-            if cand.to_f32_exact() * b1 + t == 0.0 {
-                *mi = cand;
-                break;
-            }
-        }
-    }
-}
-
-/// Option sets the harness runs: the plain step; the cautious variant with maximize and
-/// gradient unscaling; stochastic rounding; and everything at once with the fully decoupled
-/// decay and a cautious shard, at element indices that cross a multiple of 2^32 (where the
-/// random stream's key changes).
-pub fn option_sets() -> Vec<StepOptions> {
-    let d = StepOptions::default();
-    vec![
-        d,
-        StepOptions {
-            maximize: true,
-            grad_unscale: Some(1.0 / 1024.0),
-            cautious: Cautious::Whole,
-            ..d
-        },
-        StepOptions {
-            rounding: Rounding::Stochastic { seed: 1 },
-            step: 3,
-            offset: 5,
-            ..d
-        },
-        StepOptions {
-            maximize: true,
-            grad_unscale: Some(3.0),
-            weight_decay: WeightDecay::FullyDecoupled { max_lr: 0.75 },
-            rounding: Rounding::Stochastic { seed: u64::MAX },
-            step: 1 << 40,
-            offset: (1 << 32) - 37,
-            cautious: Cautious::Shard {
-                agreeing: 12_345,
-                numel: 1 << 33,
-            },
-        },
-    ]
-}
-
-/// Runs `path` and the reference on the same inputs (`len` elements at element offset `offset`
-/// of padded buffers) and asserts identical outputs, padding included.
+/// Runs `backend` and the reference on the same inputs (`len` elements at element offset
+/// `offset` of padded buffers) and asserts identical outputs, padding included.
 pub fn run_case<P: Element, G: Element, M: Element>(
-    path: Path,
+    backend: Backend,
     hp: &Hyperparams,
     opts: &StepOptions,
     len: usize,
@@ -259,28 +58,29 @@ pub fn run_case<P: Element, G: Element, M: Element>(
 
     let ctx = || {
         format!(
-            "path {path}, P={:?} G={:?} M={:?}, len {len}, offset {offset}, {hp:?}, {opts:?}",
+            "backend {backend}, P={:?} G={:?} M={:?}, len {len}, offset {offset}, {hp:?}, {opts:?}",
             P::DTYPE,
             G::DTYPE,
             M::DTYPE
         )
     };
     if opts.cautious != Cautious::Off {
-        let got = path.cautious_count(&g[r.clone()], &m[r.clone()], hp, opts);
+        let got = backend.cautious_count(&g[r.clone()], &m[r.clone()], hp, opts);
         let want = reference::cautious_count(&g[r.clone()], &m[r.clone()], hp, opts);
         assert_eq!(got.unwrap(), want.unwrap(), "cautious count, {}", ctx());
     }
     let (mut p_got, mut m_got) = (p.clone(), m.clone());
-    path.step_with(
-        &mut p_got[r.clone()],
-        &g[r.clone()],
-        &mut m_got[r.clone()],
-        hp,
-        opts,
-    )
-    .unwrap_or_else(|e| panic!("{path} failed: {e}"));
+    let got = backend
+        .step_with(
+            &mut p_got[r.clone()],
+            &g[r.clone()],
+            &mut m_got[r.clone()],
+            hp,
+            opts,
+        )
+        .unwrap_or_else(|e| panic!("{backend} failed: {e}"));
     let (mut p_want, mut m_want) = (p.clone(), m.clone());
-    reference::step_with(
+    let want = reference::step_with(
         &mut p_want[r.clone()],
         &g[r.clone()],
         &mut m_want[r],
@@ -288,14 +88,14 @@ pub fn run_case<P: Element, G: Element, M: Element>(
         opts,
     )
     .unwrap();
+    assert_eq!(got, want, "outcome, {}", ctx());
     assert_same(&p_got, &p_want, &|| format!("params, {}", ctx()));
     assert_same(&m_got, &m_want, &|| format!("momentum, {}", ctx()));
 }
 
 /// The whole harness for one dtype combination: every length with the plain step, and the
-/// lengths up to three chunks of the widest path (plus one long one) with every option set.
-pub fn check_combo<P: Element, G: Element, M: Element>(path: Path, seed: u64) {
-    let specials = special_f32();
+/// lengths up to three chunks of the widest backend (plus one long one) with every option set.
+pub fn check_combo<P: Element, G: Element, M: Element>(backend: Backend, seed: u64) {
     let mut rng = Rng(seed | 1);
     for (i, opts) in option_sets().iter().enumerate() {
         let lengths = lengths();
@@ -308,66 +108,34 @@ pub fn check_combo<P: Element, G: Element, M: Element>(path: Path, seed: u64) {
         for hp in hyperparams() {
             for &len in lengths {
                 for offset in [0, 1, 3].into_iter().take(if cfg!(miri) { 2 } else { 3 }) {
-                    run_case::<P, G, M>(path, &hp, opts, len, offset, &mut rng, &specials);
+                    run_case::<P, G, M>(backend, hp, opts, len, offset, &mut rng, &SPECIAL_F32);
                 }
             }
         }
     }
 }
 
-/// The paths worth comparing with the reference (all available ones but the reference itself).
-pub fn paths_under_test() -> Vec<Path> {
-    available_paths()
+/// The type of [`check_combo`]'s instances, for `support::all_combos!`.
+pub type ComboCheck = fn(Backend, u64);
+
+/// The backends worth comparing with the reference (all available ones but the scalar one,
+/// which is the reference's loop).
+pub fn backends_under_test() -> Vec<Backend> {
+    available_backends()
         .into_iter()
-        .filter(|p| *p != Path::Scalar)
+        .filter(|b| *b != Backend::Scalar)
         .collect()
 }
 
-/// The 27 instantiations `$f::<P, G, M>` for P, G, M each of f32, f16, bf16, as an array of
-/// function pointers (all with the same signature).
-macro_rules! all_combos {
-    ($f:ident) => {
-        [
-            $f::<f32, f32, f32>,
-            $f::<f32, f32, ::lion_optim::f16>,
-            $f::<f32, f32, ::lion_optim::bf16>,
-            $f::<f32, ::lion_optim::f16, f32>,
-            $f::<f32, ::lion_optim::f16, ::lion_optim::f16>,
-            $f::<f32, ::lion_optim::f16, ::lion_optim::bf16>,
-            $f::<f32, ::lion_optim::bf16, f32>,
-            $f::<f32, ::lion_optim::bf16, ::lion_optim::f16>,
-            $f::<f32, ::lion_optim::bf16, ::lion_optim::bf16>,
-            $f::<::lion_optim::f16, f32, f32>,
-            $f::<::lion_optim::f16, f32, ::lion_optim::f16>,
-            $f::<::lion_optim::f16, f32, ::lion_optim::bf16>,
-            $f::<::lion_optim::f16, ::lion_optim::f16, f32>,
-            $f::<::lion_optim::f16, ::lion_optim::f16, ::lion_optim::f16>,
-            $f::<::lion_optim::f16, ::lion_optim::f16, ::lion_optim::bf16>,
-            $f::<::lion_optim::f16, ::lion_optim::bf16, f32>,
-            $f::<::lion_optim::f16, ::lion_optim::bf16, ::lion_optim::f16>,
-            $f::<::lion_optim::f16, ::lion_optim::bf16, ::lion_optim::bf16>,
-            $f::<::lion_optim::bf16, f32, f32>,
-            $f::<::lion_optim::bf16, f32, ::lion_optim::f16>,
-            $f::<::lion_optim::bf16, f32, ::lion_optim::bf16>,
-            $f::<::lion_optim::bf16, ::lion_optim::f16, f32>,
-            $f::<::lion_optim::bf16, ::lion_optim::f16, ::lion_optim::f16>,
-            $f::<::lion_optim::bf16, ::lion_optim::f16, ::lion_optim::bf16>,
-            $f::<::lion_optim::bf16, ::lion_optim::bf16, f32>,
-            $f::<::lion_optim::bf16, ::lion_optim::bf16, ::lion_optim::f16>,
-            $f::<::lion_optim::bf16, ::lion_optim::bf16, ::lion_optim::bf16>,
-        ]
-    };
-}
-
-/// Paths that can run here; the others are reported and skipped.
-pub fn available_paths() -> Vec<Path> {
-    Path::ALL
+/// Backends that can run here; the others are reported and skipped.
+pub fn available_backends() -> Vec<Backend> {
+    Backend::ALL
         .iter()
         .copied()
-        .filter(|p| {
-            let ok = p.is_available();
+        .filter(|b| {
+            let ok = b.is_available();
             if !ok {
-                eprintln!("skipping path {p}: not available on this machine/build");
+                eprintln!("skipping backend {b}: not available on this machine/build");
             }
             ok
         })

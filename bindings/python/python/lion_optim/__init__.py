@@ -29,9 +29,11 @@ No fused multiply-add: PyTorch's CPU ``add_(x, alpha=a)`` fuses, so the momentum
 a PyTorch implementation's by one f32 rounding in some elements; parameters after a step from
 the same state are identical.
 
-Bad input (a CUDA, meta, sparse or non-contiguous tensor, a read-only array, mismatched shapes,
-unsupported dtypes, buffers that overlap in memory, invalid hyperparameters) raises ``TypeError``,
-``ValueError`` or ``RuntimeError`` naming the tensor, and nothing is written.
+Bad input (a CUDA, meta or sparse tensor, a view that is not dense, a read-only array, mismatched
+shapes or memory layouts, unsupported dtypes, buffers that overlap in memory, invalid
+hyperparameters) raises ``TypeError``,
+``ValueError`` or ``RuntimeError`` naming the tensor or the setting, and nothing is written.
+Hyperparameters are validated by the Rust core, whose message the ``ValueError`` carries.
 
 This module does not import torch; ``lion_optim.torch`` does.
 """
@@ -78,61 +80,15 @@ def default_num_threads() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def _check_hyper(lr: Any, betas: Any, weight_decay: Any, where: str = "") -> None:
-    """The reference's checks and messages (plus finiteness and weight decay, which the
-    reference does not check); ``where`` names a param group."""
-    import math
-
+def _check_num_threads(num_threads: Any, where: str = "") -> None:
+    """``num_threads``: None or an int >= 1 (the core never sees it; it sizes the thread pool)."""
+    if num_threads is None:
+        return
     pre = f"{where}: " if where else ""
-    try:
-        lr_f = float(lr)
-    except (TypeError, ValueError):
-        raise TypeError(f"{pre}lr must be a float, got {type(lr).__name__}") from None
-    if not 0.0 <= lr_f or not math.isfinite(lr_f):
-        raise ValueError(f"{pre}Invalid learning rate: {lr}")
-    try:
-        b1, b2 = betas
-        b1, b2 = float(b1), float(b2)
-    except (TypeError, ValueError):
-        raise TypeError(f"{pre}betas must be a pair of floats, got {betas!r}") from None
-    if not 0.0 <= b1 < 1.0:
-        raise ValueError(f"{pre}Invalid beta parameter at index 0: {betas[0]}")
-    if not 0.0 <= b2 < 1.0:
-        raise ValueError(f"{pre}Invalid beta parameter at index 1: {betas[1]}")
-    try:
-        wd = float(weight_decay)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"{pre}weight_decay must be a float, got {type(weight_decay).__name__}"
-        ) from None
-    if not 0.0 <= wd or not math.isfinite(wd):
-        raise ValueError(f"{pre}Invalid weight_decay value: {weight_decay}")
-
-
-def _check_options(
-    max_lr: Any, grad_unscale: Any, seed: Any, num_threads: Any = None, where: str = ""
-) -> None:
-    import math
-
-    pre = f"{where}: " if where else ""
-    for name, v in (("max_lr", max_lr), ("grad_unscale", grad_unscale)):
-        if v is None:
-            continue
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            raise TypeError(f"{pre}{name} must be a float or None, got {type(v).__name__}") from None
-        if not (f > 0.0 and math.isfinite(f)):
-            raise ValueError(f"{pre}Invalid {name} value: {v} (must be > 0 and finite)")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"{pre}seed must be an int, got {type(seed).__name__}")
-    if not 0 <= seed < _U64:
-        raise ValueError(f"{pre}Invalid seed: {seed} (must be in [0, 2**64))")
-    if num_threads is not None:
-        if isinstance(num_threads, bool) or not isinstance(num_threads, int):
-            raise TypeError(f"{pre}num_threads must be an int or None, got {type(num_threads).__name__}")
-        if num_threads < 1:
-            raise ValueError(f"{pre}Invalid num_threads: {num_threads} (must be >= 1)")
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int):
+        raise TypeError(f"{pre}num_threads must be an int or None, got {type(num_threads).__name__}")
+    if num_threads < 1:
+        raise ValueError(f"{pre}Invalid num_threads: {num_threads} (must be >= 1)")
 
 
 def _as_list(x: Any, name: str) -> Tuple[list, bool]:
@@ -203,10 +159,15 @@ def step(
 
     Each of ``params``, ``grads``, ``exp_avgs`` is one array or a list of arrays (the same
     length): numpy arrays (float32, float16, ml_dtypes.bfloat16) or CPU torch tensors (float32,
-    bfloat16, float16), C-contiguous; ``params`` and ``exp_avgs`` writable. Any mix of dtypes
-    works (27 combinations). A gradient must have its parameter's shape, a momentum buffer its
-    number of elements. All tensors are stepped in one call, spread over ``num_threads``
-    threads (default :func:`default_num_threads`).
+    bfloat16, float16), dense; ``params`` and ``exp_avgs`` writable. Any mix of dtypes works
+    (27 combinations). The step is elementwise and pairs elements in memory order: a gradient
+    must have its parameter's shape and strides; a momentum buffer its number of elements, and
+    its shape and strides too if the parameter is not C-contiguous (``channels_last``, a
+    transposed matrix: ``torch.zeros_like(p)`` keeps them) or has its shape. An element's
+    index (for ``offsets`` and the rounding bits) is its position in memory. All tensors are
+    stepped in one call, spread over ``num_threads`` threads (default
+    :func:`default_num_threads`). (A ``DTensor`` has no memory of its own: step its local shard
+    with its offset, or use ``lion_optim.torch.Lion``, which does.)
 
     Args:
         lr, betas, weight_decay: the hyperparameters (the reference's defaults).
@@ -235,14 +196,15 @@ def step(
             return False.
 
     Raises:
-        TypeError: an unsupported type or dtype.
-        ValueError: bad hyperparameters, mismatched shapes or list lengths, a read-only array.
-        RuntimeError: a tensor that is not on the CPU, not contiguous, sparse, or overlaps
-            another buffer of the call.
+        TypeError: an unsupported type or dtype, or a setting of the wrong type (``lr="fast"``).
+        ValueError: bad hyperparameters (the core validates them; its message is passed
+            through, e.g. ``lion_optim.step: invalid hyperparameter lr = -1: must be finite
+            and >= 0``), mismatched shapes or list lengths, a read-only array.
+        RuntimeError: a tensor that is not on the CPU, not dense (strided, expanded), sparse,
+            or overlaps another buffer of the call.
         In every case nothing has been written.
     """
-    _check_hyper(lr, betas, weight_decay)
-    _check_options(max_lr, grad_unscale, seed, num_threads)
+    _check_num_threads(num_threads)
     if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < _U64:
         raise ValueError(f"Invalid step: {step!r} (must be an int in [0, 2**64))")
     ps, single = _as_list(params, "params")
@@ -253,20 +215,23 @@ def step(
     totals = _totals(cautious_totals, single)
     if totals is not None and not cautious:
         raise ValueError("cautious_totals needs cautious=True")
-    b1, b2 = betas
+    # The settings as a param group (the one form the extension parses and the core validates).
+    group = dict(
+        lr=lr,
+        betas=betas,
+        weight_decay=weight_decay,
+        maximize=maximize,
+        grad_unscale=grad_unscale,
+        max_lr=max_lr,
+        stochastic_rounding=stochastic_rounding,
+        seed=seed,
+        cautious=cautious,
+    )
     return _lion_optim._step(
         ps,
         gs,
         ms,
-        lr=float(lr),
-        beta1=float(b1),
-        beta2=float(b2),
-        weight_decay=float(weight_decay),
-        maximize=bool(maximize),
-        grad_unscale=None if grad_unscale is None else float(grad_unscale),
-        max_lr=None if max_lr is None else float(max_lr),
-        seed=int(seed) if stochastic_rounding else None,
-        cautious=bool(cautious),
+        group,
         step=step,
         offsets=offs,
         streams=strs,
@@ -289,21 +254,12 @@ def cautious_count(
     For a tensor sharded across processes: count every shard, all-reduce the sum, and step every
     shard with ``cautious=True, cautious_totals=(total, whole numel), offsets=shard start``: the
     result is exactly the bytes of the whole tensor's cautious step.
+
+    Bad ``betas`` or ``grad_unscale`` raise as in :func:`step` (``ValueError`` with the core's
+    message, ``TypeError`` for a value of the wrong type).
     """
-    _check_hyper(1e-4, betas, 0.0)
-    _check_options(None, grad_unscale, 0)
     gs, single = _as_list(grads, "grads")
     ms, _ = _as_list(exp_avgs, "exp_avgs")
-    b1, b2 = betas
-    counts = _lion_optim._cautious_count(
-        gs,
-        ms,
-        lr=0.0,
-        beta1=float(b1),
-        beta2=float(b2),
-        weight_decay=0.0,
-        maximize=False,
-        grad_unscale=None if grad_unscale is None else float(grad_unscale),
-        max_lr=None,
-    )
+    group = dict(lr=0.0, betas=betas, weight_decay=0.0, grad_unscale=grad_unscale)
+    counts = _lion_optim._cautious_count(gs, ms, group)
     return counts[0] if single else counts

@@ -6,27 +6,34 @@ The one-line swap from the reference implementation (google/automl ``lion_pytorc
     from lion_optim.torch import Lion
     opt = Lion(model.parameters(), lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0)
 
-Same signature, defaults, validation messages, param groups and state (``exp_avg``, plus a
-``step`` count), and the crate's options as keyword arguments. Every ``step()`` is one call into Rust over all parameters of all groups, with
-the GIL released and the work spread over ``num_threads`` threads (default: torch's intra-op
-thread count); parameters, gradients and momentum are updated in place, zero-copy.
+Same signature, defaults, param groups and state (``exp_avg``, plus a ``step`` count), and the
+crate's options as keyword arguments. Every ``step()`` is one call into Rust over all parameters
+of all groups, with the GIL released and the work spread over ``num_threads`` threads (default:
+torch's intra-op thread count); parameters, gradients and momentum are updated in place,
+zero-copy. Bad hyperparameters raise ``ValueError`` as in the reference, with the message of the
+Rust core (which validates them) naming the parameter and the param group.
 """
 
 from __future__ import annotations
 
 import array
 import collections
+import itertools
 import math
+import sys
 from itertools import chain
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 
-from . import _check_hyper, _check_options, _lion_optim
+from . import _check_num_threads, _lion_optim
 
 __all__ = ["Lion", "assign_streams"]
 
-_MOMENTUM_DTYPES = (None, torch.float32, torch.bfloat16, torch.float16)
+_Q8 = "q8"
+_MOMENTUM_DTYPES = (None, torch.float32, torch.bfloat16, torch.float16, _Q8)
+# Elements per block of the 8-bit momentum: one float32 absmax per 256 codes.
+_Q8_BLOCK = 256
 
 # Step hooks and the profiler: when none is active, `Lion.step` skips torch's wrapper for them
 # (`Optimizer.profile_hook_step`, ~6 us); when one is, it runs through that wrapper.
@@ -49,7 +56,9 @@ def assign_streams(params: Iterable[torch.Tensor], start: int = 0) -> None:
     A :class:`Lion` draws a parameter's rounding bits from its ``lion_stream`` if it has one,
     else from its position in the optimizer. Call it on ``model.parameters()`` before building
     optimizers that split the model differently (``ZeroRedundancyOptimizer``, one optimizer per
-    stage), so that every parameter rounds exactly as in a single-process run.
+    stage), so that every parameter rounds exactly as in a single-process run. (Under FSDP2,
+    which keeps every parameter in every rank's optimizer, positions already agree; call it
+    after ``fully_shard``, which replaces the parameters, if at all.)
     """
     for i, p in enumerate(params, start):
         setattr(p, _STREAM_ATTR, int(i))
@@ -156,31 +165,294 @@ class _ParamState(dict):
         return super().__ior__(other)
 
 
-_DTYPE_CODE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+# ------------------------------------------------------------------------------------------
+# Momentum buffers. The one place that knows how a momentum dtype becomes a buffer the Rust side
+# steps (the dtype code it reads, the bytes per element): the 8-bit momentum to come (codes and
+# per-block scales) is another kind of buffer here and another code there.
+
+_DTYPE_CODE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, _Q8: 3}
+
+
+def _layout(t: torch.Tensor) -> Optional[Tuple[int, ...]]:
+    """The memory layout of a dense tensor as the Rust side compares them: None for C order,
+    else its strides with those of dimensions of size 1 set to 0 (``channels_last``...)."""
+    if t.is_contiguous():
+        return None
+    return tuple(0 if d == 1 else s for d, s in zip(t.shape, t.stride()))
 
 
 class _Home:
-    """A momentum buffer owned by the optimizer: a ``bytearray`` (held with a memoryview, so it
-    can never be resized) and the ``exp_avg`` tensor that views it. The Rust side writes the
-    bytearray; since the optimizer owns it, it needs no checks at every step."""
+    """A momentum buffer owned by the optimizer: a ``bytearray``, the tensor ``local`` that
+    views it with the shape and memory layout of the parameter (of its local shard, for a
+    ``DTensor``), and ``tensor``, what ``state["exp_avg"]`` holds: ``local``, or for a
+    ``DTensor`` parameter a ``DTensor`` of the parameter's mesh and placements over it. The Rust
+    side writes the bytearray in memory order, as the parameter's memory; since the optimizer
+    owns it (and every plan pins it: a bytearray with an export cannot be resized), it needs no
+    checks at every step."""
 
-    __slots__ = ("tensor", "buf", "view", "code", "numel")
+    __slots__ = ("tensor", "local", "buf", "code", "numel", "layout")
 
-    def __init__(self, shape: Tuple[int, ...], dtype: torch.dtype) -> None:
-        numel = math.prod(shape)
+    # Element momentum has no block scales (the 8-bit home's second buffer).
+    absbuf: Optional[bytearray] = None
+
+    def __init__(self, like: torch.Tensor, dtype: torch.dtype, dtensor: Optional[torch.Tensor] = None) -> None:
+        shape = tuple(like.shape)
+        numel = like.numel()
         size = torch.empty((), dtype=dtype).element_size()
         self.buf = bytearray(numel * size)
-        self.view = memoryview(self.buf)
         self.code = _DTYPE_CODE[dtype]
         self.numel = numel
+        self.layout = _layout(like) if numel else None
         if numel == 0:
-            self.tensor = torch.zeros(shape, dtype=dtype)
+            self.local = torch.zeros(shape, dtype=dtype)
+        elif self.layout is None:
+            self.local = torch.frombuffer(self.buf, dtype=dtype).view(shape)
         else:
-            self.tensor = torch.frombuffer(self.buf, dtype=dtype).view(shape)
+            # Dense in another order (channels_last...): the parameter's strides over the buffer.
+            self.local = torch.frombuffer(self.buf, dtype=dtype).as_strided(shape, like.stride())
+        self.tensor = self.local
+        if dtensor is not None:
+            from torch.distributed.tensor import DTensor
+
+            self.tensor = DTensor.from_local(
+                self.local, dtensor.device_mesh, dtensor.placements, run_check=False,
+                shape=dtensor.shape, stride=dtensor.stride(),
+            )
+
+
+class _Q8Home:
+    """An 8-bit momentum buffer owned by the optimizer (bitsandbytes' blockwise format): two
+    ``bytearray`` s, ``buf`` (one uint8 code per element, in the memory order of the parameter)
+    and ``absbuf`` (one float32 scale per block of 256 elements), and the tensors that view them:
+    ``tensor`` (= ``local``, ``state["exp_avg_codes"]``: uint8 of the parameter's shape and
+    memory layout) and ``absmax`` (``state["exp_avg_absmax"]``: float32 of shape
+    ``(ceil(numel / 256),)``). New momentum is zero: code 127, scale 0. Plain tensors only (the
+    optimizer refuses 8-bit momentum for ``DTensor`` parameters)."""
+
+    __slots__ = ("tensor", "local", "buf", "absbuf", "absmax", "code", "numel", "layout")
+
+    def __init__(self, like: torch.Tensor) -> None:
+        shape = tuple(like.shape)
+        numel = like.numel()
+        blocks = -(-numel // _Q8_BLOCK)
+        self.buf = bytearray(b"\x7f" * numel)
+        self.absbuf = bytearray(4 * blocks)
+        self.code = _DTYPE_CODE[_Q8]
+        self.numel = numel
+        self.layout = _layout(like) if numel else None
+        if numel == 0:
+            self.local = torch.zeros(shape, dtype=torch.uint8)
+            self.absmax = torch.zeros((0,), dtype=torch.float32)
+        else:
+            flat = torch.frombuffer(self.buf, dtype=torch.uint8)
+            self.local = flat.view(shape) if self.layout is None else flat.as_strided(shape, like.stride())
+            self.absmax = torch.frombuffer(self.absbuf, dtype=torch.float32)
+        self.tensor = self.local
+
+    def load(self, codes: torch.Tensor, absmax: torch.Tensor) -> None:
+        """Copies checked (``_check_q8``) codes and scales in: codes in the parameter's memory
+        order (the blocks are runs of 256 elements in that order)."""
+        if self.numel:
+            if self.layout is None:
+                self.local.copy_(codes.detach().reshape(self.local.shape))
+            else:
+                self.local.copy_(codes.detach())
+            self.absmax.copy_(absmax.detach().reshape(-1))
+
+
+def _is_q8_state(s: Dict[str, Any]) -> bool:
+    """Whether a parameter's state holds 8-bit momentum (``exp_avg_codes``/``exp_avg_absmax``)."""
+    return "exp_avg_codes" in s or "exp_avg_absmax" in s
+
+
+def _check_q8(codes: Any, absmax: Any, p: torch.Tensor, where: str) -> None:
+    """Checks 8-bit momentum for parameter ``p``: ``codes`` a uint8 tensor with the parameter's
+    number of elements (and, for a parameter not in C order, its shape and memory layout: blocks
+    follow memory order), ``absmax`` a float32 tensor of ``ceil(numel / 256)`` elements."""
+    if _is_dtensor(p):
+        raise ValueError(
+            f"{where}: 8-bit momentum (momentum_dtype='q8') is not supported for DTensor parameters "
+            "(FSDP2); use a float momentum_dtype for them"
+        )
+    for key, t, dtype in (("exp_avg_codes", codes, torch.uint8), ("exp_avg_absmax", absmax, torch.float32)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{where} has no {key} tensor (got {type(t).__name__})")
+        if _is_dtensor(t):
+            raise ValueError(f"{where}: {key} is a DTensor, the parameter a plain tensor")
+        if t.dtype != dtype:
+            raise TypeError(f"{where}: {key} has dtype {t.dtype}; it must be {dtype}")
+        if t.layout != torch.strided:
+            raise ValueError(f"{where}: {key} has layout {t.layout}")
+    n = p.numel()
+    if codes.numel() != n:
+        raise ValueError(
+            f"{where}: exp_avg_codes has {codes.numel()} elements (shape {tuple(codes.shape)}), "
+            f"the parameter {n} (shape {tuple(p.shape)})"
+        )
+    blocks = -(-n // _Q8_BLOCK)
+    if absmax.numel() != blocks or absmax.dim() > 1:
+        raise ValueError(
+            f"{where}: exp_avg_absmax has shape {tuple(absmax.shape)}; a parameter of {n} elements "
+            f"needs ({blocks},): one scale per block of {_Q8_BLOCK}"
+        )
+    layout = _layout(p) if n else None
+    if layout is not None and (tuple(codes.shape) != tuple(p.shape) or _layout(codes) != layout):
+        raise ValueError(
+            f"{where}: exp_avg_codes has shape {tuple(codes.shape)} and strides {tuple(codes.stride())}, "
+            f"the parameter shape {tuple(p.shape)} and strides {tuple(p.stride())}: 8-bit momentum's "
+            "blocks are runs of 256 elements in the parameter's memory order, so its codes must be "
+            "laid out as the parameter"
+        )
+
+
+def _refuse_q8_dtensors(tensors: List[torch.Tensor], labels: List[str], md: Any) -> None:
+    """8-bit momentum is refused for ``DTensor`` parameters (at construction and
+    ``add_param_group``, before anything is stored)."""
+    if md != _Q8:
+        return
+    for t, label in zip(tensors, labels):
+        if _is_dtensor(t):
+            raise ValueError(
+                f"{label}: 8-bit momentum (momentum_dtype='q8') is not supported for DTensor "
+                "parameters (FSDP2); use a float momentum_dtype for their param group"
+            )
+
+
+# ------------------------------------------------------------------------------------------
+# DTensor parameters (FSDP2's fully_shard, distribute_tensor): each rank steps its local shard
+# in place, in the runs in which it lies in the whole tensor's memory order, each with its
+# element offset there (so stochastic rounding draws the bits of one process).
+
+
+def _is_dtensor(t: Any) -> bool:
+    """Whether ``t`` is a ``torch.distributed.tensor.DTensor`` (none exists unless that module
+    was imported: no import here)."""
+    mod = sys.modules.get("torch.distributed.tensor")
+    return mod is not None and isinstance(t, getattr(mod, "DTensor", ()))
+
+
+def _local(p: torch.Tensor) -> torch.Tensor:
+    """A parameter's own memory: its local shard for a ``DTensor``, else itself."""
+    return p._local_tensor if _is_dtensor(p) else p
+
+
+def _placement_check(p: torch.Tensor, label: str) -> Tuple[Any, ...]:
+    from torch.distributed.tensor import Replicate, Shard
+
+    placements = tuple(p.placements)
+    # (Exactly these types: _StridedShard, a Shard, lays a shard out in pieces of its own.)
+    if not all(type(pl) in (Shard, Replicate) for pl in placements):
+        raise ValueError(
+            f"{label}: a DTensor with placements {placements}; lion_optim.torch.Lion steps DTensor "
+            "parameters placed with Shard and Replicate"
+        )
+    return placements
+
+
+def _local_box(p: torch.Tensor, label: str) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """The shape of a ``DTensor``'s local shard and its offset in the whole tensor, per dimension
+    (checked against the local tensor)."""
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    shape, offset = compute_local_shape_and_global_offset(p.shape, p.device_mesh, p.placements)
+    local = p._local_tensor
+    if tuple(shape) != tuple(local.shape):
+        raise ValueError(
+            f"{label}: its local shard has shape {tuple(local.shape)}, its placements "
+            f"{tuple(p.placements)} give {tuple(shape)}"
+        )
+    return tuple(shape), tuple(offset)
+
+
+def _runs(p: torch.Tensor, label: str) -> List[Tuple[int, int, int]]:
+    """Where a ``DTensor``'s local shard lies in the whole tensor: ``(start, len, index)`` runs,
+    elements ``[start, start + len)`` of the local shard in memory order being elements
+    ``[index, index + len)`` of the whole tensor in its memory order. One run for ``Shard(0)``
+    and ``Replicate``; a ``Shard(d)`` of an inner dimension gives one per outer index."""
+    gshape, gstride = tuple(p.shape), tuple(p.stride())
+    local = p._local_tensor
+    lshape, goff = _local_box(p, label)
+    lstride = tuple(local.stride())
+    lnumel = math.prod(lshape)
+    if lnumel == 0:
+        return []
+    # The whole tensor's memory order: its dimensions by decreasing stride (those of size 1
+    # index nothing and are left out).
+    order = sorted((d for d in range(len(gshape)) if gshape[d] != 1), key=lambda d: -gstride[d])
+    G = [gshape[d] for d in order]
+    L = [lshape[d] for d in order]
+    O = [goff[d] for d in order]
+    GS = [math.prod(G[i + 1 :]) for i in range(len(G))]
+    LS = [math.prod(L[i + 1 :]) for i in range(len(L))]
+    dense = all(gstride[d] == GS[i] for i, d in enumerate(order))
+    local_alike = all(L[i] == 1 or lstride[d] == LS[i] for i, d in enumerate(order))
+    if not dense or not local_alike:
+        raise ValueError(
+            f"{label}: its local shard (shape {lshape}, strides {lstride}) is not laid out in "
+            f"memory as the whole tensor (shape {gshape}, strides {gstride}) in its order"
+        )
+    partial = [i for i in range(len(G)) if L[i] != G[i]]
+    if not partial:
+        return [(0, lnumel, 0)]
+    j = partial[-1]
+    run = L[j] * GS[j]
+    base = O[j] * GS[j]
+    out: List[Tuple[int, int, int]] = []
+    for idx in itertools.product(*(range(L[t]) for t in range(j))):
+        start = sum(i * LS[t] for t, i in enumerate(idx))
+        index = base + sum((O[t] + i) * GS[t] for t, i in enumerate(idx))
+        if out and out[-1][0] + out[-1][1] == start and out[-1][2] + out[-1][1] == index:
+            out[-1] = (out[-1][0], out[-1][1] + run, out[-1][2])
+        else:
+            out.append((start, run, index))
+    return out
+
+
+def _shard_arg(p: torch.Tensor, label: str) -> Tuple[Any, List[Tuple[int, int, int]], int, int, bool]:
+    """What the Rust plan needs of a ``DTensor`` parameter: ``(placements, runs, local elements,
+    whole elements, sharded)``."""
+    from torch.distributed.tensor import Shard
+
+    placements = _placement_check(p, label)
+    runs = _runs(p, label)
+    return placements, runs, p._local_tensor.numel(), p.numel(), any(type(pl) is Shard for pl in placements)
+
+
+def _momentum_values(ea: torch.Tensor, p: torch.Tensor, where: str) -> torch.Tensor:
+    """The values of momentum ``ea`` (checked by ``_check_momentum``) for parameter ``p``, as a
+    plain tensor of the shape of ``p``'s own memory (its local shard for a ``DTensor``).
+
+    For a ``DTensor`` parameter, ``ea`` is a ``DTensor`` on its mesh (redistributed to its
+    placements if they differ: a collective, as every rank loads together), or the whole
+    momentum as a plain tensor (this rank's part is taken)."""
+    if not _is_dtensor(p):
+        if _is_dtensor(ea):
+            raise ValueError(f"{where}: exp_avg is a DTensor, the parameter a plain tensor")
+        return ea.detach().reshape(p.shape)
+    local = p._local_tensor
+    if _is_dtensor(ea):
+        if ea.device_mesh != p.device_mesh:
+            raise ValueError(f"{where}: exp_avg is a DTensor on another device mesh than its parameter's")
+        if tuple(ea.placements) != tuple(p.placements):
+            ea = ea.redistribute(p.device_mesh, p.placements)
+        values = ea.detach().to_local()
+    else:
+        shape, offset = _local_box(p, where)
+        box = tuple(slice(o, o + n) for o, n in zip(offset, shape))
+        values = ea.detach().reshape(p.shape)[box]
+    if tuple(values.shape) != tuple(local.shape):
+        raise ValueError(
+            f"{where}: exp_avg's local shard has shape {tuple(values.shape)}, the parameter's "
+            f"{tuple(local.shape)}"
+        )
+    return values
 
 
 # The keys of a param group beyond the reference's, with their defaults (for checkpoints of
 # the reference class, which lack them).
+# The state keys the optimizer itself reads (the others are kept as they are).
+_STATE_KEYS = ("exp_avg", "exp_avg_codes", "exp_avg_absmax", "step")
+
 _GROUP_DEFAULTS: Dict[str, Any] = {
     "momentum_dtype": None,
     "maximize": False,
@@ -193,13 +465,14 @@ _GROUP_DEFAULTS: Dict[str, Any] = {
 
 
 def _check_group(group: Dict[str, Any], where: str) -> None:
-    _check_hyper(group["lr"], group["betas"], group["weight_decay"], where)
-    _check_options(group.get("max_lr"), group.get("grad_unscale"), group.get("seed", 0), None, where)
+    """A param group's settings, checked as a step will read them (``where`` names the group in
+    messages); ``momentum_dtype`` is the one key only Python reads."""
+    _lion_optim._check_group(group, where)
     md = group.get("momentum_dtype")
-    if md not in _MOMENTUM_DTYPES:
+    if not (md == _Q8 if isinstance(md, str) else any(md is d or md == d for d in _MOMENTUM_DTYPES[:-1])):
         raise TypeError(
             f"{where}: momentum_dtype must be None (the parameter's dtype), torch.float32, "
-            f"torch.bfloat16 or torch.float16, got {md!r}"
+            f"torch.bfloat16, torch.float16 or 'q8' (8-bit blockwise), got {md!r}"
         )
 
 
@@ -216,12 +489,15 @@ class Lion(torch.optim.Optimizer):
             decay (default (0.9, 0.99)).
         weight_decay: decoupled weight decay: ``p *= 1 - lr * weight_decay`` (default 0).
         momentum_dtype: the dtype of ``exp_avg``: None (the parameter's, as the reference),
-            ``torch.float32``, ``torch.bfloat16`` or ``torch.float16``.
+            ``torch.float32``, ``torch.bfloat16`` or ``torch.float16``; or ``"q8"``: 8-bit
+            blockwise momentum (bitsandbytes' format, about 1.016 bytes per element; see below).
         stochastic_rounding: round bfloat16/float16 parameters and momentum stochastically
             (unbiased: small updates survive in bf16). The random bits are a pure function of
             ``(seed, stream, step, element index)``; a parameter's stream is its ``lion_stream``
             attribute (see :func:`assign_streams`) or else its position in the optimizer (across
-            groups, as in ``state_dict()``), its step its own ``state["step"]``.
+            groups, as in ``state_dict()``), its step its own ``state["step"]``, an element's
+            index its position in the parameter's memory (C order for a contiguous tensor; in
+            the whole tensor, for a ``DTensor``).
         seed: the seed of the stochastic rounding bits (an int in [0, 2**64)).
         maximize: maximize the objective. The momentum averages the gradients as given (torch's
             ``maximize`` optimizers average ``-grad``: parameters identical, momentum negated).
@@ -239,8 +515,10 @@ class Lion(torch.optim.Optimizer):
             step).
 
     State per parameter (created at its first step with a gradient): ``step`` (a 0-dim int64
-    tensor: the steps it took) and ``exp_avg`` (the momentum, contiguous, of
-    ``momentum_dtype``). Both view buffers the optimizer owns (so a step needs no checks of its
+    tensor: the steps it took) and ``exp_avg`` (the momentum, of ``momentum_dtype``, laid out in
+    memory as its parameter: ``channels_last`` for a ``channels_last`` weight, as
+    ``torch.zeros_like`` does; a ``DTensor`` of the parameter's mesh and placements for a
+    ``DTensor``). Both view buffers the optimizer owns (so a step needs no checks of its
     own state): change them in place, or assign new tensors (``state[p]["exp_avg"] = t``: the
     next step adopts a copy), but do not swap their storage (``.data = ...``, ``.set_()``),
     which the optimizer would not see. ``state_dict()`` is torch's standard format, and
@@ -248,10 +526,45 @@ class Lion(torch.optim.Optimizer):
     parameter's dtype). As with torch's own optimizers, ``state_dict()`` returns the live state
     tensors: ``torch.save`` it (or ``copy.deepcopy`` it) before further steps if you keep it.
 
+    8-bit momentum (``momentum_dtype="q8"``, for the optimizer or a param group): instead of
+    ``exp_avg``, the state holds ``exp_avg_codes`` (``torch.uint8``, the parameter's shape and
+    memory layout: one code per element into bitsandbytes' signed dynamic map) and
+    ``exp_avg_absmax`` (``torch.float32`` of shape ``(ceil(numel / 256),)``: one scale per block
+    of 256 elements in memory order); element ``i`` of the momentum is
+    ``Q8_MAP[codes[i]] * absmax[i // 256]``, as bitsandbytes' ``Lion8bit`` (its ``state1`` and
+    ``absmax1``) and ``dequantize_blockwise`` (blocksize 256). New momentum is zero (code 127,
+    scale 0). The Rust core steps both in place (dequantize, Lion step, requantize per block, in
+    one pass; stochastic rounding also rounds the codes stochastically). Every parameter size is
+    accepted (the last block may be partial; bitsandbytes' ``min_8bit_size`` policy is not
+    applied: use a float ``momentum_dtype`` in a param group of small tensors if you want it).
+    ``state_dict()``/``load_state_dict()`` round-trip the codes and scales bit for bit;
+    ``load_state_dict()`` checks their dtypes and sizes (and, for a parameter not in C order,
+    that the codes are laid out as it; a parameter whose memory layout changes after its 8-bit
+    state exists, ``model.to(memory_format=...)``, is refused at the step, since re-laying out
+    blocks would need a requantization). A state's kind follows its keys, not the group's
+    ``momentum_dtype`` (as an ``exp_avg`` keeps its dtype). Not supported for ``DTensor``
+    parameters (FSDP2): refused with ``ValueError`` when the optimizer is made (or at the first
+    step, if a group is switched to ``"q8"`` later).
+
     Parameters whose ``grad`` is None are skipped. Parameters, gradients and momentum may be
-    float32, bfloat16 or float16, each (any mix); they must be CPU tensors, contiguous, dense,
-    with the gradient of the parameter's shape. Any bad input raises ``TypeError``,
-    ``ValueError`` or ``RuntimeError`` naming the parameter, before anything is written.
+    float32, bfloat16 or float16, each (any mix). Parameters must be CPU tensors, dense: in C
+    order, or in another order (``channels_last``, a transposed matrix: the step is
+    elementwise and runs in memory order), their gradient of the same shape and strides
+    (autograd makes it so). A parameter the step cannot take (float64, integer, sparse, meta,
+    CUDA, a strided or expanded view) is refused when the optimizer is made and by
+    ``add_param_group``; any other bad input raises ``TypeError``, ``ValueError`` or
+    ``RuntimeError`` at the step, naming the parameter, before anything is written.
+
+    ``DTensor`` parameters (FSDP2's ``fully_shard``, with ``CPUOffloadPolicy`` on a GPU machine
+    or on the CPU; ``distribute_tensor``), placed with ``Shard`` and ``Replicate``: every rank
+    steps its local shard in place, each element with its index in the whole tensor, so the
+    parameters and state are exactly those of one process stepping the whole tensors, stochastic
+    rounding included; a cautious group's counts, and with ``skip_non_finite`` whether every
+    rank's gradients are finite, are all-reduced over the mesh (one small all-reduce per step,
+    only then). ``state_dict()`` holds ``DTensor`` momentum, which
+    ``torch.distributed.checkpoint.state_dict.get_optimizer_state_dict`` and
+    ``set_optimizer_state_dict`` save and load (sharded or full). FSDP2 replaces the modules'
+    parameters: make the optimizer (and call :func:`assign_streams`) after ``fully_shard``.
 
     Differences from the reference class, all on purpose: the momentum update rounds
     ``m*b2`` and ``g*(1-b2)`` separately (PyTorch's CPU ``add_(alpha=)`` fuses them), so the
@@ -269,7 +582,7 @@ class Lion(torch.optim.Optimizer):
         betas: Tuple[float, float] = (0.9, 0.99),
         weight_decay: float = 0.0,
         *,
-        momentum_dtype: Optional[torch.dtype] = None,
+        momentum_dtype: Optional[Union[torch.dtype, str]] = None,
         stochastic_rounding: bool = False,
         seed: int = 0,
         maximize: bool = False,
@@ -279,8 +592,7 @@ class Lion(torch.optim.Optimizer):
         skip_non_finite: bool = False,
         num_threads: Optional[int] = None,
     ) -> None:
-        _check_hyper(lr, betas, weight_decay)
-        _check_options(max_lr, grad_unscale, seed, num_threads)
+        _check_num_threads(num_threads)
         defaults = dict(
             lr=lr,
             betas=betas,
@@ -293,14 +605,31 @@ class Lion(torch.optim.Optimizer):
             cautious=bool(cautious),
             grad_unscale=grad_unscale,
         )
-        _check_group(defaults, "defaults")
-        self._homes: Dict[int, _Home] = {}
+        _check_group(defaults, "lion_optim.torch.Lion")
+        self._homes: Dict[int, Any] = {}
         self._invalidate()
         self.skip_non_finite = bool(skip_non_finite)
         self.num_threads = num_threads
         self.skipped_steps = 0
         self.last_step_skipped = False
-        super().__init__(params, defaults)
+        # The parameters are checked (device, dtype, layout, placements) before any is stored,
+        # with the labels a step would give them.
+        groups = _as_groups(params)
+        if groups is not None:
+            tensors, labels = [], []
+            for gi, g in enumerate(groups):
+                t, lab = _tensors_and_labels(g, len(tensors), gi, len(groups) > 1)
+                tensors += t
+                labels += lab
+                md = g.get("momentum_dtype", momentum_dtype) if isinstance(g, dict) else momentum_dtype
+                _refuse_q8_dtensors(t, lab, md)
+            _check_new_params(tensors, labels)
+            params = groups
+        self._constructing = True
+        try:
+            super().__init__(params, defaults)
+        finally:
+            self._constructing = False
         self.state = _State(self.state)
 
     # -------------------------------------------------------------------------------------
@@ -308,11 +637,21 @@ class Lion(torch.optim.Optimizer):
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
         """Adds a param group (``torch.optim.Optimizer.add_param_group``), after checking its
-        settings (those it sets, with the defaults for the others)."""
+        settings (those it sets, with the defaults for the others) and its parameters (CPU
+        tensors, or ``DTensor`` parameters with CPU local shards, placed with ``Shard``/``Replicate``;
+        float32, bfloat16 or float16; strided and dense), raising as a step would, with
+        nothing added."""
         if isinstance(param_group, dict):
             merged = dict(self.defaults)
             merged.update({k: v for k, v in param_group.items() if k not in ("params", "param_names")})
-            _check_group(merged, f"param group {len(self.param_groups)}")
+            gi = len(self.param_groups)
+            _check_group(merged, f"param group {gi}")
+            if not getattr(self, "_constructing", False):
+                _normalize_params(param_group)
+                start = sum(len(g["params"]) for g in self.param_groups)
+                tensors, labels = _tensors_and_labels(param_group, start, gi, gi > 0)
+                _refuse_q8_dtensors(tensors, labels, merged.get("momentum_dtype"))
+                _check_new_params(tensors, labels)
         super().add_param_group(param_group)
         self._invalidate()
 
@@ -391,21 +730,34 @@ class Lion(torch.optim.Optimizer):
                 raise ValueError(f"{where} is not a dict")
             if not value:
                 continue
+            if _is_q8_state(value):
+                codes, absmax = value.get("exp_avg_codes"), value.get("exp_avg_absmax")
+                _check_q8(codes, absmax, p, where)
+                loaded[sid] = (_Q8, (codes, absmax), _step_count(value.get("step", 0), where))
+                continue
             ea = value.get("exp_avg")
             _check_momentum(ea, p, where)
-            loaded[sid] = (ea, _step_count(value.get("step", 0), where))
+            loaded[sid] = (ea.dtype, _momentum_values(ea, p, where), _step_count(value.get("step", 0), where))
         # The base class would cast every exp_avg to its parameter's dtype: give it the rest.
         rest = {
-            sid: {k: v for k, v in value.items() if k not in ("exp_avg", "step")}
+            sid: {k: v for k, v in value.items() if k not in _STATE_KEYS}
             for sid, value in state_dict["state"].items()
             if isinstance(value, dict) and value
         }
         super().load_state_dict({**state_dict, "state": rest})
         with torch.no_grad():
-            for sid, (ea, steps) in loaded.items():
+            for sid, (dtype, values, steps) in loaded.items():
                 _, p = id_map[sid]
-                home = _Home(tuple(p.shape), ea.dtype)
-                home.tensor.copy_(ea.detach().reshape(p.shape))
+                if dtype == _Q8:
+                    q8 = _Q8Home(p)
+                    q8.load(*values)
+                    self._homes[id(q8.tensor)] = q8
+                    self.state[p]["exp_avg_codes"] = q8.tensor
+                    self.state[p]["exp_avg_absmax"] = q8.absmax
+                    self.state[p]["step"] = steps
+                    continue
+                home = _Home(_local(p), dtype, p if _is_dtensor(p) else None)
+                home.local.copy_(values)
                 self._homes[id(home.tensor)] = home
                 self.state[p]["exp_avg"] = home.tensor
                 self.state[p]["step"] = steps
@@ -447,12 +799,31 @@ class Lion(torch.optim.Optimizer):
         st = self.state
         if plan is None or st is not self._plan_state or st._changes[0] != self._plan_version:
             plan = self._make_plan()
-        r = plan.step(self.param_groups, self.num_threads or torch.get_num_threads(), self.skip_non_finite)
+        if self._plan_dist is None:
+            r = plan.step(self.param_groups, self.num_threads or torch.get_num_threads(), self.skip_non_finite)
+        else:
+            r = self._try_step(plan)
         if r is not True:
             self._slow_step(r)
         else:
             self.last_step_skipped = False
         return loss
+
+    def _try_step(self, plan: Any) -> Any:
+        """One try of a step: as ``plan.step``, with the all-reduces a step of sharded
+        ``DTensor`` parameters needs first (the cautious counts of whole tensors, and whether
+        every rank's gradients are finite), if any."""
+        threads = self.num_threads or torch.get_num_threads()
+        dist = self._plan_dist
+        if dist is None or not (self.skip_non_finite or dist.cautious(self.param_groups)):
+            return plan.step(self.param_groups, threads, self.skip_non_finite)
+        r = plan.stats(self.param_groups, self.skip_non_finite)
+        if r is None or isinstance(r, list):
+            return r
+        totals, finite = dist.reduce(*r)
+        if not finite:
+            return False
+        return plan.step(self.param_groups, threads, self.skip_non_finite, totals)
 
     def _slow_step(self, r: Any) -> None:
         """A step that found the plan stale or states missing: rebuild, initialize, retry."""
@@ -466,17 +837,26 @@ class Lion(torch.optim.Optimizer):
                 return
             if r is not None:
                 self._init_state(r)
-            plan = self._make_plan()
-            r = plan.step(self.param_groups, self.num_threads or torch.get_num_threads(), self.skip_non_finite)
+            r = self._try_step(self._make_plan())
         raise RuntimeError("lion_optim.torch.Lion: param_groups or state keep changing during step()")
 
     def _init_state(self, positions: List[int]) -> None:
         """Zero state for the parameters at these positions of the plan."""
         st = self.state
-        for k in positions:
+        dtypes = [self.param_groups[self._plan_groups[k]]["momentum_dtype"] for k in positions]
+        labels = self._labels()
+        for k, md in zip(positions, dtypes):
+            _refuse_q8_dtensors([self._plan_params[k]], [labels[k]], md)
+        for k, md in zip(positions, dtypes):
             p = self._plan_params[k]
-            md = self.param_groups[self._plan_groups[k]]["momentum_dtype"] or p.dtype
-            home = _Home(tuple(p.shape), md)
+            if md == _Q8:
+                q8 = _Q8Home(p)
+                self._homes[id(q8.tensor)] = q8
+                st[p] = _ParamState(
+                    st._changes, {"step": 0, "exp_avg_codes": q8.tensor, "exp_avg_absmax": q8.absmax}
+                )
+                continue
+            home = _Home(_local(p), md or p.dtype, p if _is_dtensor(p) else None)
             self._homes[id(home.tensor)] = home
             st[p] = _ParamState(st._changes, {"step": 0, "exp_avg": home.tensor})
 
@@ -489,6 +869,7 @@ class Lion(torch.optim.Optimizer):
         self._plan_version = -1
         self._plan_params: List[torch.Tensor] = []
         self._plan_groups: List[int] = []
+        self._plan_dist: Optional[_Collectives] = None
 
     def _labels(self) -> List[str]:
         out = []
@@ -535,7 +916,7 @@ class Lion(torch.optim.Optimizer):
         # First check every state (raising changes nothing), then adopt them.
         n = len(params)
         counts = [0] * n
-        found: List[Optional[Tuple[dict, torch.Tensor, Optional[_Home]]]] = []
+        found: List[Optional[Tuple[dict, Any, Any, Any]]] = []
         for k, p in enumerate(params):
             s = dict.get(st, p)
             if s is None or (isinstance(s, dict) and not s):
@@ -543,40 +924,185 @@ class Lion(torch.optim.Optimizer):
                 continue
             if not isinstance(s, dict):
                 raise ValueError(f"the state of {labels[k]} is not a dict")
+            if _is_q8_state(s):
+                where = f"the state of {labels[k]}"
+                codes, absmax = s.get("exp_avg_codes"), s.get("exp_avg_absmax")
+                q8 = self._homes.get(id(codes)) if codes is not None else None
+                q8_source: Any = None
+                if not isinstance(q8, _Q8Home) or q8.tensor is not codes or q8.absmax is not absmax:
+                    _check_q8(codes, absmax, p, where)
+                    q8, q8_source = None, (codes, absmax)
+                elif q8.layout != _layout(p) or q8.numel != p.numel():
+                    raise ValueError(
+                        f"{where}: the parameter's memory layout changed since its 8-bit momentum "
+                        "was laid out (its blocks are runs of 256 elements in memory order); "
+                        "restore the layout, or drop its state"
+                    )
+                counts[k] = _step_count(s.get("step", 0), where)
+                found.append((s, _Q8, q8, q8_source))
+                continue
             ea = s.get("exp_avg")
             home = self._homes.get(id(ea)) if ea is not None else None
-            if home is None or home.tensor is not ea:
+            source: Optional[torch.Tensor] = None
+            if not isinstance(home, _Home) or home.tensor is not ea:
                 _check_momentum(ea, p, f"the state of {labels[k]}")
-                home = None
+                home, source = None, _momentum_values(ea, p, f"the state of {labels[k]}")
+            elif home.layout != _layout(_local(p)) or home.numel != _local(p).numel():
+                # The parameter's memory layout changed (`model.to(memory_format=...)`): its
+                # momentum is laid out anew, to pair elements in memory order again.
+                home, source = None, home.local
             counts[k] = _step_count(s.get("step", 0), f"the state of {labels[k]}")
-            found.append((s, ea, home))
+            found.append((s, ea, home, source))
+        shards = [_shard_arg(p, labels[k]) if _is_dtensor(p) else None for k, p in enumerate(params)]
         steps_buf = bytearray(8 * max(n, 1))
         if n:
             steps_buf[:] = array.array("q", counts).tobytes()
         step_views = torch.frombuffer(steps_buf, dtype=torch.int64).unbind()
-        momentum: List[Optional[Tuple[bytearray, int, int]]] = []
-        homes: Dict[int, _Home] = {}
+        momentum: List[Optional[Tuple[bytearray, int, int, Optional[bytearray]]]] = []
+        layouts: List[Optional[Tuple[int, ...]]] = []
+        homes: Dict[int, Any] = {}
         for k, (p, f) in enumerate(zip(params, found)):
             if f is None:
                 momentum.append(None)
+                layouts.append(None)
                 continue
-            s, ea, home = f
+            s, ea, home, source = f
             if type(s) is not _ParamState or s._changes is not st._changes:
                 s = _ParamState(st._changes, s)
                 st[p] = s
-            if home is None:
-                home = _Home(tuple(p.shape), ea.dtype)
-                home.tensor.copy_(ea.detach().reshape(p.shape))
+            if ea is _Q8:
+                if home is None:
+                    home = _Q8Home(p)
+                    home.load(*source)
+                    s["exp_avg_codes"] = home.tensor
+                    s["exp_avg_absmax"] = home.absmax
+            elif home is None:
+                home = _Home(_local(p), ea.dtype, p if _is_dtensor(p) else None)
+                home.local.copy_(source)
                 s["exp_avg"] = home.tensor
             homes[id(home.tensor)] = home
             s["step"] = step_views[k]
-            momentum.append((home.buf, home.code, home.numel))
-        keep: List[Any] = [memoryview(steps_buf)] + [h.view for h in homes.values()]
-        plan = _lion_optim.TorchPlan(params, groups, streams, labels, lens, momentum, steps_buf, keep)
+            momentum.append((home.buf, home.code, home.numel, home.absbuf))
+            layouts.append(home.layout)
+        plan = _lion_optim.TorchPlan(params, groups, streams, labels, lens, momentum, layouts, shards, steps_buf)
         self._homes = homes
         self._plan, self._plan_state, self._plan_version = plan, st, st._changes[0]
         self._plan_params, self._plan_groups = params, groups
+        self._plan_dist = _Collectives.of(params, shards, groups)
         return plan
+
+
+class _Collectives:
+    """The all-reduces of a step of sharded ``DTensor`` parameters (some placement a
+    ``Shard``): per mesh and set of mesh dimensions they are sharded over, one int64 tensor of
+    their cautious counts and a non-finite flag, summed over those dimensions' process groups."""
+
+    __slots__ = ("keys", "groups", "slots")
+
+    def __init__(self) -> None:
+        # (mesh, sharded mesh dims, plan slots) per key; the param groups holding them.
+        self.keys: Dict[Any, Tuple[Any, Tuple[int, ...], List[int]]] = {}
+        self.groups: List[int] = []
+        self.slots = 0
+
+    @staticmethod
+    def of(params: List[torch.Tensor], shards: List[Any], groups: List[int]) -> Optional["_Collectives"]:
+        """The collectives of a plan's parameters; None if none is sharded."""
+        out = _Collectives()
+        seen = set()
+        for p, arg, gi in zip(params, shards, groups):
+            if arg is None or not arg[4]:
+                continue
+            placements = arg[0]
+            dims = tuple(i for i, pl in enumerate(placements) if pl.is_shard())
+            mesh = p.device_mesh
+            entry = out.keys.setdefault((id(mesh), dims), (mesh, dims, []))
+            entry[2].append(out.slots)
+            out.slots += 1
+            if gi not in seen:
+                seen.add(gi)
+                out.groups.append(gi)
+        return out if out.slots else None
+
+    def cautious(self, param_groups: List[Dict[str, Any]]) -> bool:
+        """Whether a group holding sharded parameters is cautious (then counts are needed)."""
+        return any(param_groups[gi].get("cautious") for gi in self.groups if gi < len(param_groups))
+
+    def reduce(self, counts: List[int], finite: bool) -> Tuple[List[int], bool]:
+        """The counts summed over the mesh, and whether every rank's gradients are finite."""
+        import torch.distributed as dist
+
+        totals = list(counts)
+        bad = 0 if finite else 1
+        any_bad = bad
+        for mesh, dims, slots in self.keys.values():
+            t = torch.tensor([counts[s] for s in slots] + [bad], dtype=torch.int64, device=mesh.device_type)
+            for d in dims:
+                dist.all_reduce(t, group=mesh.get_group(d))
+            values = t.tolist()
+            for s, v in zip(slots, values):
+                totals[s] = int(v)
+            any_bad += int(values[-1])
+        return totals, any_bad == 0
+
+
+def _normalize_params(group: Dict[str, Any]) -> None:
+    """A group's ``params`` as a list, as ``torch.optim.Optimizer.add_param_group`` makes it
+    (left as it is where torch refuses it: a set, a missing key)."""
+    ps = group.get("params")
+    if ps is None or isinstance(ps, (list, set)):
+        return
+    group["params"] = [ps] if isinstance(ps, torch.Tensor) else list(ps)
+
+
+def _as_groups(params: Any) -> Optional[List[Any]]:
+    """The param groups of an optimizer's ``params`` argument, each with its ``params`` as a
+    list (an iterator read once); None where torch refuses the argument itself."""
+    if isinstance(params, torch.Tensor):
+        return None
+    groups = list(params)
+    if groups and not isinstance(groups[0], dict):
+        groups = [{"params": groups}]
+    for g in groups:
+        if isinstance(g, dict):
+            _normalize_params(g)
+    return groups
+
+
+def _tensors_and_labels(group: Any, start: int, gi: int, many: bool) -> Tuple[List[torch.Tensor], List[str]]:
+    """The tensors of a param group and their labels in messages, as ``Lion._labels`` gives
+    them (``parameter 'name'``, ``parameter 3 (group 1)``, ``parameter 3``); what is not a
+    tensor is left for torch to refuse."""
+    if not isinstance(group, dict) or not isinstance(group.get("params"), list):
+        return [], []
+    ps = group["params"]
+    names = group.get("param_names")
+    if ps and isinstance(ps[0], tuple):
+        names = [n for n, _ in ps]
+        ps = [t for _, t in ps]
+    tensors, labels = [], []
+    for j, p in enumerate(ps):
+        if not isinstance(p, torch.Tensor):
+            continue
+        if names is not None and j < len(names):
+            labels.append(f"parameter '{names[j]}'")
+        else:
+            labels.append(f"parameter {start + j} (group {gi})" if many else f"parameter {start + j}")
+        tensors.append(p)
+    return tensors, labels
+
+
+def _check_new_params(params: List[torch.Tensor], labels: List[str]) -> None:
+    """Raises as a step would for a parameter it cannot step (device, dtype, layout; a
+    ``DTensor``'s placements and local shard), before the optimizer stores any."""
+    own = []
+    for p, label in zip(params, labels):
+        if _is_dtensor(p):
+            _shard_arg(p, label)
+            own.append(p._local_tensor)
+        else:
+            own.append(p)
+    _lion_optim._check_params(own, labels)
 
 
 def _check_momentum(ea: Any, p: torch.Tensor, where: str) -> None:

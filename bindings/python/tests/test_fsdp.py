@@ -1,0 +1,267 @@
+"""FSDP2 and DTensor parameters under torch.distributed (two processes on this machine, gloo, a
+FileStore, CPU only):
+
+* `fully_shard` (with and without `CPUOffloadPolicy(pin_memory=False)`) of a small transformer,
+  `lion_optim.torch.Lion` over its DTensor parameters: after every step the parameters are
+  exactly those of one process stepping the unsharded model with the same optimizer -- f32, and
+  bf16 with stochastic rounding, plain and cautious (the counts all-reduced over the mesh), with
+  some parameters sharded on dimension 1 (`shard_placement_fn`: the local shard lies in the
+  whole tensor in many runs). The optimizer state goes through the distributed checkpoint
+  helpers (`get_optimizer_state_dict` / `set_optimizer_state_dict`, sharded and full) into a
+  fresh optimizer, which continues exactly;
+* `distribute_tensor` parameters placed `Shard(0)`, `Shard(1)`, `Shard(2)` and `Replicate`, with
+  uneven shards, plain and cautious; `skip_non_finite` skipping on every rank when one rank's
+  gradient is not finite; refusals (a `Partial` parameter, a gradient placed otherwise than its
+  parameter or not a DTensor, a DTensor given to the functional API).
+
+What does not run without a GPU: `CPUOffloadPolicy()` with its default `pin_memory=True` (pinning
+needs the CUDA driver: "RuntimeError: Found no NVIDIA driver on your system"); everything else
+of FSDP2 runs on the CPU with gloo.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import os
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import lion_optim
+from lion_optim.torch import Lion
+
+WORLD = 2
+TIMEOUT_S = 300
+STEPS = 3
+
+
+class Block(torch.nn.Module):
+    def __init__(self, d, heads):
+        super().__init__()
+        self.ln1 = torch.nn.LayerNorm(d)
+        self.attn = torch.nn.MultiheadAttention(d, heads, batch_first=True)
+        self.ln2 = torch.nn.LayerNorm(d)
+        self.fc = torch.nn.Linear(d, 3 * d)
+        self.proj = torch.nn.Linear(3 * d, d)
+
+    def forward(self, x):
+        h = self.ln1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.proj(torch.nn.functional.gelu(self.fc(self.ln2(x))))
+
+
+class Transformer(torch.nn.Module):
+    """A small GPT: odd sizes (67 tokens, 13 positions) so that shards are uneven."""
+
+    def __init__(self, vocab=67, d=24, heads=2, layers=2, ctx=13):
+        super().__init__()
+        self.wte = torch.nn.Embedding(vocab, d)
+        self.wpe = torch.nn.Embedding(ctx, d)
+        self.blocks = torch.nn.ModuleList(Block(d, heads) for _ in range(layers))
+        self.ln = torch.nn.LayerNorm(d)
+        self.head = torch.nn.Linear(d, vocab, bias=False)
+
+    def forward(self, idx):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+        for b in self.blocks:
+            x = b(x)
+        return self.head(self.ln(x))
+
+
+def _batches(n, vocab=67, ctx=13):
+    gen = torch.Generator().manual_seed(3)
+    return [torch.randint(0, vocab, (4, ctx + 1), generator=gen) for _ in range(n)]
+
+
+def _loss(model, batch):
+    logits = model(batch[:, :-1])
+    return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+
+
+def _full(t):
+    """A parameter or state tensor as a whole plain tensor (gathered if a DTensor)."""
+    from torch.distributed.tensor import DTensor
+
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def _same(a, b, what):
+    a, b = _full(a).detach(), _full(b).detach()
+    assert a.dtype == b.dtype and a.shape == b.shape, f"{what}: {a.dtype}{tuple(a.shape)} vs {b.dtype}{tuple(b.shape)}"
+    ints = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
+    same = torch.equal(a.contiguous().view(ints[a.dtype]), b.contiguous().view(ints[b.dtype]))
+    assert same, f"{what}: {int((a != b).sum())} of {a.numel()} elements differ"
+
+
+def _check_fsdp(rank, dtype, offload, cautious, inner_shards):
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_optimizer_state_dict,
+        set_optimizer_state_dict,
+    )
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+    from torch.distributed.tensor import Shard
+
+    what = f"FSDP2 {dtype} offload={offload} cautious={cautious} inner_shards={inner_shards}"
+    mesh = init_device_mesh("cpu", (WORLD,))
+    torch.manual_seed(0)
+    single = Transformer().to(dtype)
+    model = copy.deepcopy(single)
+    kw = dict(mesh=mesh)
+    if offload:
+        kw["offload_policy"] = CPUOffloadPolicy(pin_memory=False)
+    # Gradients reduced in f32: the mean of the two ranks' equal gradients is then exact.
+    kw["mp_policy"] = MixedPrecisionPolicy(reduce_dtype=torch.float32)
+    if inner_shards:
+        # Matrices sharded on dimension 1: the local shard lies in the whole tensor in runs.
+        kw["shard_placement_fn"] = lambda p: Shard(1) if p.ndim == 2 and p.shape[1] % 3 == 0 else None
+
+    def shard(m):
+        for b in m.blocks:
+            fully_shard(b, **kw)
+        return fully_shard(m, **kw)
+
+    shard(model)
+    params = list(model.parameters())
+    assert all(type(p).__name__ == "DTensor" for p in params)
+    if inner_shards:
+        assert any(p.placements[0].dim == 1 for p in params)
+    opts = dict(lr=3e-3, weight_decay=0.1, betas=(0.9, 0.99), cautious=cautious, num_threads=1)
+    if dtype == torch.bfloat16:
+        opts.update(stochastic_rounding=True, seed=17)
+    opt = Lion(params, **opts)
+    ref = Lion(single.parameters(), **opts)
+    batches = _batches(STEPS + 1)
+    for step, batch in enumerate(batches[:STEPS]):
+        # The same batch on every rank: the reduced gradient is the single process's.
+        for m in (model, single):
+            m.zero_grad(set_to_none=True)
+            _loss(m, batch).backward()
+        for i, (p, q) in enumerate(zip(params, single.parameters())):
+            _same(p.grad, q.grad, f"{what}: step {step}: the gradient of parameter {i}")
+        opt.step()
+        ref.step()
+        for i, (p, q) in enumerate(zip(params, single.parameters())):
+            _same(p, q, f"{what}: step {step}: parameter {i}")
+    # The state through the distributed checkpoint helpers: sharded (DTensors), and full.
+    sharded = get_optimizer_state_dict(model, opt)
+    some = next(iter(sharded["state"].values()))
+    assert type(some["exp_avg"]).__name__ == "DTensor"
+    full = get_optimizer_state_dict(model, opt, options=StateDictOptions(full_state_dict=True))
+    mine = ref.state_dict()["state"]
+    names = [n for n, _ in single.named_parameters()]
+    for k, name in enumerate(names):
+        _same(full["state"][name]["exp_avg"], mine[k]["exp_avg"], f"{what}: exp_avg of {name}")
+        assert int(full["state"][name]["step"]) == int(mine[k]["step"]) == STEPS
+    sharded = copy.deepcopy(sharded)  # (the live state: stepping would change it)
+    for options, sd in ((None, sharded), (StateDictOptions(full_state_dict=True), full)):
+        model2 = shard(copy.deepcopy(single))  # (the same parameters as `model`)
+        opt2 = Lion(model2.parameters(), **dict(opts, lr=1.0))  # (lr comes from the state)
+        set_optimizer_state_dict(model2, opt2, optim_state_dict=sd, options=options)
+        single2 = copy.deepcopy(single)
+        ref2 = Lion(single2.parameters(), **opts)
+        ref2.load_state_dict(copy.deepcopy(ref.state_dict()))
+        for m in (model2, single2):
+            m.zero_grad(set_to_none=True)
+            _loss(m, batches[STEPS]).backward()
+        opt2.step()
+        ref2.step()
+        for i, (p, q) in enumerate(zip(model2.parameters(), single2.parameters())):
+            _same(p, q, f"{what}: resumed ({'full' if options else 'sharded'} state dict): parameter {i}")
+    dist.barrier()
+
+
+def _check_dtensors(rank):
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distribute_tensor
+
+    mesh = init_device_mesh("cpu", (WORLD,))
+    gen = torch.Generator().manual_seed(9)
+    shapes = [((7, 5), Shard(0)), ((6, 9), Shard(1)), ((3, 4, 5), Shard(2)), ((11,), Replicate()),
+              ((1, 13), Shard(0))]  # one rank has nothing of the last
+    wholes = [torch.randn(s, generator=gen).bfloat16() for s, _ in shapes]
+    for cautious in (False, True):
+        ps = [torch.nn.Parameter(distribute_tensor(w.clone(), mesh, [pl])) for w, (_, pl) in zip(wholes, shapes)]
+        qs = [torch.nn.Parameter(w.clone()) for w in wholes]
+        kw = dict(lr=1e-2, weight_decay=0.1, stochastic_rounding=True, seed=5, cautious=cautious,
+                  momentum_dtype=torch.bfloat16, num_threads=1)
+        opt, ref = Lion(ps, **kw), Lion(qs, **kw)
+        for step in range(3):
+            for p, q in zip(ps, qs):
+                g = torch.randn(q.shape, generator=gen).bfloat16()  # the same on every rank
+                q.grad = g
+                p.grad = distribute_tensor(g, mesh, p.placements)
+            opt.step()
+            ref.step()
+            for i, (p, q) in enumerate(zip(ps, qs)):
+                _same(p, q, f"DTensor cautious={cautious}: step {step}: parameter {i} {p.placements}")
+                _same(opt.state[p]["exp_avg"], ref.state[q]["exp_avg"], f"DTensor: step {step}: exp_avg {i}")
+    # skip_non_finite: an inf in one rank's shard skips the step on every rank.
+    p = torch.nn.Parameter(distribute_tensor(torch.ones(8, 3), mesh, [Shard(0)]))
+    opt = Lion([p], lr=0.1, skip_non_finite=True)
+    g = torch.ones(8, 3)
+    g[7, 2] = float("inf")  # on rank 1 only
+    p.grad = distribute_tensor(g, mesh, [Shard(0)])
+    opt.step()
+    assert opt.last_step_skipped and opt.skipped_steps == 1, f"rank {rank}: not skipped"
+    assert torch.equal(p.to_local(), torch.ones(4, 3))
+    p.grad = distribute_tensor(torch.ones(8, 3), mesh, [Shard(0)])
+    opt.step()
+    assert not opt.last_step_skipped and int(opt.state[p]["step"]) == 1
+    # What is refused, naming the parameter: placements other than Shard and Replicate (at
+    # construction), a gradient placed otherwise than its parameter, a DTensor given to the
+    # functional API (it has no memory of its own).
+    partial = torch.nn.Parameter(DTensor.from_local(torch.ones(4), mesh, [Partial()]))
+    with pytest.raises(ValueError, match=r"^parameter 0: a DTensor with placements \(Partial\(sum\),\); "
+                       r"lion_optim.torch.Lion steps DTensor parameters placed with Shard and Replicate$"):
+        Lion([partial], lr=0.1)
+    p.grad = distribute_tensor(torch.ones(8, 3), mesh, [Replicate()])
+    with pytest.raises(ValueError, match=r"^parameter 0: its gradient is a DTensor with placements \(Replicate\(\),\), "
+                       r"the parameter \(Shard\(dim=0\),\)"):
+        opt.step()
+    p.grad = torch.ones(8, 3)
+    with pytest.raises(TypeError, match=r"^parameter 0: its gradient is a plain tensor, the parameter a DTensor"):
+        opt.step()
+    with pytest.raises(TypeError, match=r"^params\[0\] is a DTensor: step its local shard"):
+        lion_optim.step(p, torch.ones(8, 3), torch.zeros(8, 3))
+    assert int(opt.state[p]["step"]) == 1
+    dist.barrier()
+
+
+def worker(rank, world, store):
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{store}", rank=rank, world_size=world,
+        timeout=datetime.timedelta(seconds=120),
+    )
+    try:
+        _check_dtensors(rank)
+        _check_fsdp(rank, torch.float32, offload=False, cautious=False, inner_shards=False)
+        _check_fsdp(rank, torch.float32, offload=True, cautious=True, inner_shards=True)
+        _check_fsdp(rank, torch.bfloat16, offload=True, cautious=False, inner_shards=False)
+        _check_fsdp(rank, torch.bfloat16, offload=False, cautious=True, inner_shards=True)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo")
+def test_fsdp2_and_dtensor_two_processes(tmp_path):
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    ctx = mp.start_processes(
+        worker, args=(WORLD, str(tmp_path / "store")), nprocs=WORLD, join=False, start_method="spawn",
+    )
+    deadline = time.monotonic() + TIMEOUT_S
+    while not ctx.join(timeout=2):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                if p.is_alive():
+                    p.kill()
+            pytest.fail(f"the FSDP2 test did not finish in {TIMEOUT_S} s")
+
