@@ -27,7 +27,9 @@ ci_apt gcc g++ libc6-dev pkg-config valgrind python3
 [ -n "${C_SKIP_THUMB:-}" ] || { ci_target "$THUMB"; ci_apt gcc-arm-none-eabi libnewlib-arm-none-eabi; }
 ci_end_of_setup
 
-TD="$(ci_target_dir)"
+# A target directory of its own (cargo's lock never makes it wait for another build of the clone).
+TD="$(ci_target_dir)/ci/c"
+export CARGO_TARGET_DIR="$TD"
 OUT="$TD/c-abi"
 mkdir -p "$OUT"
 CFLAGS=(-std=c11 -Wall -Wextra -Werror -Wpedantic -Wshadow -Wstrict-prototypes -O2 -g -I "$C_DIR/include")

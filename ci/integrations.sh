@@ -29,6 +29,9 @@ case "$have" in
 esac
 ci_time "cargo fetch (the crates of candle and burn)" cargo fetch --quiet
 ci_end_of_setup
+# A target directory of its own unless CARGO_TARGET_DIR says otherwise: nothing here is shared
+# with the core's builds, and cargo's lock then never makes it wait for another build.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(ci_target_dir)/ci/integrations}"
 
 CRATES=(-p lion-optim-candle -p lion-optim-burn)
 t0=$SECONDS
@@ -49,7 +52,7 @@ dirty=()
 [ "${CI:-}" = true ] || [ -z "$(git -C "$ROOT" status --porcelain --untracked-files=no)" ] || dirty=(--allow-dirty)
 ci_time "cargo package (lion-optim, lion-optim-candle, lion-optim-burn)" \
   cargo package --quiet --no-verify "${dirty[@]}" -p lion-optim "${CRATES[@]}"
-pkgdir="$(ci_target_dir)/package"
+pkgdir="$CARGO_TARGET_DIR/package"
 for c in candle burn; do
   crate="$pkgdir/lion-optim-$c-$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/integrations/$c/Cargo.toml" | head -1).crate"
   [ -f "$crate" ] || ci_die "no $crate"

@@ -31,7 +31,7 @@ ci_time "pip install ./bindings/python (release build, test hooks)" \
     --config-settings=build-args="--features test-hooks"
 for features in "" "--features test-hooks"; do
   ci_time "clippy (the extension${features:+, $features})" \
-    env PYO3_PYTHON="$venv/bin/python" CARGO_TARGET_DIR="$target" \
+    env PYO3_PYTHON="$venv/bin/python" CARGO_TARGET_DIR="$target/python-wheel" \
       cargo clippy --quiet -p lion-optim-python --all-targets $features -- -D warnings
 done
 # (The sources are in python/lion_optim: what `import lion_optim` finds is the installed package.)

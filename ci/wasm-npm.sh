@@ -16,7 +16,7 @@
 # The benchmark is a script, not a test: `node bindings/wasm/bench/run.mjs` (after this).
 . "$(dirname "$0")/lib.sh"
 W="$ROOT/bindings/wasm"
-TD="$(ci_target_dir)"
+TD="$(ci_target_dir)/ci/wasm-npm" # its own: cargo's lock never makes it wait for another build
 command -v node >/dev/null || ci_die "node (>= 20) is needed"
 [ "$(node -p 'process.versions.node.split(".")[0]')" -ge 20 ] || ci_die "node >= 20 is needed, found $(node --version)"
 ci_target wasm32-unknown-unknown

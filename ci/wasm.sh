@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # WASM: the whole test suite (unit, integration and example tests) on wasm32-wasip1 under Node's
-# WASI, twice: with `-C target-feature=+simd128` (wide's v128 path: the test binaries must contain
-# v128 instructions, and tests/suite/platform.rs checks the portable path reports "simd128") and
-# without it (wide's scalar fallback, reported as "scalar").
+# WASI, with `-C target-feature=+simd128` (wide's v128 path: the test binaries must contain v128
+# instructions, and tests/suite/platform.rs checks the portable path reports "simd128") and, with
+# WASM_MODES="simd128 scalar", also without it (wide's scalar fallback, reported as "scalar").
+# CI builds the suite once (each build of it takes ~6 CPU minutes): the scalar wasm build is
+# tested by the npm package's tests (ci/wasm-npm.sh: every dtype combination through the JS API
+# against lion_optim::reference, both builds), and wide's scalar fallback by Miri on s390x.
 # The tests run single-threaded (no threads on wasm32-wasip1): ci/run builds them (--build) and
 # runs them beside the next stage's compilation.
 # Usage: ci/wasm.sh [--setup | --build] [extra `cargo test` args]
-# Env:   WASM_RUNNER=node|wasmtime (default: node if it is >= 20, else wasmtime from PyPI)
+# Env:   WASM_RUNNER=node|wasmtime (default: node if it is >= 20, else wasmtime from PyPI),
+#        WASM_MODES (default "simd128"; "simd128 scalar" for both)
 . "$(dirname "$0")/lib.sh"
 TD="$(ci_target_dir)"
+MODES="${WASM_MODES:-simd128}"
 ci_target wasm32-wasip1
 ci_apt wabt   # wasm-objdump, to count v128 instructions
 
@@ -38,7 +43,7 @@ mode_env() { # simd128 | scalar: RUSTFLAGS and the target dir of the mode
   export CARGO_TARGET_DIR="$TD/ci/wasm-$1"
 }
 if [ "$CI_PHASE" = build ]; then
-  for mode in simd128 scalar; do
+  for mode in $MODES; do
     mode_env "$mode"
     ci_time "cargo test --no-run --target wasm32-wasip1 [$mode] $*" \
       cargo test --no-run --target wasm32-wasip1 "$@"
@@ -59,6 +64,5 @@ run_mode() { # simd128 | scalar
   if [ "$mode" = simd128 ] && [ "$n" = 0 ]; then ci_die "the simd128 build contains no v128 instructions"; fi
 }
 
-run_mode simd128 "$@"
-run_mode scalar "$@"
-ci_log "wasm: all tests passed, with and without simd128"
+for mode in $MODES; do run_mode "$mode" "$@"; done
+ci_log "wasm: all tests passed ($MODES)"

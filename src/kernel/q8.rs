@@ -450,20 +450,26 @@ pub(crate) mod tests {
     #[test]
     #[ignore = "every f32 in [-1.0000005, 1.0000005]: run in release with --ignored (CI does)"]
     fn quantizers_exhaustive() {
+        // The nearest code of every input on the widest instruction set of this machine: the
+        // quantizer is one generic body over `Simd` (the narrower sets and the stochastic
+        // quantizer run it on every threshold's neighbours and a million samples above;
+        // every set's primitives are proved exhaustively by the narrowing run).
         let top = 1.000_000_5f32.to_bits();
-        for isa in Isa::all_available().filter(|isa| !matches!(isa, Isa::Scalar)) {
-            std::eprintln!("exhaustive quantizers on {}", isa.backend());
-            crate::simd::tests::narrow_exhaustive(|block| {
-                let block: Vec<u32> = block
-                    .iter()
-                    .copied()
-                    .filter(|b| b & 0x7fff_ffff <= top)
-                    .collect();
-                // Two patterns of random bits per input (0 and 1, rotated across the lanes to
-                // all six): the stochastic quantizer's comparison is proved on every value.
-                isa.run(Quantize(&block, 2));
-            });
+        let isa = Isa::all_available()
+            .last()
+            .expect("the scalar path at least");
+        if matches!(isa, Isa::Scalar) {
+            return;
         }
+        std::eprintln!("exhaustive quantizer on {}", isa.backend());
+        crate::simd::tests::narrow_exhaustive(|block| {
+            let block: Vec<u32> = block
+                .iter()
+                .copied()
+                .filter(|b| b & 0x7fff_ffff <= top)
+                .collect();
+            isa.run(Quantize(&block, 0));
+        });
     }
 
     #[test]
@@ -566,8 +572,14 @@ mod step_tests {
             &[0, 1, 7, 255, 256, 257, 511, 513, 1000]
         };
         let hps = if cfg!(miri) { &hps[..1] } else { &hps[..] };
+        // (Under Miri the default options and stochastic rounding with a shard offset.)
+        let options = if cfg!(miri) {
+            &options[..2]
+        } else {
+            &options[..]
+        };
         for &len in lens {
-            for o in &options {
+            for o in options {
                 for hp in hps {
                     let k: Consts = hp.constants_with(o, len).unwrap();
                     let k = k.caution(o.cautious, len as u64, || 0);
@@ -634,13 +646,16 @@ mod step_tests {
     )]
     fn every_isa_matches_the_reference() {
         run::<f32, f32>(1);
+        run::<bf16, bf16>(5);
+        run::<f16, f16>(9);
+        if cfg!(miri) {
+            return; // (an interpreter: one gradient dtype per parameter dtype)
+        }
         run::<f32, bf16>(2);
         run::<f32, f16>(3);
         run::<bf16, f32>(4);
-        run::<bf16, bf16>(5);
         run::<bf16, f16>(6);
         run::<f16, f32>(7);
         run::<f16, bf16>(8);
-        run::<f16, f16>(9);
     }
 }
