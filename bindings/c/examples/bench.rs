@@ -124,31 +124,14 @@ fn stateless(quick: bool) {
     );
 }
 
-/// The parameter tensors of GPT-2 small, by name and length (as benches/model.rs).
+/// The parameter tensors of GPT-2 small, by full name and length (the shared fixture).
 fn gpt2_small() -> Vec<(String, usize)> {
-    let (d, vocab, ctx, layers) = (768, 50257, 1024, 12);
-    let mut t = vec![("wte".to_string(), vocab * d), ("wpe".to_string(), ctx * d)];
-    for l in 0..layers {
-        for (name, len) in [
-            ("ln_1.weight", d),
-            ("ln_1.bias", d),
-            ("attn.c_attn.weight", d * 3 * d),
-            ("attn.c_attn.bias", 3 * d),
-            ("attn.c_proj.weight", d * d),
-            ("attn.c_proj.bias", d),
-            ("ln_2.weight", d),
-            ("ln_2.bias", d),
-            ("mlp.c_fc.weight", d * 4 * d),
-            ("mlp.c_fc.bias", 4 * d),
-            ("mlp.c_proj.weight", 4 * d * d),
-            ("mlp.c_proj.bias", d),
-        ] {
-            t.push((format!("h.{l}.{name}"), len));
-        }
-    }
-    t.push(("ln_f.weight".into(), d));
-    t.push(("ln_f.bias".into(), d));
-    t
+    support::gpt2_small()
+        .map(|(layer, name, len)| match layer {
+            Some(l) => (format!("h.{l}.{name}"), len),
+            None => (name.to_string(), len),
+        })
+        .collect()
 }
 
 fn model(quick: bool) {

@@ -360,6 +360,42 @@ impl Rng {
     }
 }
 
+/// The parameter tensors of GPT-2 small (124,439,808 parameters in 148 tensors), in the order
+/// of its state dict: `(layer, name, length)`, `layer` `None` for the embeddings and the final
+/// layer norm (whose full name is `name`), else the full name is `h.{layer}.{name}`. The
+/// whole-model benchmarks' shapes.
+///
+/// ```
+/// let t: Vec<_> = lion_optim_test_support::gpt2_small().collect();
+/// assert_eq!(t.len(), 148);
+/// assert_eq!(t.iter().map(|t| t.2).sum::<usize>(), 124_439_808);
+/// ```
+pub fn gpt2_small() -> impl Iterator<Item = (Option<usize>, &'static str, usize)> {
+    let (d, vocab, ctx, layers) = (768, 50257, 1024, 12);
+    let layer = move |l: usize| {
+        [
+            ("ln_1.weight", d),
+            ("ln_1.bias", d),
+            ("attn.c_attn.weight", d * 3 * d),
+            ("attn.c_attn.bias", 3 * d),
+            ("attn.c_proj.weight", d * d),
+            ("attn.c_proj.bias", d),
+            ("ln_2.weight", d),
+            ("ln_2.bias", d),
+            ("mlp.c_fc.weight", d * 4 * d),
+            ("mlp.c_fc.bias", 4 * d),
+            ("mlp.c_proj.weight", 4 * d * d),
+            ("mlp.c_proj.bias", d),
+        ]
+        .into_iter()
+        .map(move |(name, len)| (Some(l), name, len))
+    };
+    [(None, "wte", vocab * d), (None, "wpe", ctx * d)]
+        .into_iter()
+        .chain((0..layers).flat_map(layer))
+        .chain([(None, "ln_f.weight", d), (None, "ln_f.bias", d)])
+}
+
 #[cfg(feature = "std")]
 extern crate std;
 
