@@ -10,8 +10,11 @@
 # directory (cargo's, or CARGO_TARGET_DIR): `cargo test --release` builds the libraries, tests
 # and examples, and `cargo bench --no-run` (--benches) reuses those artifacts (the bench profile
 # is the release profile). A debug `cargo test` would be a second full build of candle and burn
-# (the workspace's test profile is optimized anyway), so there is none. Clippy needs its own
-# check build of the dependencies.
+# (the workspace's test profile is optimized anyway), so there is none. The lints ride on that
+# build too: clippy-driver compiles the workspace's crates (RUSTC_WORKSPACE_WRAPPER, what `cargo
+# clippy` sets, here with code generation) with warnings denied, every target the tests and
+# benchmarks build (`--all-targets`); the dependencies are compiled by rustc, their lints capped
+# as always. (`cargo clippy` would need a check build of candle and burn of its own.)
 #
 # Needs Rust 1.95 (what burn 0.22 needs; candle 0.11 needs 1.94): the `stable` toolchain, installed
 # with rustup if it is missing (override with TOOLCHAIN=...). Installs nothing else.
@@ -34,6 +37,8 @@ ci_end_of_setup
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(ci_target_dir)/ci/integrations}"
 
 CRATES=(-p lion-optim-candle -p lion-optim-burn)
+RUSTC_WORKSPACE_WRAPPER="$(rustup which --toolchain "$TOOLCHAIN" clippy-driver)"
+export RUSTC_WORKSPACE_WRAPPER RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-D warnings"
 t0=$SECONDS
 if $benches; then
   ci_time "benches build" cargo bench --no-run "${CRATES[@]}"
@@ -41,8 +46,8 @@ if $benches; then
   exit 0
 fi
 ci_time "fmt" cargo fmt "${CRATES[@]}" --check
-ci_time "clippy" cargo clippy "${CRATES[@]}" --all-targets -- -D warnings
-ci_time "test (release: libraries, tests, examples)" cargo test --release "${CRATES[@]}"
+ci_time "test (release: libraries, tests, examples; linted by clippy-driver)" \
+  cargo test --release "${CRATES[@]}"
 ci_time "docs" env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps "${CRATES[@]}"
 # Publishable: `cargo package` of both (with the unpublished core of this workspace, as cargo
 # packages a workspace), and every source file of each library in its .crate. (Not verified by a

@@ -2,8 +2,10 @@
 # The test suite built with RUSTFLAGS="-C target-cpu=x86-64-v3": wide itself compiles to AVX2
 # (and may fuse its mul_add); tests/suite/platform.rs checks the portable path reports "avx2", and
 # every path must still equal the reference bit for bit. Skipped (with a message) on a CPU
-# without AVX2, FMA and F16C.
-# Usage: ci/x86-64-v3.sh [--setup] [cargo test args; default: --release]   (installs nothing)
+# without AVX2, FMA and F16C. By default the library's tests and the suite (the doc tests and
+# examples check no path the suite does not).
+# Usage: ci/x86-64-v3.sh [--setup] [cargo test args; default: --release --lib --test suite]
+#        (installs nothing)
 . "$(dirname "$0")/lib.sh"
 ci_end_of_setup
 [ "$(uname -m)" = x86_64 ] || { ci_log "not x86_64: skipped"; exit 0; }
@@ -11,9 +13,9 @@ for f in avx2 fma f16c bmi2 movbe; do
   grep -qw "$f" /proc/cpuinfo || { ci_log "this CPU lacks $f (x86-64-v3): skipped"; exit 0; }
 done
 export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-cpu=x86-64-v3"
-export RUSTDOCFLAGS="${RUSTDOCFLAGS:+$RUSTDOCFLAGS }-C target-cpu=x86-64-v3"  # doctests too
+export RUSTDOCFLAGS="${RUSTDOCFLAGS:+$RUSTDOCFLAGS }-C target-cpu=x86-64-v3"  # doctests, if asked for
 CARGO_TARGET_DIR="$(ci_target_dir)/ci/x86-64-v3"
 export CARGO_TARGET_DIR
-[ $# -gt 0 ] || set -- --release
+[ $# -gt 0 ] || set -- --release --lib --test suite
 LION_EXPECT_INSTRUCTIONS=avx2 ci_time "RUSTFLAGS='$RUSTFLAGS' cargo test $*" cargo test "$@"
 ci_log "x86-64-v3: all tests passed"

@@ -150,6 +150,27 @@ impl<'a> Update<'a> {
         }
     }
 
+    /// Steps this update alone with `group`'s settings (the update's [`group`](Self::group)
+    /// index is not used): the bytes of [`step_many`]`(&mut [update], &[group])`, validated once
+    /// and without allocating. The run-time-typed counterpart of [`step_with`](crate::step_with),
+    /// for callers that hold one tensor at a time (the bindings' stateless steps).
+    ///
+    /// ```
+    /// use lion_optim::{Group, Hyperparams, SliceMut, SliceRef, Update, bf16};
+    ///
+    /// let (mut p, g, mut m) = ([bf16::ONE; 4], [0.5f32; 4], [0.0f32; 4]);
+    /// let group = Group::new(Hyperparams { lr: 0.5, ..Hyperparams::default() });
+    /// let u = Update::from_slices(SliceMut::from(&mut p[..]), SliceRef::from(&g[..]), &mut m[..]);
+    /// u.apply(&group)?;
+    /// assert_eq!(p, [bf16::from_f32(0.5); 4]);
+    /// # Ok::<(), lion_optim::Error>(())
+    /// ```
+    #[inline]
+    pub fn apply(mut self, group: &Group) -> Result<Outcome, Error> {
+        self.group = 0;
+        run_one(Isa::best(), &mut self, core::slice::from_ref(group), false)
+    }
+
     /// The number of parameters.
     pub fn len(&self) -> usize {
         self.params.len()
@@ -163,6 +184,7 @@ impl<'a> Update<'a> {
     /// The validated constants and options of this update (the `index`-th of the call):
     /// `cache` keeps each group's constants once computed, so that an update then checks only
     /// what is its own (lengths, offset, a shard's count).
+    #[inline]
     fn settings(
         &self,
         index: usize,
@@ -197,6 +219,7 @@ impl<'a> Update<'a> {
     }
 
     /// The job of this (validated) update.
+    #[inline]
     fn job(&mut self, index: usize, settings: (Consts, StepOptions)) -> Job<Dyn<'_>> {
         let slices = Dyn {
             p: self.params.reborrow(),
@@ -207,7 +230,8 @@ impl<'a> Update<'a> {
     }
 }
 
-/// Each group's constants, computed once per call (with `alloc`; without, every time).
+/// Each group's constants, computed once per call (with `alloc`; without, every time; for no
+/// group, `Cache::new(0)`, every time and without allocating).
 struct Cache {
     #[cfg(feature = "alloc")]
     consts: Vec<Option<Consts>>,
@@ -296,6 +320,9 @@ pub(crate) fn run(
     groups: &[Group],
     skip_all: bool,
 ) -> Result<Outcome, Error> {
+    if let [u] = updates {
+        return run_one(isa, u, groups, skip_all);
+    }
     // Every check before any write.
     let mut cache = Cache::new(groups.len());
     for (index, u) in updates.iter().enumerate() {
@@ -308,6 +335,19 @@ pub(crate) fn run(
         skip_all,
     };
     Ok(execute(isa, jobs, true))
+}
+
+/// [`run`] of one update: validated once and run as one job, without allocating.
+#[inline]
+fn run_one(
+    isa: Isa,
+    u: &mut Update<'_>,
+    groups: &[Group],
+    skip_all: bool,
+) -> Result<Outcome, Error> {
+    let (k, mut options) = u.settings(0, groups, &mut Cache::new(0))?;
+    options.skip_non_finite |= skip_all;
+    Ok(execute(isa, u.job(0, (k, options)), true))
 }
 
 /// The jobs of a validated [`step_many`]: job `i` is update `i`.

@@ -276,7 +276,13 @@ fn many_groups() -> Vec<Group> {
 
 /// Updates of every dtype combination (random values, special ones included), in the groups
 /// of `many_groups`, with steps, offsets and streams; `Backend::step_many` over them.
-fn run_many(backend: Backend, lens: &[usize], seed: u64) -> (Outcome, Vec<Buffer>, Vec<Buffer>) {
+/// With `backend` `None`, each update is stepped alone with `Update::apply` (its stream given,
+/// as `step_many` would default it to its position).
+fn run_many(
+    backend: Option<Backend>,
+    lens: &[usize],
+    seed: u64,
+) -> (Outcome, Vec<Buffer>, Vec<Buffer>) {
     let mut rng = Rng::new(seed);
     let groups = many_groups();
     let n = lens.len();
@@ -307,6 +313,7 @@ fn run_many(backend: Backend, lens: &[usize], seed: u64) -> (Outcome, Vec<Buffer
             .group(i % groups.len())
             .step(i as u64 * 3);
             match i % 3 {
+                0 if backend.is_none() => u.stream(i as u64),
                 0 => u,
                 1 => u.offset(i as u64 * 1000).stream(7),
                 _ => u.stream(u64::MAX - i as u64),
@@ -323,8 +330,17 @@ fn run_many(backend: Backend, lens: &[usize], seed: u64) -> (Outcome, Vec<Buffer
             };
         }
     }
-    let outcome = backend.step_many(&mut updates, &groups).unwrap();
-    drop(updates);
+    let outcome = match backend {
+        Some(backend) => backend.step_many(&mut updates, &groups).unwrap(),
+        None => {
+            let k = groups.len();
+            let outcomes: Vec<Outcome> = (updates.into_iter().enumerate())
+                .map(|(i, u)| u.apply(&groups[i % k]).unwrap())
+                .collect();
+            assert!(outcomes.iter().all(|&o| o == outcomes[0]));
+            outcomes[0]
+        }
+    };
     (outcome, p, m)
 }
 
@@ -338,14 +354,16 @@ fn step_many_on_every_backend_is_the_scalar_one() {
             _ => rng.below(300),
         })
         .collect();
-    let (outcome, p, m) = run_many(Backend::Scalar, &lens, 42);
+    let (outcome, p, m) = run_many(Some(Backend::Scalar), &lens, 42);
     assert_eq!(outcome, Outcome::Applied);
-    for backend in backends_under_test() {
+    // Every backend, and each update stepped alone (`Update::apply`, on the detected backend).
+    let backends = backends_under_test().into_iter().map(Some);
+    for backend in backends.chain([None]) {
         let got = run_many(backend, &lens, 42);
-        assert_eq!(got.0, outcome, "{backend}");
+        assert_eq!(got.0, outcome, "{backend:?}");
         for i in 0..lens.len() {
-            assert!(same_buffer(&got.1[i], &p[i]), "{backend}: params {i}");
-            assert!(same_buffer(&got.2[i], &m[i]), "{backend}: momentum {i}");
+            assert!(same_buffer(&got.1[i], &p[i]), "{backend:?}: params {i}");
+            assert!(same_buffer(&got.2[i], &m[i]), "{backend:?}: momentum {i}");
         }
     }
     // `step_many` is the detected backend's.

@@ -213,10 +213,27 @@ fn bad_input_is_refused_and_nothing_written() {
         matches!(e, Error::InvalidHyperparameter { name: "offset", .. }),
         "{e}"
     );
+    // The same alone (`Update::apply`), with a second update (step_many's loop over many).
+    let m = Q8Mut::new(&mut codes, &mut absmax).unwrap();
+    let u = Update::from_slices((&mut p[..]).into(), (&g[..]).into(), m).offset(100);
+    assert_eq!(u.apply(&Group::default()).unwrap_err(), e);
+    let (mut p2, mut m2) = ([1.0f32; 4], [0.0f32; 4]);
+    let m = Q8Mut::new(&mut codes, &mut absmax).unwrap();
+    let u = Update::from_slices((&mut p[..]).into(), (&g[..]).into(), m).offset(100);
+    let u2 = Update::new(&mut p2, &[1.0f32; 4], &mut m2);
+    let e = lion_optim::step_many(&mut [u2, u], &[Group::default()]).unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidHyperparameter { name: "offset", .. }),
+        "{e}"
+    );
+    assert_eq!((p2, m2), ([1.0f32; 4], [0.0f32; 4]));
     // Lengths.
     let m = Q8Mut::new(&mut codes[..599], &mut absmax).unwrap();
     let u = Update::from_slices((&mut p[..]).into(), (&g[..]).into(), m);
     assert!(lion_optim::step_many(&mut [u], &[Group::default()]).is_err());
+    let m = Q8Mut::new(&mut codes[..599], &mut absmax).unwrap();
+    let u = Update::from_slices((&mut p[..]).into(), (&g[..]).into(), m);
+    assert!(u.apply(&Group::default()).is_err());
     assert!(p.iter().all(|&x| x == 1.0));
     assert!(codes.iter().all(|&c| c == 127) && absmax.iter().all(|&a| a == 0.0));
 }

@@ -276,7 +276,8 @@ impl LionStepOptions {
     }
 
     /// The core's options; every enum and flag checked (the values are validated by the core
-    /// with the hyperparameters).
+    /// with the hyperparameters). Inlined, as the readers in `stateless.rs`.
+    #[inline(always)]
     pub(crate) fn to_core(self) -> Result<Options, Failure> {
         let flag = |name: &'static str, v: i32| match v {
             0 => Ok(false),
