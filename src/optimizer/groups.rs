@@ -30,6 +30,7 @@ pub struct Group {
 
 impl Group {
     /// A group with these hyperparameters and the default options (see the type's example).
+    #[inline]
     pub fn new(hp: Hyperparams) -> Self {
         Self {
             hp,
@@ -38,6 +39,7 @@ impl Group {
     }
 
     /// The group with these options (see the type's example).
+    #[inline]
     pub fn with_options(self, options: StepOptions) -> Self {
         Self { options, ..self }
     }

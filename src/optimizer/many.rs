@@ -82,6 +82,7 @@ impl<'a> Update<'a> {
     /// let u = Update::from_slices(SliceMut::F32(&mut p), SliceRef::F32(&g), SliceMut::F32(&mut m));
     /// assert!(!u.is_empty());
     /// ```
+    #[inline]
     pub fn from_slices(
         params: SliceMut<'a>,
         grads: SliceRef<'a>,
@@ -99,6 +100,7 @@ impl<'a> Update<'a> {
     }
 
     /// Uses the settings `groups[index]` of [`step_many`] (default 0).
+    #[inline]
     pub fn group(self, index: usize) -> Self {
         Self {
             group: index,
@@ -108,12 +110,14 @@ impl<'a> Update<'a> {
 
     /// The step number, which keys the random bits of stochastic rounding (default 0): advance
     /// it every step, or the bits repeat.
+    #[inline]
     pub fn step(self, step: u64) -> Self {
         Self { step, ..self }
     }
 
     /// The index of these slices' first element in the whole tensor, for a piece of a larger
     /// tensor (see [`StepOptions::offset`]); default 0.
+    #[inline]
     pub fn offset(self, offset: u64) -> Self {
         Self { offset, ..self }
     }
@@ -143,6 +147,7 @@ impl<'a> Update<'a> {
     /// assert_eq!(whole, pieces);
     /// # Ok::<(), lion_optim::Error>(())
     /// ```
+    #[inline]
     pub fn stream(self, stream: u64) -> Self {
         Self {
             stream: Some(stream),

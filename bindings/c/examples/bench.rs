@@ -81,22 +81,20 @@ fn stateless(quick: bool, n: usize) {
     let rounds = if quick { 21 } else { 101 };
     // Per round: the time per call of each side, in turn; the differences are taken per round
     // (paired), so that a slow round on a shared machine moves both sides.
-    let (mut rust, mut c, mut many) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..rounds + 2 {
-        let t = Instant::now();
-        for _ in 0..calls {
+    // The three sides: the Rust step, the C call, and the core's run-time-typed step the C call
+    // makes (`Update::apply`).
+    let side = |which: usize, p: &mut [f32], m: &mut [f32]| match which {
+        0 => {
             lion::step_with(
-                black_box(&mut p[..]),
+                black_box(p),
                 black_box(&g[..]),
-                black_box(&mut m[..]),
+                black_box(m),
                 black_box(&hp),
                 black_box(&opts),
             )
             .unwrap();
         }
-        let r = t.elapsed().as_secs_f64() / calls as f64;
-        let t = Instant::now();
-        for _ in 0..calls {
+        1 => {
             // SAFETY: valid buffers of n f32 each; initialized structs.
             let s = unsafe {
                 c_step(
@@ -113,23 +111,30 @@ fn stateless(quick: bool, n: usize) {
             };
             assert_eq!(s, LionStatus::Ok);
         }
-        let cc = t.elapsed().as_secs_f64() / calls as f64;
-        // The core's run-time-typed step the C call makes (`Update::apply`).
-        let t = Instant::now();
-        for _ in 0..calls {
-            Update::new(
-                black_box(&mut p[..]),
-                black_box(&g[..]),
-                black_box(&mut m[..]),
-            )
-            .apply(black_box(&group))
-            .unwrap();
+        _ => {
+            Update::new(black_box(p), black_box(&g[..]), black_box(m))
+                .apply(black_box(&group))
+                .unwrap();
         }
-        let mm = t.elapsed().as_secs_f64() / calls as f64;
-        if round >= 2 {
-            rust.push(r);
-            c.push(cc - r);
-            many.push(mm - r);
+    };
+    // Per round each side's time per call, the sides in a rotating order (no side always runs
+    // after the same one); the differences are taken per round (paired), so that a slow round
+    // on a shared machine moves all sides.
+    let (mut rust, mut c, mut many) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds + 3 {
+        let mut t = [0.0f64; 3];
+        for k in 0..3 {
+            let which = (round + k) % 3;
+            let start = Instant::now();
+            for _ in 0..calls {
+                side(which, &mut p, &mut m);
+            }
+            t[which] = start.elapsed().as_secs_f64() / calls as f64;
+        }
+        if round >= 3 {
+            rust.push(t[0]);
+            c.push(t[1] - t[0]);
+            many.push(t[2] - t[0]);
         }
     }
     let (r, d, dm) = (median(rust) * 1e9, median(c) * 1e9, median(many) * 1e9);
