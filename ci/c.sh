@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The C ABI (bindings/c), from a fresh clone on a fresh machine: installs gcc/g++, valgrind,
-# pkg-config, the Arm toolchain (a bare-metal link check) and the thumbv7em target, then
+# pkg-config, the Arm toolchain with newlib, make, qemu-system-arm and the thumbv7em target, then
 #   1. checks that the committed header is what cbindgen generates from the sources;
 #   2. builds liblion_optim.a / .so (release), lints the crate (clippy -D warnings, with and
 #      without std), runs its Rust unit tests;
@@ -12,19 +12,27 @@
 #      valgrind (no leak);
 #   5. builds the static library for thumbv7em-none-eabihf without std (and with alloc only),
 #      links a program that calls every stateless entry point and checks that no panic is
-#      reachable (the panic handler is not linked in);
+#      reachable (the panic handler is not linked in); builds the C training firmware
+#      (bindings/c/examples/firmware: arm-none-eabi-gcc, newlib-nano, the library without std)
+#      and runs it on an emulated Cortex-M4F (qemu-system-arm -M mps2-an386, semihosting): it
+#      must exit 0 and print "fw-c: PASS" (both of its runs, bf16 and 8-bit momentum, learn);
 #   6. installs the library with bindings/c/install.sh and builds and runs the training
 #      example with `cc $(pkg-config --cflags --libs lion_optim)`: it must learn.
 #
 #   bash ci/c.sh [--setup | --build]        (ci/lib.sh: install only / install and build)
 #
-# Env: C_SKIP_VALGRIND=1, C_SKIP_THUMB=1 (skip those parts, for quick local runs).
+# Env: C_SKIP_VALGRIND=1, C_SKIP_THUMB=1 (skip those parts, for quick local runs),
+#      FW_TIMEOUT (seconds for the firmware under QEMU, default 300).
 . "$(dirname "$0")/lib.sh"
 C_DIR="$ROOT/bindings/c"
 THUMB=thumbv7em-none-eabihf
 
 ci_apt gcc g++ libc6-dev pkg-config valgrind python3
-[ -n "${C_SKIP_THUMB:-}" ] || { ci_target "$THUMB"; ci_apt gcc-arm-none-eabi libnewlib-arm-none-eabi; }
+[ -n "${C_SKIP_THUMB:-}" ] || {
+  ci_target "$THUMB"
+  ci_apt gcc-arm-none-eabi libnewlib-arm-none-eabi make
+  ci_apt_qemu qemu-system-arm
+}
 ci_end_of_setup
 
 # A target directory of its own (cargo's lock never makes it wait for another build of the clone).
@@ -151,6 +159,20 @@ for c in other:
 sys.exit(1 if other else 0)
 PY
   ci_log "thumbv7em: the stateless entry points link without std or an allocator ($(arm-none-eabi-size "$OUT/firmware_link.elf" | tail -1 | awk '{print $1}') bytes of code with all 27 combinations)"
+
+  # The C training firmware with the library without std: its own start-up code and linker
+  # script, newlib-nano with rdimon semihosting (QEMU exits with the firmware's exit status).
+  FW="$OUT/firmware-c"
+  FW_MAKE=(make -C "$C_DIR/examples/firmware" --no-print-directory LIB="$OUT/liblion_optim-thumb.a" BUILD="$FW")
+  ci_time "build the C training firmware (arm-none-eabi-gcc, newlib-nano)" "${FW_MAKE[@]}"
+  arm-none-eabi-size "$FW/firmware.elf" >&2
+  read -r text data bss _ < <(arm-none-eabi-size "$FW/firmware.elf" | tail -1)
+  ci_log "C firmware: flash $((text + data)) B (text $text, data $data), static RAM $((data + bss)) B (data $data, bss $bss)"
+  rc=0
+  ci_time "train in C on the Cortex-M4F (qemu-system-arm mps2-an386)" \
+    "${FW_MAKE[@]}" --silent run TIMEOUT="${FW_TIMEOUT:-300}" 2>&1 | tee "$FW/run.log" || rc=$?
+  [ "$rc" = 0 ] || ci_die "the C training firmware failed (make run: exit $rc; QEMU's status is make's \"Error N\" above)"
+  grep -q '^fw-c: PASS$' "$FW/run.log" || ci_die "the C training firmware did not print fw-c: PASS"
 fi
 
 # 6. Install, pkg-config, the training example.

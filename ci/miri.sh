@@ -38,6 +38,11 @@ run() { # TARGET ARGS...
 # With the `safetensors` feature the state file's round trip (little-endian bytes written and
 # read on a big-endian machine) and the fuzz oracles' safetensors checks run too.
 BYTE_LEVEL="equivalence:: optimizer:: fuzz_regressions:: pytorch:: platform:: model::safetensors::round_trip"
+# Left out on the big-endian target: the damaged-checkpoint sweeps (the parser's refusals are
+# byte-order-free logic, swept natively; the round trips above are the byte-order check) and
+# the random-hyperparameter property (the harness covers every combination; x86_64 runs it for
+# the UB checks): 10 of its 23 minutes under Miri (one CI run, 2026-12).
+BIG_ENDIAN_SKIP="--skip optimizer::damage:: --skip equivalence::all_combos_random_hyperparams"
 for t in $TARGETS; do
   if [ $# -gt 0 ]; then
     run "$t" "$@"
@@ -45,7 +50,7 @@ for t in $TARGETS; do
   fi
   case "$t" in
     x86_64-*) filters="equivalence::" ;;
-    *) filters="$BYTE_LEVEL" ;;
+    *) filters="$BYTE_LEVEL $BIG_ENDIAN_SKIP" ;;
   esac
   # Each test's time is printed (nightly libtest's --report-time): what to shrink when Miri
   # grows past its place in CI's 50 minutes.

@@ -3,6 +3,9 @@
 # .crate (the library's unit tests and doc tests: the test suite and benchmarks are not in the
 # package, see `include` in Cargo.toml), with the package's own Cargo.lock (--locked) and its
 # own target dir. Fails on any failure.
+# In debug: opt-level 0 (the crate's test profile is opt-level 3, for the suite that tests what
+# ships; here the point is the package, the MSRV and debug assertions, and an unoptimized build
+# takes a third of the CPU time).
 # Usage: ci/package.sh [--setup] [extra `cargo test` args]
 # Env:   CI=true: a dirty work tree is an error (cargo's); otherwise it is packaged as it is
 #        (--allow-dirty, said in the log).
@@ -41,6 +44,6 @@ if [ -n "${PACKAGE_TOOLCHAIN:-}" ]; then
   tc=("+$PACKAGE_TOOLCHAIN")
   export CARGO_TARGET_DIR="$TD/ci/package-$PACKAGE_TOOLCHAIN"
 fi
-ci_time "cargo ${tc[*]} test --locked --all-features $* (the unpacked package)" \
-  cargo "${tc[@]}" test --locked --all-features "$@"
+ci_time "cargo ${tc[*]} test --locked --all-features $* (the unpacked package, opt-level 0)" \
+  env CARGO_PROFILE_TEST_OPT_LEVEL=0 cargo "${tc[@]}" test --locked --all-features "$@"
 ci_log "package: $NAME $VERSION builds and passes its tests from the .crate"

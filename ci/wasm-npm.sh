@@ -24,6 +24,9 @@ ci_apt chromium
 (cd "$W" && ci_time "npm ci (bindings/wasm)" npm ci --no-audit --no-fund --loglevel=error)
 ci_end_of_setup
 
+# The native builds (the fixture generator, the crate's native tests) unoptimized: they run the
+# reference on small vectors, and opt-level 3 would cost minutes of CPU for nothing.
+export CARGO_PROFILE_TEST_OPT_LEVEL=0
 ci_time "wasm builds (simd128, scalar)" env CARGO_TARGET_DIR="$TD" "$W/build.sh"
 ci_time "fixtures (lion_optim::reference, every dtype combination)" \
   env CARGO_TARGET_DIR="$TD" cargo run -q --locked --profile test -p lion-optim-wasm --bin fixtures -- "$W/test/fixtures.bin"

@@ -61,6 +61,13 @@
 #define LION_OPTIM_VERSION (((LION_OPTIM_VERSION_MAJOR << 16) | (LION_OPTIM_VERSION_MINOR << 8)) | LION_OPTIM_VERSION_PATCH)
 
 /**
+ * Elements per block of 8-bit momentum (`LION_DTYPE_Q8`): a buffer of `len` elements has `len`
+ * codes and `(len + LION_Q8_BLOCK - 1) / LION_Q8_BLOCK` absmax floats, and a shard's offset is
+ * a multiple of it.
+ */
+#define LION_Q8_BLOCK 256
+
+/**
  * What a call did. Success is >= 0 (LION_STATUS_OK, or LION_STATUS_SKIPPED_NON_FINITE when
  * the options ask to skip steps with non-finite gradients); every error is < 0, and then the
  * call wrote nothing (no buffer, no output argument, no state) and `lion_last_error` says why.

@@ -56,6 +56,12 @@ pub const LION_OPTIM_VERSION_PATCH: u32 = 0;
 pub const LION_OPTIM_VERSION: u32 =
     (LION_OPTIM_VERSION_MAJOR << 16) | (LION_OPTIM_VERSION_MINOR << 8) | LION_OPTIM_VERSION_PATCH;
 
+/// Elements per block of 8-bit momentum (`LION_DTYPE_Q8`): a buffer of `len` elements has `len`
+/// codes and `(len + LION_Q8_BLOCK - 1) / LION_Q8_BLOCK` absmax floats, and a shard's offset is
+/// a multiple of it.
+pub const LION_Q8_BLOCK: usize = 256;
+const _: () = assert!(LION_Q8_BLOCK == lion::Q8_BLOCK);
+
 /// The library's version, `MAJOR << 16 | MINOR << 8 | PATCH` (LION_OPTIM_VERSION of the
 /// header it was built with).
 #[unsafe(no_mangle)]

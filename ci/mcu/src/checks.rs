@@ -1,6 +1,8 @@
-//! The checks the Cortex-M4F firmware runs (qemu-system-arm -M mps2-an386, lion-optim built with
-//! --no-default-features); a failed check panics (panic-semihosting prints the message and
-//! exits qemu with status 1, which fails CI).
+//! The checks the firmware runs on every emulated core (lion-optim built with
+//! --no-default-features): the Cortex-M4F (qemu-system-arm -M mps2-an386, ci/thumbv7em.sh), the
+//! Cortex-M0 (qemu-system-arm -M microbit) and the RV32IMAC (qemu-system-riscv32 -M virt, both
+//! ci/mcu-cores.sh). A failed check panics (the panic handler prints the message and exits qemu
+//! with status 1, which fails CI); `println!` is main.rs's (semihosting).
 //!
 //!  1. The hand-computed f32 / bf16 values, bad input and skipped non-finite steps of the no_std
 //!     probe's library (`lion_optim_nostd_probe::run`, the same checks ci/nostd.sh runs on x86_64).
@@ -16,10 +18,10 @@
 //!     around the slice must stay untouched.
 //!  3. `all_finite` of every backend against the scalar rule.
 //!
-//! Here `wide` has no SIMD (plain arrays), f32 arithmetic runs on the FPv4-SP unit and the f64
-//! hyperparameter arithmetic in software: all of it must give the reference's bits.
+//! Here `wide` has no SIMD (plain arrays). The f64 hyperparameter arithmetic runs in software
+//! everywhere, the f32 arithmetic on the Cortex-M4F's FPv4-SP unit and in software (compiler
+//! builtins) on the Cortex-M0 and the RV32IMAC: all of it must give the reference's bits.
 
-use cortex_m_semihosting::hprintln;
 use lion_optim::{reference, Backend, Element, Outcome, StepOptions};
 use lion_optim_test_support::{
     all_combos, bits, hyperparams, option_sets, plant_cancellations, same, value, Rng, SPECIAL_F32,
@@ -46,7 +48,7 @@ fn all_options() -> impl Iterator<Item = StepOptions> {
 }
 
 pub fn run() {
-    hprintln!(
+    println!(
         "mcu: detected backend {}; portable backend runs {}",
         Backend::detect(),
         Backend::Portable.instructions()
@@ -54,14 +56,14 @@ pub fn run() {
     assert!(Backend::detect().is_available() && Backend::Portable.is_available());
 
     lion_optim_nostd_probe::run();
-    hprintln!("mcu: the no_std probe's checks (hand-computed values, bad input, skipping): ok");
+    println!("mcu: the no_std probe's checks (hand-computed values, bad input, skipping): ok");
 
     let mut t = Totals::default();
     for (i, check) in all_combos!(combo, fn(u64, &mut Totals)).iter().enumerate() {
         check(0x5eed + i as u64, &mut t);
     }
     assert!(t.combos == 27);
-    hprintln!(
+    println!(
         "mcu: {} dtype combinations x {} hyperparameter sets x {} option sets: {} calls on {} \
          elements ({} steps skipped), all bit-identical to reference::step_with; all_finite \
          agreed {} times",
