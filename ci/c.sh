@@ -116,6 +116,13 @@ if [ -z "${C_SKIP_THUMB:-}" ]; then
          -Wl,--no-warn-execstack)
   ci_time "link a Cortex-M4F program over every stateless entry point" \
     "${ARMCC[@]}" "$OUT/liblion_optim-thumb.a" -o "$OUT/firmware_link.elf"
+  # Self-contained: the same program links without any C library or libgcc (the library brings
+  # its own memcpy/memset and soft-float helpers), as the README says.
+  ci_time "link it with -nostdlib (no libc, no libgcc)" \
+    arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -mfpu=fpv4-sp-d16 -mfloat-abi=hard -std=c11 -Wall -Wextra \
+      -Werror -O2 -ffunction-sections -fdata-sections -I "$C_DIR/include" "$C_DIR/tests/firmware_link.c" \
+      "$OUT/liblion_optim-thumb.a" -nostdlib -Wl,-e,main -Wl,--gc-sections -Wl,--no-warn-rwx-segments -Wl,--no-warn-execstack \
+      -o "$OUT/firmware_nolibc.elf"
   ci_time "liblion_optim.a for $THUMB, alloc only (the handle over malloc)" \
     cargo rustc --release -p lion-optim-c --lib --target "$THUMB" --target-dir "$TTD" \
       --no-default-features --features alloc --crate-type staticlib

@@ -8,6 +8,9 @@
 # against lion_optim::reference, both builds), and wide's scalar fallback by Miri on s390x.
 # The tests run single-threaded (no threads on wasm32-wasip1): ci/run builds them (--build) and
 # runs them beside the next stage's compilation.
+# At opt-level 1 (CARGO_PROFILE_TEST_OPT_LEVEL, unless set): what this proves is wide's v128
+# path and the wasm32 target, not the optimizer's work on them (the core part tests that); it
+# builds in two thirds of the CPU time of opt-level 3.
 # Usage: ci/wasm.sh [--setup | --build] [extra `cargo test` args]
 # Env:   WASM_RUNNER=node|wasmtime (default: node if it is >= 20, else wasmtime from PyPI),
 #        WASM_MODES (default "simd128"; "simd128 scalar" for both)
@@ -36,6 +39,7 @@ case "$runner" in
 esac
 ci_end_of_setup
 base_rf="${RUSTFLAGS:-}"
+export CARGO_PROFILE_TEST_OPT_LEVEL="${CARGO_PROFILE_TEST_OPT_LEVEL:-1}"
 
 mode_env() { # simd128 | scalar: RUSTFLAGS and the target dir of the mode
   export RUSTFLAGS="$base_rf"

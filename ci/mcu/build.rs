@@ -1,6 +1,7 @@
 //! Picks the memory map of the target's QEMU machine (copied to OUT_DIR as memory.x) and the link
 //! scripts of its runtime: cortex-m-rt's link.x includes memory.x itself; riscv-rt's link.x needs
-//! memory.x (with its REGION_ALIAS lines) before it.
+//! memory.x (with its REGION_ALIAS lines) before it; for the firmware and for its examples
+//! (examples/footprint.rs).
 use std::{env, fs, path::PathBuf};
 
 fn main() {
@@ -22,6 +23,9 @@ fn main() {
     println!("cargo:rustc-link-search={}", out.display());
     for script in scripts {
         println!("cargo:rustc-link-arg-bins={script}");
+        println!("cargo:rustc-link-arg-examples={script}");
     }
+    // The target's name, for the examples' reports (examples/footprint.rs).
+    println!("cargo:rustc-env=MCU_TARGET={target}");
     println!("cargo:rerun-if-changed={memory}");
 }
