@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Python package's tests (bindings/python), from a fresh clone on a fresh machine (only PyPI
 # and crates.io needed): makes a venv (reused when present), installs maturin, pytest, numpy,
-# safetensors, ml_dtypes and torch from PyPI, builds and installs the package once in release
+# safetensors, ml_dtypes, torch and bitsandbytes (the 8-bit momentum's interchange tests) from
+# PyPI, builds and installs the package once in release
 # (`pip install ./bindings/python`), lints the extension, and runs pytest. Fails on any failure.
 #
 #   bash ci/python.sh [--setup] [pytest arguments]      (--setup: the venv and the PyPI tools only)
@@ -16,9 +17,9 @@ venv="${LION_PY_VENV:-$target/python-venv}"
 python="${PYTHON:-python3}"
 
 [ -x "$venv/bin/python" ] || ci_time "venv ($venv)" "$python" -m venv "$venv"
-ci_time "pip install maturin pytest numpy safetensors ml_dtypes torch" \
+ci_time "pip install maturin pytest numpy safetensors ml_dtypes torch bitsandbytes" \
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    "maturin>=1.9.4,<2" pytest numpy safetensors ml_dtypes torch
+    "maturin>=1.9.4,<2" pytest numpy safetensors ml_dtypes torch bitsandbytes
 ci_end_of_setup
 
 t0=$SECONDS
@@ -37,6 +38,7 @@ done
 # (The sources are in python/lion_optim: what `import lion_optim` finds is the installed package.)
 cd "$PY_DIR"
 # LION_OPTIM_TEST_HOOKS=1: a build without the hooks stops pytest instead of skipping their tests.
-ci_time "pytest" env GLOO_SOCKET_IFNAME="${GLOO_SOCKET_IFNAME:-lo}" LION_OPTIM_TEST_HOOKS=1 \
+# LION_OPTIM_TEST_BNB=1: without bitsandbytes, its tests fail instead of skipping.
+ci_time "pytest" env GLOO_SOCKET_IFNAME="${GLOO_SOCKET_IFNAME:-lo}" LION_OPTIM_TEST_HOOKS=1 LION_OPTIM_TEST_BNB=1 \
   "$venv/bin/python" -m pytest "$@"
 ci_log "python: all passed in $((SECONDS - t0)) s (after the installs)"

@@ -179,6 +179,89 @@ pub(crate) const NEAREST_BUCKETS: [u32; BUCKETS] = buckets(&positive_thresholds(
 /// Buckets of the positive codes: `n + (a >= t)` counts the positive codes at most `a`.
 pub(crate) const FLOOR_BUCKETS: [u32; BUCKETS] = buckets(&positive_codes());
 
+/// The high halves (bits 16..32) of [`MAP_BITS`]: a table of 16-bit words, for instruction
+/// sets that look codes up by permuting words in registers (AVX-512 BW) instead of gathering.
+pub(crate) const MAP_HI: [u16; 256] = halves(&MAP_BITS, 16);
+/// The low halves (bits 0..16) of [`MAP_BITS`] (see [`MAP_HI`]).
+pub(crate) const MAP_LO: [u16; 256] = halves(&MAP_BITS, 0);
+
+// The map is odd around code 127 (`MAP[254 - i] == -MAP[i]`), code 127 is +0 and code 255 (1.0)
+// has a zero low half: what the word-permuting decode (AVX-512) relies on.
+const _: () = {
+    let mut i = 0;
+    while i < 127 {
+        assert!(MAP_BITS[254 - i] == MAP_BITS[i] ^ 0x8000_0000);
+        i += 1;
+    }
+    assert!(MAP_BITS[127] == 0 && MAP_BITS[255] & 0xffff == 0);
+};
+
+/// The positive thresholds of round-to-nearest (`T[127..]`) as bits.
+const NEAREST_BITS: [u32; 128] = {
+    let t = positive_thresholds();
+    let mut b = [0u32; 128];
+    let mut k = 0;
+    while k < 128 {
+        b[k] = t[k].to_bits();
+        k += 1;
+    }
+    b
+};
+/// The high halves of the positive thresholds. Strictly ascending (checked at compile time), so
+/// a value's high half leaves at most one threshold undecided: the search of the word-permuting
+/// quantizer (`Simd::q8_nearest` on AVX-512) runs on the high halves alone and then compares that
+/// one threshold whole.
+pub(crate) const NEAREST_HI: [u16; 128] = {
+    let h = halves(&NEAREST_BITS, 16);
+    let mut k = 1;
+    while k < 128 {
+        assert!(h[k - 1] < h[k], "two thresholds share their high half");
+        k += 1;
+    }
+    h
+};
+/// The low halves of the positive thresholds (see [`NEAREST_HI`]).
+pub(crate) const NEAREST_LO: [u16; 128] = halves(&NEAREST_BITS, 0);
+
+/// The branch-free binary search over [`NEAREST_HI`], level by level: after `l` levels the
+/// search knows the top `l` bits `k` of the count of high halves below the value's, and level
+/// `l` compares with `NEAREST_HI[(2k + 1) << (6 - l) - 1]`, entry `k` of row `l` (rows 0..=5; 32
+/// words each, the row's `2^l` entries first). Level 6 is [`SEARCH_LAST`].
+pub(crate) const SEARCH_LEVELS: [[u16; 32]; 6] = {
+    let mut rows = [[0u16; 32]; 6];
+    let mut l = 0;
+    while l < 6 {
+        let mut k = 0;
+        while k < 1 << l {
+            rows[l][k] = NEAREST_HI[((2 * k + 1) << (6 - l)) - 1];
+            k += 1;
+        }
+        l += 1;
+    }
+    rows
+};
+/// Level 6 of the search (see [`SEARCH_LEVELS`]): `NEAREST_HI[2k]` for the 64 prefixes `k`.
+pub(crate) const SEARCH_LAST: [u16; 64] = {
+    let mut row = [0u16; 64];
+    let mut k = 0;
+    while k < 64 {
+        row[k] = NEAREST_HI[2 * k];
+        k += 1;
+    }
+    row
+};
+
+/// The 16-bit halves of a table of bits, starting at bit `shift`.
+const fn halves<const L: usize>(bits: &[u32; L], shift: u32) -> [u16; L] {
+    let mut h = [0u16; L];
+    let mut k = 0;
+    while k < L {
+        h[k] = (bits[k] >> shift) as u16;
+        k += 1;
+    }
+    h
+}
+
 /// The 8-bit momentum of a tensor (or of a shard of one), for updating: `codes[i]` is element
 /// `i`'s code, `absmax[b]` block `b`'s scale. Made by [`Q8Mut::new`], which checks that there is
 /// one `absmax` per started block of 256 codes.

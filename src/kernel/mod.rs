@@ -10,7 +10,7 @@
 //! stores.
 
 mod pairs;
-mod q8;
+pub(crate) mod q8;
 mod reduce;
 
 pub(crate) use reduce::{all_finite, cautious_count};

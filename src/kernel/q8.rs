@@ -7,7 +7,10 @@
 //! another: the value's exponent and top six mantissa bits pick a bucket of the threshold table
 //! that holds at most one threshold (`dtype::q8::NEAREST_BUCKETS`), and one comparison with it
 //! finishes the count of thresholds below the value — exact, and proved so over every f32 in
-//! `[-1, 1]` by the exhaustive test.
+//! `[-1, 1]` by the exhaustive test. An instruction set whose gathers are slow and whose
+//! registers can hold the tables (`Simd::Q8_BLOCKWISE`: AVX-512) decodes and encodes a whole
+//! block at a time instead (`Simd::q8_decode`, `Simd::q8_nearest`, through `new`), with the same
+//! results (the same tests; the exhaustive one runs on the widest instruction set).
 
 use super::{Lanes, agreement, gradient, interpolation, momentum_math, param_math};
 use super::{ahead, last_byte, reduce::lane_sum};
@@ -158,6 +161,11 @@ fn block<
     let stride = s.splat_u32(N as u32);
     let lanes = s.add_u32(s.splat_u32(first), s.lane_indices());
     let mut new = [0.0f32; Q8_BLOCK];
+    if S::Q8_BLOCKWISE {
+        // The old momentum's code values, a block at a time, into `new` (each vector of it is
+        // read below before the new momentum takes its place).
+        s.q8_decode(codes, &mut new);
+    }
     let mut largest = s.splat_u32(0);
     let mut index = lanes;
     {
@@ -167,7 +175,11 @@ fn block<
         for (((p, g), c), m_new) in chunks.zip(new.as_chunks_mut::<N>().0) {
             s.prefetch(ahead(&*p, last.0));
             s.prefetch(ahead(g, last.1));
-            let decoded = s.bits_to_f32(s.gather(&MAP_BITS, s.load_u8(c)));
+            let decoded = if S::Q8_BLOCKWISE {
+                s.load_f32(m_new)
+            } else {
+                s.bits_to_f32(s.gather(&MAP_BITS, s.load_u8(c)))
+            };
             let old = s.mul(decoded, old_scale);
             let (c, m) = momentum_math::<S, N, UNSCALE, CAUTIOUS>(s, v, G::load(s, g), old);
             let param = param_math(s, v, P::load(s, p), c);
@@ -189,6 +201,14 @@ fn block<
         return;
     }
     let inv = s.splat(1.0 / scale);
+    if S::Q8_BLOCKWISE && !STOCHASTIC {
+        for m in new.as_chunks_mut::<N>().0 {
+            s.store_f32(s.mul(s.load_f32(m), inv), m);
+        }
+        s.q8_nearest(&new, codes);
+        *absmax = scale;
+        return;
+    }
     let mut index = lanes;
     for (c, m) in codes
         .as_chunks_mut::<N>()
@@ -234,7 +254,7 @@ fn bucket<S: Simd<N>, const N: usize>(s: S, table: &[u32; BUCKETS], a: S::U32) -
 /// `reference::q8_quantize` of finite lanes: `#{k : T[k] < x}`, counted on `|x|` with the
 /// positive thresholds (the negative ones are their mirror image).
 #[inline(always)]
-fn nearest<S: Simd<N>, const N: usize>(s: S, x: S::F32) -> S::U32 {
+pub(crate) fn nearest<S: Simd<N>, const N: usize>(s: S, x: S::F32) -> S::U32 {
     let u = |x| s.splat_u32(x);
     let bits = s.to_bits(x);
     let a = s.and(bits, u(0x7fff_ffff));
@@ -364,6 +384,23 @@ pub(crate) mod tests {
     impl Op for Quantize<'_> {
         type Output = ();
         fn simd<S: Simd<N>, const N: usize>(self, s: S) {
+            // The block quantizer (`Simd::q8_nearest`: on AVX-512 a search of its own).
+            for block in self.0.chunks(Q8_BLOCK) {
+                let mut x = [0.0f32; Q8_BLOCK];
+                for (x, &b) in x.iter_mut().zip(block) {
+                    *x = f32::from_bits(b);
+                }
+                let mut got = [0u8; Q8_BLOCK];
+                s.q8_nearest(&x, &mut got);
+                for (i, &b) in block.iter().enumerate() {
+                    let want = q8_quantize(x[i]);
+                    assert_eq!(
+                        got[i], want,
+                        "block: nearest code of {b:#010x} ({:e})",
+                        x[i]
+                    );
+                }
+            }
             for chunk in self.0.chunks(N) {
                 let mut x = [0.0f32; N];
                 for (x, &b) in x.iter_mut().zip(chunk) {
@@ -470,6 +507,32 @@ pub(crate) mod tests {
                 .collect();
             isa.run(Quantize(&block, 0));
         });
+    }
+
+    /// `Simd::q8_decode` (on AVX-512 word permutations) is `Q8_MAP`, on every instruction set:
+    /// every code in every position of a block.
+    struct Decode;
+
+    impl Op for Decode {
+        type Output = ();
+        fn simd<S: Simd<N>, const N: usize>(self, s: S) {
+            for shift in [0usize, 1, 77, 128, 255] {
+                let codes: [u8; Q8_BLOCK] = core::array::from_fn(|i| ((i + shift) % 256) as u8);
+                let mut got = [0.0f32; Q8_BLOCK];
+                s.q8_decode(&codes, &mut got);
+                for (g, &c) in got.iter().zip(&codes) {
+                    assert_eq!(g.to_bits(), Q8_MAP[usize::from(c)].to_bits(), "code {c}");
+                }
+            }
+        }
+        fn scalar(self) {}
+    }
+
+    #[test]
+    fn decode_is_the_map() {
+        for isa in Isa::all_available() {
+            isa.run(Decode);
+        }
     }
 
     #[test]

@@ -21,6 +21,8 @@
 //! so the stores must not rely on the arithmetic having quieted it. The loads skip the fix-up:
 //! it would cost instructions on every 16-bit load and change no result.
 
+use crate::dtype::q8::{MAP_BITS, Q8_BLOCK};
+
 /// An instruction set with `N` f32 lanes per vector. See the module docs.
 pub trait Simd<const N: usize>: Copy {
     /// `N` f32 lanes.
@@ -113,6 +115,37 @@ pub trait Simd<const N: usize>: Copy {
         let mut lanes = [0.0f32; N];
         self.store_f32(self.bits_to_f32(v), &mut lanes);
         lanes.iter().map(|x| x.to_bits()).max().unwrap_or(0)
+    }
+
+    /// Whether this instruction set decodes and round-to-nearest-encodes the 8-bit momentum a
+    /// whole block at a time ([`q8_decode`](Self::q8_decode), [`q8_nearest`](Self::q8_nearest):
+    /// table lookups by permuting registers, on AVX-512) rather than by a gather per vector.
+    const Q8_BLOCKWISE: bool = false;
+    /// `out[i] = Q8_MAP[codes[i]]` for one block of 8-bit momentum codes. Default: a gather per
+    /// vector.
+    #[inline(always)]
+    fn q8_decode(self, codes: &[u8; Q8_BLOCK], out: &mut [f32; Q8_BLOCK]) {
+        for (c, o) in codes
+            .as_chunks::<N>()
+            .0
+            .iter()
+            .zip(out.as_chunks_mut::<N>().0)
+        {
+            self.store_f32(self.bits_to_f32(self.gather(&MAP_BITS, self.load_u8(c))), o);
+        }
+    }
+    /// `codes[i] = reference::q8_quantize(x[i])` for one block of finite values. Default: the
+    /// bucket quantizer of `kernel::q8`, a vector at a time.
+    #[inline(always)]
+    fn q8_nearest(self, x: &[f32; Q8_BLOCK], codes: &mut [u8; Q8_BLOCK]) {
+        for (v, c) in x
+            .as_chunks::<N>()
+            .0
+            .iter()
+            .zip(codes.as_chunks_mut::<N>().0)
+        {
+            self.store_u8(crate::kernel::q8::nearest(self, self.load_f32(v)), c);
+        }
     }
 
     /// A hint that the cache line holding `addr` will be read soon. `addr` may point anywhere

@@ -6,4 +6,5 @@
 //! package leaves fuzz/ out and its test suite needs them.
 
 pub mod optimizer;
+pub mod q8;
 pub mod step;

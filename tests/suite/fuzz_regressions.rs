@@ -18,9 +18,10 @@ use crate::common::fixture;
 
 type Oracle = fn(&[u8]);
 
-const TARGETS: [(&str, Oracle); 2] = [
+const TARGETS: [(&str, Oracle); 3] = [
     ("step", oracle::step::check),
     ("optimizer", oracle::optimizer::check),
+    ("q8", oracle::q8::check),
 ];
 
 /// Runs `check` on every file of `fuzz/<dir>/<target>/`; returns how many there were.

@@ -2,7 +2,8 @@
 """Benchmark of `lion_optim.torch.Lion` against the other CPU optimizer steps a PyTorch user has.
 
 Cases: one tensor of 16M elements and the GPT-2-small parameter list (148 tensors, 124M
-parameters), all-f32 and all-bf16 (parameters, gradients, optimizer state), on 1 and 2 threads.
+parameters), all-f32 and all-bf16 (parameters, gradients, optimizer state), on 1 and 2 threads
+(``--cases 1M`` adds one tensor of 1M elements).
 Implementations:
 
 * ``lion_optim``  -- ``lion_optim.torch.Lion`` (this package)
@@ -12,6 +13,9 @@ Implementations:
 * ``adamw_fused`` -- ``torch.optim.AdamW(fused=True)`` (28 bytes per element; Lion moves 20)
 * ``deepspeed``   -- ``deepspeed.ops.lion.DeepSpeedCPULion`` (ZeRO-Offload's; JIT-built with ninja,
   skipped if it cannot be built)
+* ``lion_optim_q8`` -- ``lion_optim.torch.Lion(momentum_dtype="q8")``: 8-bit blockwise momentum
+* ``bnb_lion8bit`` -- ``bitsandbytes.optim.Lion8bit`` (its CPU backend: the same 8-bit format;
+  skipped if bitsandbytes is not installed)
 
 Prints a table of medians (ns per element) and the ratios the issue targets, the per-step
 Python-side overhead of ``lion_optim`` for 148 tensors, and per-call times at 4K elements;
@@ -165,10 +169,16 @@ def make(impl: str, params: List[torch.Tensor], dtype: torch.dtype, threads: int
 
         return DeepSpeedCPULion(params, lr=LR, betas=BETAS, weight_decay=WD,
                                 fp32_optimizer_states=dtype == torch.float32)
+    if impl == "lion_optim_q8":
+        return Lion(params, lr=LR, betas=BETAS, weight_decay=WD, num_threads=threads, momentum_dtype="q8")
+    if impl == "bnb_lion8bit":
+        import bitsandbytes as bnb
+
+        return bnb.optim.Lion8bit(params, lr=LR, betas=BETAS, weight_decay=WD)
     raise ValueError(impl)
 
 
-IMPLS = ["lion_optim", "reference", "foreach", "compiled", "adamw_fused", "deepspeed"]
+IMPLS = ["lion_optim", "reference", "foreach", "compiled", "adamw_fused", "deepspeed", "lion_optim_q8", "bnb_lion8bit"]
 LABELS = {
     "lion_optim": "lion_optim.torch.Lion",
     "reference": "reference class",
@@ -176,6 +186,8 @@ LABELS = {
     "compiled": "torch.compile Lion",
     "adamw_fused": "AdamW(fused=True)",
     "deepspeed": "DeepSpeedCPULion",
+    "lion_optim_q8": "lion_optim.torch.Lion, 8-bit momentum",
+    "bnb_lion8bit": "bitsandbytes Lion8bit",
 }
 
 
@@ -208,7 +220,7 @@ def timed_steps(opt, warmup: int, reps: int, core: bool = False) -> Tuple[List[i
 def reps_for(impl: str, numel: int, quick: bool) -> Tuple[int, int]:
     if quick:
         return 1, 2
-    slow = impl in ("reference", "foreach")
+    slow = impl in ("reference", "foreach", "bnb_lion8bit")
     if numel > 50_000_000:
         return (1, 3) if slow else (2, 7)
     return (1, 5) if slow else (3, 15)
@@ -304,8 +316,11 @@ def ratios(results) -> List[Tuple[str, Optional[float], float]]:
         ("AdamW(fused=True) / lion_optim, 16M f32", "16M", "float32", "adamw_fused", 1.4),
         ("reference class / lion_optim, 16M f32", "16M", "float32", "reference", 10.0),
         ("reference class / lion_optim, GPT-2 f32", "gpt2", "float32", "reference", 10.0),
+        ("bitsandbytes Lion8bit / lion_optim q8, 1M f32", "1M", "float32", "bnb_lion8bit", 20.0),
+        ("bitsandbytes Lion8bit / lion_optim q8, 16M f32", "16M", "float32", "bnb_lion8bit", 20.0),
     ]:
-        a, b = get(case, dtype, other), get(case, dtype, "lion_optim")
+        ours = "lion_optim_q8" if other == "bnb_lion8bit" else "lion_optim"
+        a, b = get(case, dtype, other), get(case, dtype, ours)
         out.append((what, a / b if a and b else None, target))
     return out
 
@@ -330,6 +345,7 @@ def main(argv=None) -> int:
         f"({info['simd_path']}), load {info['load_before']}")
     cases = {
         "16M": [(N16M,)] if not args.quick else [(1 << 20,)],
+        "1M": [(1 << 20,)] if not args.quick else [(1 << 16,)],
         "gpt2": gpt2_shapes() if not args.quick else [(s[0] // 16,) + s[1:] for s in gpt2_shapes()],
     }
     results: List[Dict[str, Any]] = []

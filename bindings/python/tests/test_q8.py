@@ -206,7 +206,10 @@ def test_state_dict_keys():
     ps, opt = make()
     run(ps, opt, [1])
     sd = opt.state_dict()
-    assert set(sd["state"][0]) == {"step", "exp_avg_codes", "exp_avg_absmax"}
+    assert set(sd["state"][0]) == {"step", "exp_avg_codes", "exp_avg_absmax", "exp_avg_qmap"}
+    # The code map: Q8_MAP, one tensor for every state of the dict.
+    assert torch.equal(sd["state"][0]["exp_avg_qmap"], torch.tensor(lion_optim.Q8_MAP, dtype=torch.float32))
+    assert sd["state"][1]["exp_avg_qmap"] is sd["state"][0]["exp_avg_qmap"]
     assert sd["state"][1]["exp_avg_codes"].shape == (17, 300)
     assert sd["state"][1]["exp_avg_absmax"].shape == (20,)
     assert sd["state"][2]["exp_avg_absmax"].shape == (1,)
@@ -233,6 +236,8 @@ BAD = [
     ("exp_avg_codes", lambda sd: sd["state"][1].__setitem__("exp_avg_codes", torch.zeros(17, 299, dtype=torch.uint8)), ValueError, "exp_avg_codes has"),
     ("exp_avg_codes", lambda sd: sd["state"][1].__setitem__("exp_avg_codes", torch.zeros(17, 300, dtype=torch.int8)), TypeError, "dtype"),
     ("missing", lambda sd: sd["state"][2].pop("exp_avg_absmax"), ValueError, "no exp_avg_absmax"),
+    ("exp_avg_qmap", lambda sd: sd["state"][0].__setitem__("exp_avg_qmap", torch.linspace(-1, 1, 256)), ValueError, "another code map"),
+    ("exp_avg_qmap", lambda sd: sd["state"][0].__setitem__("exp_avg_qmap", torch.zeros(255)), ValueError, "256 values"),
 ]
 
 

@@ -7,9 +7,9 @@ use std::fmt;
 use std::path::Path;
 
 use candle_core::backprop::GradStore;
-use candle_core::{Result, Tensor, Var, bail};
+use candle_core::{DType, Result, Tensor, Var, bail};
 use candle_nn::VarMap;
-use lion_optim::{Dtype, Group, GroupId, Hyperparams, TensorId, TensorSpec};
+use lion_optim::{Dtype, Group, GroupId, Hyperparams, MomentumDtype, TensorId, TensorSpec};
 
 use crate::{Core, ParamsLion, core_dtype, core_error};
 
@@ -88,6 +88,19 @@ fn check_param(label: impl fmt::Display, t: &Tensor) -> Result<Dtype> {
     }
 }
 
+/// A momentum format for messages (`files`: with the file tensors it is stored as, `key` being
+/// the var's name in the file).
+fn momentum_text(m: MomentumDtype, key: &str, files: bool) -> String {
+    match (m, files) {
+        (MomentumDtype::Q8, true) => {
+            format!("8-bit momentum (\"{key}.exp_avg.codes\" and \"{key}.exp_avg.absmax\")")
+        }
+        (MomentumDtype::Q8, false) => "8-bit momentum".to_string(),
+        (float, true) => format!("{float} momentum (\"{key}.exp_avg\")"),
+        (float, false) => format!("{float} momentum"),
+    }
+}
+
 /// A key that is equal for tensors sharing one storage (the address of the storage).
 pub(crate) fn storage_key(t: &Tensor) -> usize {
     let (storage, _) = t.storage_and_layout();
@@ -124,13 +137,7 @@ impl Lion {
         let mut core = Core::new(params.hyperparams()).map_err(|e| {
             candle_core::Error::msg(format!("lion-optim-candle: invalid settings: {e}"))
         })?;
-        let default_momentum = match core_dtype(params.momentum) {
-            Some(d) => d,
-            None => bail!(
-                "lion-optim-candle: momentum dtype {:?}: must be F32, BF16 or F16",
-                params.momentum
-            ),
-        };
+        let default_momentum = params.momentum_format()?;
         core.update_groups(|_, g| g.options = params.options)
             .map_err(|e| {
                 candle_core::Error::msg(format!("lion-optim-candle: invalid options: {e}"))
@@ -149,15 +156,7 @@ impl Lion {
                 hp,
                 options: rule.options.unwrap_or(params.options),
             };
-            let momentum = match rule.momentum.map(core_dtype) {
-                None => default_momentum,
-                Some(Some(d)) => d,
-                Some(None) => bail!(
-                    "lion-optim-candle: group {:?}: momentum dtype {:?}: must be F32, BF16 or F16",
-                    rule.label,
-                    rule.momentum
-                ),
-            };
+            let momentum = rule.momentum_format(&params)?;
             if !(rule.lr_mult.is_finite() && rule.lr_mult >= 0.0) {
                 bail!(
                     "lion-optim-candle: group {:?}: lr_mult {} must be finite and >= 0",
@@ -258,7 +257,9 @@ impl Lion {
     }
 
     /// The momentum of every var, as a safetensors file (the core's format: the momentum of var
-    /// `name` is the 1-D tensor `"{name}.exp_avg"`, unnamed vars by their index; step count and
+    /// `name` is the 1-D tensor `"{name}.exp_avg"`, unnamed vars by their index; 8-bit momentum
+    /// is the two 1-D tensors `"{name}.exp_avg.codes"` (U8, one code per element) and
+    /// `"{name}.exp_avg.absmax"` (F32, one scale per block of 256 elements); step count and
     /// every group's settings as metadata).
     pub fn state_bytes(&self) -> Result<Vec<u8>> {
         self.core
@@ -267,17 +268,90 @@ impl Lion {
     }
 
     /// Restores a state written by [`state_bytes`](Self::state_bytes) or [`save`](Self::save)
-    /// for an optimizer with the same vars (by name) and groups; on any error nothing changes.
-    /// The learning rate becomes the file's.
+    /// for an optimizer with the same vars (by name), groups and momentum formats; on any error
+    /// nothing changes. The learning rate becomes the file's.
+    ///
+    /// A file whose momentum has another format than this optimizer's for a var — 8-bit in the
+    /// file and float here, or the other way round, or another float dtype — is refused with
+    /// an error that names the var and both formats: build the optimizer with the momentum
+    /// settings the state was saved with ([`ParamsLion::momentum`],
+    /// [`ParamsLion::momentum_q8`], [`GroupRule::momentum`](crate::GroupRule::momentum),
+    /// [`GroupRule::momentum_q8`](crate::GroupRule::momentum_q8)).
+    ///
+    /// ```
+    /// use candle_core::{DType, Device, Var};
+    /// use lion_optim_candle::{Lion, ParamsLion};
+    ///
+    /// let w = || Var::zeros(1000, DType::F32, &Device::Cpu);
+    /// let q8 = ParamsLion { momentum_q8: true, ..Default::default() };
+    /// let state = Lion::new_named([("w".to_string(), w()?)], q8.clone())?.state_bytes()?;
+    ///
+    /// let mut f32_momentum = Lion::new_named([("w".to_string(), w()?)], ParamsLion::default())?;
+    /// let e = f32_momentum.load_state_bytes(&state).unwrap_err().to_string();
+    /// assert!(e.contains("var \"w\" has 8-bit momentum (") && e.contains("f32 momentum in this optimizer"));
+    /// Lion::new_named([("w".to_string(), w()?)], q8)?.load_state_bytes(&state)?;
+    /// # Ok::<(), candle_core::Error>(())
+    /// ```
     pub fn load_state_bytes(&mut self, bytes: &[u8]) -> Result<()> {
-        self.core
-            .load_safetensors(bytes)
-            .map_err(|e| core_error(&self.core, "loading the state", &e))?;
+        if let Err(e) = self.core.load_safetensors(bytes) {
+            // A momentum format that does not fit shows in the core's error as a tensor count
+            // (8-bit momentum is two file tensors) or a missing or mis-shaped tensor: name it.
+            let damaged = matches!(
+                e,
+                lion_optim::Error::Checkpoint(lion_optim::CheckpointError::Checksum)
+            );
+            let mismatch = if damaged {
+                None
+            } else {
+                self.momentum_mismatch(bytes)
+            };
+            if let Some(m) = mismatch {
+                bail!(
+                    "lion-optim-candle: loading the state: {m}: build the optimizer with the \
+                     momentum settings the state was saved with (ParamsLion::momentum, \
+                     ParamsLion::momentum_q8, GroupRule::momentum, GroupRule::momentum_q8) \
+                     (lion-optim: {})",
+                    self.core.describe(&e)
+                )
+            }
+            return Err(core_error(&self.core, "loading the state", &e));
+        }
         if let Ok(group) = self.core.group(GroupId::DEFAULT) {
             self.lr = group.hp.lr; // (group 0 always exists)
         }
         self.bad_lr = None;
         Ok(())
+    }
+
+    /// The first var (and how many more) whose momentum in the safetensors file `bytes` has
+    /// another format than this optimizer's: `None` if there is none, or if the file does not
+    /// tell (not safetensors, no momentum for the var, another element type).
+    fn momentum_mismatch(&self, bytes: &[u8]) -> Option<String> {
+        let file = candle_core::safetensors::SliceSafetensors::new(bytes).ok()?;
+        let mut found = self.entries.iter().filter_map(|e| {
+            // The core's file names: the var's name, or its index.
+            let key = e.name.clone().unwrap_or_else(|| e.id.index().to_string());
+            let mine = self.core.momentum(e.id).ok()?.dtype();
+            let theirs = if file.get(&format!("{key}.exp_avg.codes")).is_ok() {
+                MomentumDtype::Q8
+            } else {
+                let view = file.get(&format!("{key}.exp_avg")).ok()?;
+                core_dtype(DType::try_from(view.dtype()).ok()?)?.into()
+            };
+            (theirs != mine).then_some((e, key, mine, theirs))
+        });
+        let (e, key, mine, theirs) = found.next()?;
+        let more = match found.count() {
+            0 => String::new(),
+            1 => " (and 1 more var)".to_string(),
+            n => format!(" (and {n} more vars)"),
+        };
+        Some(format!(
+            "{} has {} in the file, {} in this optimizer{more}",
+            e.label(),
+            momentum_text(theirs, &key, true),
+            momentum_text(mine, &key, false)
+        ))
     }
 
     /// Writes the state (see [`state_bytes`](Self::state_bytes)) to a safetensors file.

@@ -4,8 +4,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use candle_core::DType;
-use lion_optim::{Hyperparams, StepOptions};
+use candle_core::{DType, Result, bail};
+use lion_optim::{Hyperparams, MomentumDtype, StepOptions};
+
+use crate::core_dtype;
 
 /// Whether `name` looks like a bias or a normalization layer's parameter, which usually get no
 /// weight decay: its last `.`-separated segment is `bias` or ends with `_bias`, or any segment
@@ -65,8 +67,15 @@ pub struct GroupRule {
     pub weight_decay: Option<f64>,
     /// The group's `(beta1, beta2)`, if not the optimizer's.
     pub betas: Option<(f64, f64)>,
-    /// The momentum dtype of the group's vars (F32, BF16 or F16), if not the optimizer's.
+    /// The momentum dtype of the group's vars (F32, BF16 or F16), if not the optimizer's. A
+    /// group that sets it gets float momentum of this dtype even if the optimizer keeps 8-bit
+    /// momentum ([`ParamsLion::momentum_q8`]).
     pub momentum: Option<DType>,
+    /// Whether the group's vars keep 8-bit momentum, if not the optimizer's choice
+    /// ([`ParamsLion::momentum_q8`]): `Some(true)`: 8-bit (then [`momentum`](field@Self::momentum)
+    /// must be `None`); `Some(false)`: float momentum of [`momentum`](field@Self::momentum), or else of
+    /// the optimizer's [`ParamsLion::momentum`]. Set by [`momentum_q8()`](method@Self::momentum_q8).
+    pub momentum_q8: Option<bool>,
     /// The group's step options (stochastic rounding, cautious, ...), if not the optimizer's.
     pub options: Option<StepOptions>,
 }
@@ -85,6 +94,7 @@ impl GroupRule {
             weight_decay: None,
             betas: None,
             momentum: None,
+            momentum_q8: None,
             options: None,
         }
     }
@@ -125,10 +135,35 @@ impl GroupRule {
         }
     }
 
-    /// Sets [`momentum`](Self::momentum).
+    /// Sets [`momentum`](field@Self::momentum): float momentum of this dtype for the group's vars,
+    /// whatever the optimizer's (this clears [`momentum_q8`](field@Self::momentum_q8)).
     pub fn momentum(self, dtype: DType) -> Self {
         Self {
             momentum: Some(dtype),
+            momentum_q8: None,
+            ..self
+        }
+    }
+
+    /// 8-bit momentum for the group's vars (sets [`momentum_q8`](field@Self::momentum_q8) to
+    /// `Some(true)` and clears [`momentum`](field@Self::momentum)): see [`ParamsLion::momentum_q8`].
+    ///
+    /// ```
+    /// use candle_core::DType;
+    /// use lion_optim_candle::{GroupRule, ParamsLion};
+    ///
+    /// // f32 momentum, but 8-bit for the embeddings (the largest tensors).
+    /// let params = ParamsLion::default()
+    ///     .with_group(GroupRule::new("embeddings", |name| name.starts_with("wte")).momentum_q8());
+    /// assert_eq!(params.groups[0].momentum_q8, Some(true));
+    /// // The last builder call wins: `momentum(dtype)` makes it float again.
+    /// let rule = GroupRule::new("g", |_| true).momentum_q8().momentum(DType::BF16);
+    /// assert_eq!((rule.momentum, rule.momentum_q8), (Some(DType::BF16), None));
+    /// ```
+    pub fn momentum_q8(self) -> Self {
+        Self {
+            momentum: None,
+            momentum_q8: Some(true),
             ..self
         }
     }
@@ -150,6 +185,7 @@ impl fmt::Debug for GroupRule {
             .field("weight_decay", &self.weight_decay)
             .field("betas", &self.betas)
             .field("momentum", &self.momentum)
+            .field("momentum_q8", &self.momentum_q8)
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
@@ -159,12 +195,12 @@ impl fmt::Debug for GroupRule {
 /// `ParamsAdamW`.
 ///
 /// The default is the reference's: `lr = 1e-4`, `betas = (0.9, 0.99)`, `weight_decay = 0`,
-/// f32 momentum, default step options, no groups.
+/// f32 momentum (not 8-bit), default step options, no groups.
 ///
 /// ```
 /// let p = lion_optim_candle::ParamsLion::default();
 /// assert_eq!((p.lr, p.beta1, p.beta2, p.weight_decay), (1e-4, 0.9, 0.99, 0.0));
-/// assert_eq!(p.momentum, candle_core::DType::F32);
+/// assert_eq!((p.momentum, p.momentum_q8), (candle_core::DType::F32, false));
 /// ```
 #[derive(Clone, Debug)]
 pub struct ParamsLion {
@@ -176,8 +212,31 @@ pub struct ParamsLion {
     pub beta2: f64,
     /// Decoupled weight decay (parameters are multiplied by `1 - lr * weight_decay`).
     pub weight_decay: f64,
-    /// The momentum dtype: F32 (default), BF16 or F16.
+    /// The momentum dtype: F32 (default), BF16 or F16. (With
+    /// [`momentum_q8`](Self::momentum_q8), the dtype of the groups that opt out of 8 bits with
+    /// `GroupRule::momentum_q8 = Some(false)`.)
     pub momentum: DType,
+    /// Keep the momentum in 8 bits (default `false`): bitsandbytes' blockwise format (as its
+    /// `Lion8bit`), one `u8` code per element and one f32 scale (`absmax`) per block of 256
+    /// elements, about 1.016 bytes per parameter instead of 4 (f32) or 2 (bf16). The core steps
+    /// it in the same single pass (decode, Lion step in f32, re-encode per block), bit-identical
+    /// to [`lion_optim::reference::step_q8_with`]; state files hold it as
+    /// `"{name}.exp_avg.codes"` (U8) and `"{name}.exp_avg.absmax"` (F32).
+    ///
+    /// It applies to every var, whatever its size (bitsandbytes' `min_8bit_size` policy is not
+    /// applied): give small vars, e.g. biases and norms, float momentum with a group
+    /// ([`GroupRule::momentum`]); a group can also choose 8 bits alone
+    /// ([`GroupRule::momentum_q8`]).
+    ///
+    /// ```
+    /// use candle_core::DType;
+    /// use lion_optim_candle::{GroupRule, ParamsLion};
+    ///
+    /// let params = ParamsLion { lr: 3e-4, weight_decay: 0.1, momentum_q8: true, ..Default::default() }
+    ///     .with_group(GroupRule::biases_and_norms().momentum(DType::F32)); // no decay, f32 momentum
+    /// # assert!(params.momentum_q8 && params.groups[0].momentum == Some(DType::F32));
+    /// ```
+    pub momentum_q8: bool,
     /// Step options of the default group (see [`lion_optim::StepOptions`]).
     pub options: StepOptions,
     /// Parameter groups by var name (first match wins; they need names: see
@@ -194,6 +253,7 @@ impl Default for ParamsLion {
             beta2: hp.beta2,
             weight_decay: hp.weight_decay,
             momentum: DType::F32,
+            momentum_q8: false,
             options: StepOptions::default(),
             groups: Vec::new(),
         }
@@ -219,6 +279,57 @@ impl ParamsLion {
             beta1: self.beta1,
             beta2: self.beta2,
             weight_decay: self.weight_decay,
+        }
+    }
+
+    /// The float momentum dtype ([`momentum`](Self::momentum)), checked.
+    pub(crate) fn float_momentum(&self) -> Result<MomentumDtype> {
+        match core_dtype(self.momentum) {
+            Some(d) => Ok(d.into()),
+            None => bail!(
+                "lion-optim-candle: momentum dtype {:?}: must be F32, BF16 or F16 (for 8-bit \
+                 momentum set momentum_q8)",
+                self.momentum
+            ),
+        }
+    }
+
+    /// The momentum format of the vars no group rule matches.
+    pub(crate) fn momentum_format(&self) -> Result<MomentumDtype> {
+        let float = self.float_momentum()?;
+        Ok(if self.momentum_q8 {
+            MomentumDtype::Q8
+        } else {
+            float
+        })
+    }
+}
+
+impl GroupRule {
+    /// The momentum format of the group's vars (`params`: the optimizer's settings).
+    pub(crate) fn momentum_format(&self, params: &ParamsLion) -> Result<MomentumDtype> {
+        let float = match self.momentum {
+            None => None,
+            Some(dtype) => match core_dtype(dtype) {
+                Some(d) => Some(MomentumDtype::from(d)),
+                None => bail!(
+                    "lion-optim-candle: group {:?}: momentum dtype {dtype:?}: must be F32, BF16 \
+                     or F16 (for 8-bit momentum use GroupRule::momentum_q8)",
+                    self.label
+                ),
+            },
+        };
+        match (self.momentum_q8, float) {
+            (Some(true), Some(float)) => bail!(
+                "lion-optim-candle: group {:?}: both a float momentum ({float}) and 8-bit \
+                 momentum (momentum_q8) are set: choose one (the builders GroupRule::momentum \
+                 and GroupRule::momentum_q8 each clear the other)",
+                self.label
+            ),
+            (Some(true), None) => Ok(MomentumDtype::Q8),
+            (_, Some(float)) => Ok(float),
+            (Some(false), None) => params.float_momentum(),
+            (None, None) => params.momentum_format(),
         }
     }
 }

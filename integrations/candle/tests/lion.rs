@@ -1,10 +1,14 @@
 //! `lion_optim_candle::Lion` against `lion_optim::reference`, bit for bit; groups; state files;
-//! bad input (nothing written); in place; many vars.
+//! bad input (nothing written); in place; many vars; 8-bit momentum (against the reference and
+//! the core `Lion`, beside f32 groups, state files, checkpoints that do not fit).
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Storage, Tensor, Var, WithDType};
 use candle_nn::{Init, Optimizer, VarMap};
-use lion_optim::{Element, Hyperparams, StepOptions, bf16, f16, reference};
+use lion_optim::{
+    Element, Hyperparams, MomentumDtype, Q8_BLOCK, Q8Mut, Rounding, StepOptions, TensorSpec, bf16,
+    f16, reference,
+};
 use lion_optim_candle::{GroupRule, Lion, ParamsLion};
 use support::Rng;
 
@@ -645,5 +649,546 @@ fn a_non_finite_gradient_skips_the_step_when_asked() -> R {
     opt.step(&grads)?;
     assert_eq!(values::<f32>(&a)?, [0.5; 4]);
     assert_eq!(values::<f32>(&b.to_dtype(DType::F32)?)?, [0.5; 3]);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8-bit momentum (`ParamsLion::momentum_q8`, `GroupRule::momentum_q8`)
+
+/// The 8-bit momentum of a var: its codes and the bits of its scales.
+fn q8_state(opt: &Lion, name: &str) -> (Vec<u8>, Vec<u64>) {
+    let id = opt.core().tensor_id(name).expect("named var");
+    match opt.core().momentum(id).expect("momentum") {
+        lion_optim::MomentumRef::Q8(q) => (q.codes().to_vec(), bits(q.absmax())),
+        other => panic!("{name}: {} momentum, not 8-bit", other.dtype()),
+    }
+}
+
+fn momentum_format(opt: &Lion, name: &str) -> MomentumDtype {
+    let id = opt.core().tensor_id(name).expect("named var");
+    opt.core().momentum(id).expect("momentum").dtype()
+}
+
+/// A zero 8-bit momentum of `n` elements (as the core starts it): codes and scales.
+fn q8_zeros(n: usize) -> (Vec<u8>, Vec<f32>) {
+    (vec![127; n], vec![0.0; n.div_ceil(Q8_BLOCK)])
+}
+
+/// Vars of dtype `P` with gradients of dtype `G` and 8-bit momentum (also in the group of
+/// biases and norms, which inherits it), stepped by the candle optimizer and by
+/// `reference::step_q8_with`, compared bit for bit (parameters, codes, scales) after every
+/// step. The sizes cover whole, partial and several blocks of 256.
+fn check_q8_against_reference<P, G>(p_dtype: DType, g_dtype: DType) -> R
+where
+    P: Element + WithDType,
+    G: Element + WithDType,
+{
+    let dev = Device::Cpu;
+    let mut rng =
+        Rng(0x51_7cc1 ^ p_dtype.size_in_bytes() as u64 ^ (g_dtype.size_in_bytes() as u64) << 8);
+    let shapes: [&[usize]; 5] = [&[33, 17], &[256], &[5], &[2, 300], &[1]];
+    let names = ["fc.weight", "fc.bias", "ln_f.weight", "wte.weight", "scale"];
+    let mut named = Vec::new();
+    let mut reference_params: Vec<Vec<P>> = Vec::new();
+    for (shape, name) in shapes.iter().zip(names) {
+        let init: Vec<P> = random(&mut rng, shape.iter().product());
+        named.push((name.to_string(), Var::from_slice(&init, *shape, &dev)?));
+        reference_params.push(init);
+    }
+    let params = ParamsLion {
+        lr: 0.03,
+        weight_decay: 0.7,
+        momentum_q8: true,
+        ..Default::default()
+    }
+    .no_decay_for_biases_and_norms();
+    let mut opt = Lion::new_named(named.clone(), params)?;
+    for (name, _) in &named {
+        assert_eq!(momentum_format(&opt, name), MomentumDtype::Q8, "{name}");
+    }
+    let hp = |name: &str| Hyperparams {
+        lr: 0.03,
+        weight_decay: if lion_optim_candle::is_bias_or_norm(name) {
+            0.0
+        } else {
+            0.7
+        },
+        ..Hyperparams::default()
+    };
+    let mut reference_m: Vec<(Vec<u8>, Vec<f32>)> =
+        reference_params.iter().map(|p| q8_zeros(p.len())).collect();
+    for step in 0..6 {
+        let mut grads = GradStore::default();
+        for (i, (name, var)) in named.iter().enumerate() {
+            let g: Vec<G> = random(&mut rng, var.elem_count());
+            grads.insert(var.as_tensor(), Tensor::from_slice(&g, var.shape(), &dev)?);
+            let (codes, absmax) = &mut reference_m[i];
+            let m = Q8Mut::new(codes, absmax).expect("valid 8-bit momentum");
+            reference::step_q8_with(
+                &mut reference_params[i],
+                &g,
+                m,
+                &hp(name),
+                &StepOptions::default(),
+            )
+            .expect("valid reference step");
+        }
+        opt.step(&grads)?;
+        for (i, (name, var)) in named.iter().enumerate() {
+            assert_eq!(
+                bits(&values::<P>(var)?),
+                bits(&reference_params[i]),
+                "{name} after step {step}"
+            );
+            let (codes, absmax) = q8_state(&opt, name);
+            assert_eq!(codes, reference_m[i].0, "{name} codes after step {step}");
+            assert_eq!(
+                absmax,
+                bits(&reference_m[i].1),
+                "{name} scales after step {step}"
+            );
+        }
+    }
+    assert_eq!(opt.core().steps(), 6);
+    Ok(())
+}
+
+#[test]
+fn q8_momentum_is_bit_identical_to_the_reference() -> R {
+    check_q8_against_reference::<f32, f32>(DType::F32, DType::F32)?;
+    check_q8_against_reference::<bf16, bf16>(DType::BF16, DType::BF16)?;
+    check_q8_against_reference::<f16, f16>(DType::F16, DType::F16)?;
+    check_q8_against_reference::<bf16, f32>(DType::BF16, DType::F32)
+}
+
+/// Training through a VarMap model with 8-bit momentum and stochastic rounding (bf16 vars), the
+/// biases in a group with f32 momentum: every step gives exactly the bytes of the core `Lion`
+/// stepping the same gradients, parameters and state file alike.
+#[test]
+fn q8_training_is_bit_identical_to_the_core_lion() -> R {
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    let init = Init::Randn {
+        mean: 0.0,
+        stdev: 0.5,
+    };
+    let w1 = varmap.get((48, 12), "fc1.weight", init, DType::BF16, &dev)?;
+    let b1 = varmap.get(48, "fc1.bias", Init::Const(0.0), DType::BF16, &dev)?;
+    let w2 = varmap.get((3, 48), "fc2.weight", init, DType::BF16, &dev)?;
+    let options = StepOptions {
+        rounding: Rounding::Stochastic { seed: 0x5eed },
+        ..StepOptions::default()
+    };
+    let params = ParamsLion {
+        lr: 1e-2,
+        weight_decay: 0.1,
+        momentum_q8: true,
+        options,
+        ..Default::default()
+    }
+    .with_group(GroupRule::biases_and_norms().momentum(DType::F32));
+    let mut opt = Lion::from_varmap(&varmap, params)?;
+
+    // The same optimizer, built on the core directly (vars sorted by name, as from_varmap).
+    let hp = Hyperparams {
+        lr: 1e-2,
+        weight_decay: 0.1,
+        ..Hyperparams::default()
+    };
+    let mut core = lion_optim_candle::Core::new(hp).expect("valid settings");
+    core.update_groups(|_, g| g.options = options)
+        .expect("valid options");
+    let biases = core
+        .add_group(lion_optim::Group {
+            hp: Hyperparams {
+                weight_decay: 0.0,
+                ..hp
+            },
+            options,
+        })
+        .expect("valid group");
+    let vars = [("fc1.bias", &b1), ("fc1.weight", &w1), ("fc2.weight", &w2)];
+    let mut ids = Vec::new();
+    let mut core_params: Vec<Vec<bf16>> = Vec::new();
+    for (name, var) in vars {
+        let spec = TensorSpec::new(var.elem_count())
+            .name(name)
+            .params(lion_optim::Dtype::Bf16);
+        let spec = if name.ends_with("bias") {
+            spec.group(biases).momentum(lion_optim::Dtype::F32)
+        } else {
+            spec.momentum(MomentumDtype::Q8)
+        };
+        ids.push(core.add(spec).expect("valid tensor"));
+        core_params.push(values::<bf16>(var)?);
+    }
+    assert_eq!(momentum_format(&opt, "fc1.weight"), MomentumDtype::Q8);
+    assert_eq!(momentum_format(&opt, "fc1.bias"), MomentumDtype::F32);
+
+    let mut rng = Rng(11);
+    for step in 0..5 {
+        let x = Tensor::from_slice(&random::<f32>(&mut rng, 8 * 12), (8, 12), &dev)?
+            .to_dtype(DType::BF16)?;
+        let h = x.matmul(&w1.t()?)?.broadcast_add(&b1)?.tanh()?;
+        let loss = h
+            .matmul(&w2.t()?)?
+            .to_dtype(DType::F32)?
+            .sqr()?
+            .mean_all()?;
+        let grads = loss.backward()?;
+        let g: Vec<Vec<bf16>> = vars
+            .iter()
+            .map(|(_, v)| values::<bf16>(grads.get(v).expect("a gradient")))
+            .collect::<R<_>>()?;
+        let mut tensors: Vec<lion_optim::Tensor<'_>> = core_params
+            .iter_mut()
+            .zip(&g)
+            .zip(&ids)
+            .map(|((p, g), &id)| lion_optim::Tensor::new(p, g).of(id))
+            .collect();
+        core.step(&mut tensors).expect("valid core step");
+        opt.step(&grads)?;
+        for ((name, var), p) in vars.iter().zip(&core_params) {
+            assert_eq!(
+                bits(&values::<bf16>(var)?),
+                bits(p),
+                "{name} after step {step}"
+            );
+        }
+        assert_eq!(
+            opt.state_bytes()?,
+            core.save_safetensors().expect("a state file"),
+            "after step {step}"
+        );
+    }
+    Ok(())
+}
+
+/// A group with 8-bit momentum beside the default group's f32 momentum (and the other way
+/// round); the settings of the momentum formats that do not fit are refused.
+#[test]
+fn a_q8_group_beside_an_f32_group() -> R {
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    let sizes = [("wte.weight", 1000), ("fc.weight", 300), ("fc.bias", 7)];
+    for (name, n) in sizes {
+        varmap.get(
+            n,
+            name,
+            Init::Randn {
+                mean: 0.0,
+                stdev: 1.0,
+            },
+            DType::F32,
+            &dev,
+        )?;
+    }
+    let var = |name: &str| varmap.data().lock().unwrap()[name].clone();
+    let params = ParamsLion {
+        lr: 0.02,
+        weight_decay: 0.3,
+        ..Default::default()
+    }
+    .with_group(
+        GroupRule::new("embeddings", |n| n.starts_with("wte"))
+            .lr_mult(0.5)
+            .momentum_q8(),
+    );
+    let mut opt = Lion::from_varmap(&varmap, params)?;
+    assert_eq!(momentum_format(&opt, "wte.weight"), MomentumDtype::Q8);
+    assert_eq!(momentum_format(&opt, "fc.weight"), MomentumDtype::F32);
+    assert_eq!(momentum_format(&opt, "fc.bias"), MomentumDtype::F32);
+    let hp = Hyperparams {
+        lr: 0.02,
+        weight_decay: 0.3,
+        ..Hyperparams::default()
+    };
+    let hp_emb = Hyperparams { lr: 0.01, ..hp };
+    let mut reference_p: Vec<Vec<f32>> = sizes
+        .iter()
+        .map(|(n, _)| values::<f32>(&var(n)))
+        .collect::<R<_>>()?;
+    let (mut codes, mut absmax) = q8_zeros(1000);
+    let mut m_f32: Vec<Vec<f32>> = sizes.iter().map(|&(_, n)| vec![0.0; n]).collect();
+    let mut rng = Rng(5);
+    for step in 0..4 {
+        let mut grads = GradStore::default();
+        for (i, &(name, n)) in sizes.iter().enumerate() {
+            let g: Vec<f32> = random(&mut rng, n);
+            grads.insert(var(name).as_tensor(), Tensor::from_slice(&g, n, &dev)?);
+            if i == 0 {
+                let m = Q8Mut::new(&mut codes, &mut absmax).expect("valid 8-bit momentum");
+                reference::step_q8_with(
+                    &mut reference_p[i],
+                    &g,
+                    m,
+                    &hp_emb,
+                    &StepOptions::default(),
+                )
+                .expect("valid reference step");
+            } else {
+                reference::step(&mut reference_p[i], &g, &mut m_f32[i], &hp)
+                    .expect("valid reference step");
+            }
+        }
+        opt.step(&grads)?;
+        for (i, &(name, _)) in sizes.iter().enumerate() {
+            assert_eq!(
+                bits(&values::<f32>(&var(name))?),
+                bits(&reference_p[i]),
+                "{name} after step {step}"
+            );
+        }
+        assert_eq!(
+            q8_state(&opt, "wte.weight"),
+            (codes.clone(), bits(&absmax)),
+            "after step {step}"
+        );
+        assert_eq!(momentum_bits(&opt, "fc.weight"), bits(&m_f32[1]));
+        assert_eq!(momentum_bits(&opt, "fc.bias"), bits(&m_f32[2]));
+    }
+
+    // The other way round: 8-bit by default, f32 for the biases; a group that opts out of 8 bits
+    // without a dtype gets the optimizer's float `momentum`.
+    let mut fc = GroupRule::new("fc", |n| n.starts_with("fc"));
+    fc.momentum_q8 = Some(false);
+    let params = ParamsLion {
+        momentum: DType::BF16,
+        momentum_q8: true,
+        ..Default::default()
+    }
+    .with_group(GroupRule::biases_and_norms().momentum(DType::F32))
+    .with_group(fc);
+    let opt = Lion::from_varmap(&varmap, params)?;
+    assert_eq!(momentum_format(&opt, "wte.weight"), MomentumDtype::Q8);
+    assert_eq!(momentum_format(&opt, "fc.bias"), MomentumDtype::F32);
+    assert_eq!(momentum_format(&opt, "fc.weight"), MomentumDtype::Bf16);
+
+    // Settings that do not fit: both formats in one group, a float dtype that is not one.
+    let mut both = GroupRule::new("both", |_| true).momentum_q8();
+    both.momentum = Some(DType::BF16); // (the builder `momentum` would clear momentum_q8)
+    let e = Lion::from_varmap(&varmap, ParamsLion::default().with_group(both))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("group \"both\": both a float momentum (bf16) and 8-bit momentum"),
+        "{e}"
+    );
+    let e = Lion::from_varmap(
+        &varmap,
+        ParamsLion {
+            momentum: DType::U8,
+            momentum_q8: true,
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("momentum dtype U8: must be F32, BF16 or F16"),
+        "{e}"
+    );
+    let bad = GroupRule::new("bad", |_| true).momentum(DType::F64);
+    let e = Lion::from_varmap(&varmap, ParamsLion::default().with_group(bad))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("group \"bad\": momentum dtype F64") && e.contains("momentum_q8"),
+        "{e}"
+    );
+    Ok(())
+}
+
+/// Three vars: "w" (600 elements: two blocks and a partial one) and "u" (300) with 8-bit
+/// momentum, "bias" (bf16) in a group with f32 momentum.
+fn q8_model(dev: &Device) -> R<(VarMap, [Tensor; 3])> {
+    let varmap = VarMap::new();
+    let w = varmap.get((20, 30), "w", Init::Const(0.25), DType::F32, dev)?;
+    let u = varmap.get(300, "u", Init::Const(-0.5), DType::F32, dev)?;
+    let b = varmap.get(30, "bias", Init::Const(0.0), DType::BF16, dev)?;
+    Ok((varmap, [w, u, b]))
+}
+
+fn q8_params() -> ParamsLion {
+    ParamsLion {
+        lr: 1e-2,
+        weight_decay: 0.1,
+        momentum_q8: true,
+        ..Default::default()
+    }
+    .with_group(GroupRule::biases_and_norms().momentum(DType::F32))
+}
+
+fn q8_loss(vars: &[Tensor; 3], rng: &mut Rng, dev: &Device) -> R<Tensor> {
+    let [w, u, b] = vars;
+    let t = Tensor::from_slice(&random::<f32>(rng, 600), (20, 30), dev)?;
+    let s = Tensor::from_slice(&random::<f32>(rng, 300), 300, dev)?;
+    let l = ((w - t)?.sqr()?.sum_all()? + (u * s)?.sum_all()?)?;
+    l + b.to_dtype(DType::F32)?.sqr()?.sum_all()?
+}
+
+#[test]
+fn q8_state_round_trip_through_a_safetensors_file() -> R {
+    let dev = Device::Cpu;
+    // Run A: six steps in one go.
+    let (va, a) = q8_model(&dev)?;
+    let mut oa = Lion::from_varmap(&va, q8_params())?;
+    let mut rng = Rng(9);
+    for _ in 0..6 {
+        oa.backward_step(&q8_loss(&a, &mut rng, &dev)?)?;
+    }
+    // Run B: three steps, save model and optimizer, restore both into new objects, three more.
+    let dir =
+        std::env::temp_dir().join(format!("lion-optim-candle-q8-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (vb, b) = q8_model(&dev)?;
+    let mut ob = Lion::from_varmap(&vb, q8_params())?;
+    let mut rng = Rng(9);
+    for _ in 0..3 {
+        ob.backward_step(&q8_loss(&b, &mut rng, &dev)?)?;
+    }
+    vb.save(dir.join("model.safetensors"))?;
+    ob.save(dir.join("optimizer.safetensors"))?;
+    let saved_w = q8_state(&ob, "w");
+    drop((ob, vb, b));
+    let (mut vc, c) = q8_model(&dev)?;
+    vc.load(dir.join("model.safetensors"))?;
+    let mut oc = Lion::from_varmap(&vc, q8_params())?;
+    oc.load(dir.join("optimizer.safetensors"))?;
+    assert_eq!(oc.core().steps(), 3);
+    assert_eq!(q8_state(&oc, "w"), saved_w);
+    // An ordinary safetensors file: the codes (U8) and scales (F32) of each 8-bit momentum.
+    let file = candle_core::safetensors::load(dir.join("optimizer.safetensors"), &dev)?;
+    let mut keys: Vec<_> = file.keys().cloned().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "bias.exp_avg",
+            "u.exp_avg.absmax",
+            "u.exp_avg.codes",
+            "w.exp_avg.absmax",
+            "w.exp_avg.codes"
+        ]
+    );
+    assert_eq!(file["w.exp_avg.codes"].dtype(), DType::U8);
+    assert_eq!(file["w.exp_avg.absmax"].dims(), [3]);
+    assert_eq!(file["u.exp_avg.absmax"].dims(), [2]);
+    assert_eq!(file["bias.exp_avg"].dtype(), DType::F32);
+    assert_eq!(values::<u8>(&file["w.exp_avg.codes"])?, saved_w.0);
+    assert_eq!(bits(&values::<f32>(&file["w.exp_avg.absmax"])?), saved_w.1);
+    for _ in 0..3 {
+        oc.backward_step(&q8_loss(&c, &mut rng, &dev)?)?;
+    }
+    for (x, y) in a.iter().zip(&c) {
+        assert_eq!(
+            bits(&values::<f32>(&x.to_dtype(DType::F32)?)?),
+            bits(&values::<f32>(&y.to_dtype(DType::F32)?)?)
+        );
+    }
+    assert_eq!(bits(&values::<bf16>(&c[2])?), bits(&values::<bf16>(&a[2])?));
+    assert_eq!(oc.state_bytes()?, oa.state_bytes()?);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// A state with 8-bit momentum loads only into an optimizer that keeps 8-bit momentum for the
+/// same vars: elsewhere the error names the var and both formats, and nothing changes.
+#[test]
+fn a_q8_checkpoint_is_refused_where_it_does_not_fit() -> R {
+    let dev = Device::Cpu;
+    let (va, a) = q8_model(&dev)?;
+    let mut oa = Lion::from_varmap(&va, q8_params())?;
+    let mut rng = Rng(3);
+    oa.backward_step(&q8_loss(&a, &mut rng, &dev)?)?;
+    let q8_file = oa.state_bytes()?;
+
+    // Loads `file` into a fresh optimizer with `params`: the error, after checking that nothing
+    // changed.
+    let refuse = |params: ParamsLion, file: &[u8]| -> R<String> {
+        let (vars, _) = q8_model(&dev)?;
+        let mut opt = Lion::from_varmap(&vars, params)?;
+        let before = opt.state_bytes()?;
+        let e = opt.load_state_bytes(file).unwrap_err().to_string();
+        assert_eq!(opt.state_bytes()?, before, "{e}");
+        assert_eq!(opt.core().steps(), 0);
+        Ok(e)
+    };
+    let advice = "build the optimizer with the momentum settings the state was saved with";
+
+    // f32 momentum everywhere (the default): "w" and "u" do not fit.
+    let f32_params = || {
+        ParamsLion {
+            lr: 1e-2,
+            weight_decay: 0.1,
+            ..Default::default()
+        }
+        .no_decay_for_biases_and_norms()
+    };
+    let e = refuse(f32_params(), &q8_file)?;
+    assert!(
+        e.contains(
+            "var \"u\" has 8-bit momentum (\"u.exp_avg.codes\" and \"u.exp_avg.absmax\") in \
+             the file, f32 momentum in this optimizer (and 1 more var): "
+        ) && e.contains(advice)
+            && e.contains("momentum_q8"),
+        "{e}"
+    );
+    // 8-bit momentum for "bias" too: "bias" does not fit.
+    let e = refuse(
+        ParamsLion {
+            momentum_q8: true,
+            ..f32_params()
+        },
+        &q8_file,
+    )?;
+    assert!(
+        e.contains(
+            "var \"bias\" has f32 momentum (\"bias.exp_avg\") in the file, 8-bit momentum in \
+             this optimizer: "
+        ),
+        "{e}"
+    );
+    // bf16 momentum where the file has 8 bits.
+    let bf16_params = ParamsLion {
+        momentum: DType::BF16,
+        momentum_q8: false,
+        ..q8_params()
+    };
+    let e = refuse(bf16_params, &q8_file)?;
+    assert!(
+        e.contains("var \"u\" has 8-bit momentum (")
+            && e.contains("in the file, bf16 momentum in this optimizer (and 1 more var)"),
+        "{e}"
+    );
+    // The other way round: a state with f32 momentum into the 8-bit optimizer.
+    let (vf, f) = q8_model(&dev)?;
+    let mut of = Lion::from_varmap(&vf, f32_params())?;
+    of.backward_step(&q8_loss(&f, &mut rng, &dev)?)?;
+    let e = refuse(q8_params(), &of.state_bytes()?)?;
+    assert!(
+        e.contains(
+            "var \"u\" has f32 momentum (\"u.exp_avg\") in the file, 8-bit momentum in this \
+             optimizer (and 1 more var)"
+        ),
+        "{e}"
+    );
+    // Same formats, another size: the core's own error.
+    let other = VarMap::new();
+    other.get((20, 31), "w", Init::Const(0.0), DType::F32, &dev)?;
+    other.get(300, "u", Init::Const(0.0), DType::F32, &dev)?;
+    other.get(30, "bias", Init::Const(0.0), DType::BF16, &dev)?;
+    let mut od = Lion::from_varmap(&other, q8_params())?;
+    let e = od.load_state_bytes(&q8_file).unwrap_err().to_string();
+    assert!(
+        e.contains("loading the state") && !e.contains(advice),
+        "{e}"
+    );
+    assert_eq!(od.core().steps(), 0);
+    // And the optimizer built as the state was saved loads it.
+    let (vg, _) = q8_model(&dev)?;
+    let mut og = Lion::from_varmap(&vg, q8_params())?;
+    og.load_state_bytes(&q8_file)?;
+    assert_eq!(og.state_bytes()?, q8_file);
     Ok(())
 }

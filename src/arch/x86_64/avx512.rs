@@ -8,6 +8,9 @@
 use core::arch::x86_64::*;
 
 use crate::arch::Op;
+use crate::dtype::q8::{
+    MAP_HI, MAP_LO, NEAREST_HI, NEAREST_LO, Q8_BLOCK, SEARCH_LAST, SEARCH_LEVELS,
+};
 use crate::simd::{QUIET_BIT, Simd};
 
 /// Proof that AVX-512 F and BW are available (see the parent module's invariant).
@@ -70,6 +73,59 @@ const GATHER: [i16; 32] = {
     }
     w
 };
+
+/// Word indices for `vpermt2w` over `(a, b)`: word `2i` takes word `first + i` of `a`, word
+/// `2i + 1` word `first + i` of `b` (`i < 16`): 16 pairs of words joined into 32-bit lanes.
+const fn interleave(first: usize) -> [i16; 32] {
+    let mut w = [0i16; 32];
+    let mut i = 0;
+    while i < 16 {
+        w[2 * i] = (first + i) as i16;
+        w[2 * i + 1] = (32 + first + i) as i16;
+        i += 1;
+    }
+    w
+}
+/// Word indices for `vpermt2w` over the 64 words of two vectors of 32-bit lanes: word `i` takes
+/// word `2i + odd`, the low (`odd = 0`) or high (`odd = 1`) half of lane `i`.
+const fn halves(odd: usize) -> [i16; 32] {
+    let mut w = [0i16; 32];
+    let mut i = 0;
+    while i < 32 {
+        w[i] = (2 * i + odd) as i16;
+        i += 1;
+    }
+    w
+}
+const JOIN_FIRST: [i16; 32] = interleave(0);
+const JOIN_SECOND: [i16; 32] = interleave(16);
+const LOW_HALVES: [i16; 32] = halves(0);
+const HIGH_HALVES: [i16; 32] = halves(1);
+
+/// The 8-bit momentum's table lookups, by permuting 16-bit words held in registers (32 lanes
+/// per instruction, a `vpermt2w` reads 64 entries) instead of gathering 32-bit values (16 lanes
+/// per instruction, each a memory access).
+impl Avx512 {
+    /// `table[..len]` as `len / 32` vectors of 32 words.
+    #[inline(always)]
+    fn words<const V: usize>(self, table: &[u16]) -> [__m512i; V] {
+        let rows = table.as_chunks::<32>().0;
+        // SAFETY: AVX-512 is available (the token); each load reads one whole `[u16; 32]` (64
+        // bytes) of `table`, and `rows[i]` is in bounds (panics otherwise; callers pass tables
+        // of exactly `32 * V` words, so it never does).
+        core::array::from_fn(|i| unsafe { _mm512_loadu_si512(rows[i].as_ptr().cast()) })
+    }
+    /// `t[idx]` for 32 word indices below 128 (bit 6 in `k6`): two 64-entry permutations.
+    #[inline(always)]
+    fn lookup128(self, t: &[__m512i; 4], idx: __m512i, k6: __mmask32) -> __m512i {
+        // SAFETY: AVX-512 F and BW are available (the token); register operations only.
+        unsafe {
+            let low = _mm512_permutex2var_epi16(t[0], idx, t[1]);
+            let high = _mm512_permutex2var_epi16(t[2], idx, t[3]);
+            _mm512_mask_blend_epi16(k6, low, high)
+        }
+    }
+}
 
 // Every method below: SAFETY: `self` is an `Avx512` token, which exists only when AVX-512 F and
 // BW are available (module invariant); loads and stores go through references to arrays of
@@ -243,6 +299,128 @@ impl Simd<16> for Avx512 {
         unsafe {
             let i = _mm512_min_epu32(index, _mm512_set1_epi32((L - 1) as i32));
             _mm512_i32gather_epi32::<4>(i, table.as_ptr().cast())
+        }
+    }
+    const Q8_BLOCKWISE: bool = true;
+    /// 32 codes at a time: the high and the low halves of their values looked up in two word
+    /// tables (four `vpermt2w` each), joined into 32-bit lanes by two more.
+    #[inline(always)]
+    fn q8_decode(self, codes: &[u8; Q8_BLOCK], out: &mut [f32; Q8_BLOCK]) {
+        // The map is odd around code 127 (`MAP[254 - i] == -MAP[i]`; code 255 is 1.0): the
+        // values of codes 127..=254 (128 entries: two 64-entry permutations per half) and a sign.
+        let hi: [__m512i; 4] = self.words(&MAP_HI[127..255]);
+        let lo: [__m512i; 4] = self.words(&MAP_LO[127..255]);
+        for (c, o) in codes
+            .as_chunks::<32>()
+            .0
+            .iter()
+            .zip(out.as_chunks_mut::<32>().0)
+        {
+            // SAFETY: see the impl comment (AVX-512 F and BW available; `c` is 32 readable
+            // bytes, `o` 128 writable ones, written as its two halves of 64).
+            unsafe {
+                let code = _mm512_cvtepu8_epi16(_mm256_loadu_si256(c.as_ptr().cast()));
+                let mid = _mm512_set1_epi16(127);
+                // |code - 127|: 0..=128 (128, code 255, reads entry 0 and is fixed below).
+                let idx = _mm512_abs_epi16(_mm512_sub_epi16(code, mid));
+                let k6 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(0x40));
+                let high = self.lookup128(&hi, idx, k6);
+                let low = self.lookup128(&lo, idx, k6);
+                // Codes below 127 are the negated values (the sign bit is clear in `high`).
+                let negative = _mm512_cmplt_epu16_mask(code, mid);
+                let high = _mm512_mask_add_epi16(high, negative, high, _mm512_set1_epi16(i16::MIN));
+                let one = _mm512_cmpeq_epi16_mask(code, _mm512_set1_epi16(255));
+                let high = _mm512_mask_mov_epi16(high, one, _mm512_set1_epi16(MAP_HI[255] as i16));
+                let first = _mm512_loadu_si512(JOIN_FIRST.as_ptr().cast());
+                let second = _mm512_loadu_si512(JOIN_SECOND.as_ptr().cast());
+                let (o0, o1) = o.split_at_mut(16);
+                _mm512_storeu_si512(
+                    o0.as_mut_ptr().cast(),
+                    _mm512_permutex2var_epi16(low, first, high),
+                );
+                _mm512_storeu_si512(
+                    o1.as_mut_ptr().cast(),
+                    _mm512_permutex2var_epi16(low, second, high),
+                );
+            }
+        }
+    }
+    /// 32 values at a time, on 16-bit words: a branch-free binary search of the high half of
+    /// `|x|` among the positive thresholds' high halves (`dtype::q8::SEARCH_LEVELS`, strictly
+    /// ascending: seven `vpermw`/`vpermt2w` lookups and word compares), which leaves one
+    /// threshold undecided, compared whole (its halves looked up, `<` and `<=` on (high, low));
+    /// then the count of thresholds below `x` by the symmetry of the map, as
+    /// `kernel::q8::nearest` (proved equal to the reference for every f32 in [-1, 1] by the
+    /// exhaustive test).
+    #[inline(always)]
+    fn q8_nearest(self, x: &[f32; Q8_BLOCK], codes: &mut [u8; Q8_BLOCK]) {
+        let levels: [__m512i; 6] = self.words(SEARCH_LEVELS.as_flattened());
+        let last: [__m512i; 2] = self.words(&SEARCH_LAST);
+        let th: [__m512i; 4] = self.words(&NEAREST_HI);
+        let tl: [__m512i; 4] = self.words(&NEAREST_LO);
+        // `G` groups of 32 values side by side: each group's search is a chain of dependent
+        // steps (permute, compare, shift, add), so several chains keep the core busy.
+        const G: usize = 2;
+        let splits = [HIGH_HALVES, LOW_HALVES];
+        for (v, c) in x
+            .as_chunks::<{ 32 * G }>()
+            .0
+            .iter()
+            .zip(codes.as_chunks_mut::<{ 32 * G }>().0)
+        {
+            let halves = v.as_chunks::<16>().0;
+            let mut negative = [0u32; G];
+            // SAFETY: see the impl comment (AVX-512 F and BW available; every load reads one
+            // whole 64-byte array, every store writes one whole 32-byte array of `c`).
+            unsafe {
+                let zero = _mm512_setzero_si512();
+                let mut ahv = [zero; G];
+                let mut lowv = [zero; G];
+                let [hi_idx, lo_idx] = splits.map(|w| _mm512_loadu_si512(w.as_ptr().cast()));
+                for g in 0..G {
+                    let a = _mm512_loadu_si512(halves[2 * g].as_ptr().cast());
+                    let b = _mm512_loadu_si512(halves[2 * g + 1].as_ptr().cast());
+                    let high = _mm512_permutex2var_epi16(a, hi_idx, b);
+                    lowv[g] = _mm512_permutex2var_epi16(a, lo_idx, b);
+                    negative[g] = _mm512_movepi16_mask(high);
+                    ahv[g] = _mm512_and_si512(high, _mm512_set1_epi16(0x7fff));
+                }
+                // The search: `k` gains one bit per level (row `l` holds entries `0..2^l`), the
+                // bit `t < |x|`: the sign of `t - |x|` (both below 2^15), shifted down.
+                let below = |t, ah| _mm512_srli_epi16::<15>(_mm512_sub_epi16(t, ah));
+                let first = _mm512_set1_epi16(SEARCH_LEVELS[0][0] as i16);
+                let mut k = ahv.map(|ah| below(first, ah));
+                for row in &levels[1..] {
+                    for g in 0..G {
+                        let bit = below(_mm512_permutexvar_epi16(k[g], *row), ahv[g]);
+                        k[g] = _mm512_add_epi16(_mm512_add_epi16(k[g], k[g]), bit);
+                    }
+                }
+                for g in 0..G {
+                    let t = _mm512_permutex2var_epi16(last[0], k[g], last[1]);
+                    k[g] = _mm512_add_epi16(_mm512_add_epi16(k[g], k[g]), below(t, ahv[g]));
+                }
+                let one = _mm512_set1_epi16(1);
+                let mid = _mm512_set1_epi16(127);
+                for (g, c) in c.as_chunks_mut::<32>().0.iter_mut().enumerate() {
+                    let (k, ah, low) = (k[g], ahv[g], lowv[g]);
+                    // Thresholds 0..k are below |x|, those after k above: threshold k decides.
+                    let k6 = _mm512_test_epi16_mask(k, _mm512_set1_epi16(0x40));
+                    let (t_high, t_low) = (self.lookup128(&th, k, k6), self.lookup128(&tl, k, k6));
+                    let below = _mm512_cmplt_epu16_mask(t_high, ah);
+                    let same = _mm512_cmpeq_epi16_mask(t_high, ah);
+                    let lt = below | _mm512_mask_cmplt_epu16_mask(same, t_low, low);
+                    let le = below | _mm512_mask_cmple_epu16_mask(same, t_low, low);
+                    let under = _mm512_mask_add_epi16(k, lt, k, one); // thresholds < |x|
+                    let not_over = _mm512_min_epu16(_mm512_mask_add_epi16(k, le, k, one), mid);
+                    let code = _mm512_mask_blend_epi16(
+                        negative[g],
+                        _mm512_add_epi16(mid, under),
+                        _mm512_sub_epi16(mid, not_over),
+                    );
+                    _mm256_storeu_si256(c.as_mut_ptr().cast(), _mm512_cvtepi16_epi8(code));
+                }
+            }
         }
     }
     /// The largest lane, by one reduction.

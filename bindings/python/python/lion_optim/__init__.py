@@ -56,11 +56,25 @@ else:
 
 __version__: str = _lion_optim.__version__
 
-__all__ = ["step", "cautious_count", "simd_path", "default_num_threads", "STREAM_MULTIPLIER", "__version__"]
+__all__ = [
+    "step",
+    "cautious_count",
+    "simd_path",
+    "default_num_threads",
+    "STREAM_MULTIPLIER",
+    "Q8_MAP",
+    "__version__",
+]
 
 #: ``seed ^ stream * STREAM_MULTIPLIER`` (mod 2**64) is the seed of a tensor's stochastic
 #: rounding bits, ``stream`` being its entry of ``streams`` (default: its position).
 STREAM_MULTIPLIER = 0x9E3779B97F4A7C15
+
+#: The 8-bit momentum's code map: bitsandbytes' signed dynamic map
+#: (``bitsandbytes.functional.create_dynamic_map(signed=True)``), its 256 float32 values
+#: ascending (0.0 at code 127, 1.0 at code 255). Momentum element ``i`` is
+#: ``Q8_MAP[codes[i]] * absmax[i // 256]``.
+Q8_MAP: Tuple[float, ...] = tuple(_lion_optim.Q8_MAP)
 
 _U64 = 1 << 64
 

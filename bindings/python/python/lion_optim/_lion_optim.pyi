@@ -18,6 +18,8 @@ __version__: str
 PAR_THRESHOLD: int
 #: Whether the extension was built with the test hooks (the cargo feature ``test-hooks``).
 TEST_HOOKS: bool
+#: bitsandbytes' signed dynamic map: the 8-bit momentum's 256 code values, ascending.
+Q8_MAP: List[float]
 
 def _step(
     params: List[Any],

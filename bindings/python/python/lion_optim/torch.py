@@ -28,7 +28,7 @@ import torch
 
 from . import _check_num_threads, _lion_optim
 
-__all__ = ["Lion", "assign_streams"]
+__all__ = ["Lion", "assign_streams", "to_bitsandbytes"]
 
 _Q8 = "q8"
 _MOMENTUM_DTYPES = (None, torch.float32, torch.bfloat16, torch.float16, _Q8)
@@ -305,6 +305,171 @@ def _check_q8(codes: Any, absmax: Any, p: torch.Tensor, where: str) -> None:
         )
 
 
+# bitsandbytes' optimizers move their quantization state (``state1``, ``absmax1``, ``qmap1``,
+# ...) into a dict under this key in ``state_dict()`` (to hide it from FSDP); loading unwraps it.
+_BNB_WRAPPED = "__bnb_optimizer_quant_state__"
+
+
+def _q8_map() -> torch.Tensor:
+    """bitsandbytes' signed dynamic map, the 8-bit momentum's 256 code values (``Q8_MAP``), as a
+    new float32 tensor."""
+    return torch.tensor(_lion_optim.Q8_MAP, dtype=torch.float32)
+
+
+def _check_qmap(qmap: Any, key: str, where: str) -> None:
+    """A saved code map must be bitsandbytes' signed dynamic map, ``Q8_MAP``: equal, or (as a map
+    that torch's ``linspace`` computed on another CPU may be) within one unit in the last place
+    of every value."""
+    if not isinstance(qmap, torch.Tensor) or qmap.dtype != torch.float32 or qmap.numel() != 256:
+        got = f"{qmap.dtype} tensor of {qmap.numel()} values" if isinstance(qmap, torch.Tensor) else type(qmap).__name__
+        raise ValueError(f"{where}: {key} must be a float32 tensor of 256 values (the code map), got {got}")
+    ours = _q8_map().view(torch.int32).to(torch.int64)
+    theirs = qmap.detach().to("cpu").reshape(-1).contiguous().view(torch.int32).to(torch.int64)
+    worst = int((ours - theirs).abs().max())
+    if worst > 1:
+        raise ValueError(
+            f"{where}: {key} is another code map (it differs from bitsandbytes' signed dynamic map, "
+            f"lion_optim.Q8_MAP, by up to {worst} units in the last place); only that map is supported"
+        )
+
+
+def _is_bitsandbytes(state_dict: Dict[str, Any]) -> bool:
+    """Whether a state dict is bitsandbytes' (``Lion8bit``, ``Lion``): its states hold ``state1``
+    (or its wrapped quantization state), its groups an ``eps``."""
+    for value in state_dict["state"].values():
+        if isinstance(value, dict) and ("state1" in value or _BNB_WRAPPED in value):
+            return True
+    return any(isinstance(g, dict) and "eps" in g for g in state_dict["param_groups"])
+
+
+def _from_bitsandbytes(
+    state_dict: Dict[str, Any], groups: List[Dict[str, Any]], labels: Dict[Any, str]
+) -> Dict[str, Any]:
+    """A bitsandbytes Lion state dict in this class's layout: each group keeps this optimizer's
+    settings and takes ``lr``, ``betas`` and ``weight_decay`` from the checkpoint; 8-bit
+    ``state1``/``absmax1`` become ``exp_avg_codes``/``exp_avg_absmax`` (``qmap1`` checked), a
+    float ``state1`` (bitsandbytes' 32-bit state, and its 8-bit optimizers' small tensors)
+    ``exp_avg``. ``labels`` names each saved parameter id in messages."""
+    new_groups = []
+    for i, (g, sg) in enumerate(zip(groups, state_dict["param_groups"])):
+        ng = {k: v for k, v in g.items() if k not in ("params", "param_names")}
+        for key in ("lr", "betas", "weight_decay"):
+            if key not in sg:
+                raise ValueError(f"loaded param group {i} has no '{key}'")
+            ng[key] = sg[key]
+        ng["params"] = sg["params"]
+        if "param_names" in sg:
+            ng["param_names"] = sg["param_names"]
+        new_groups.append(ng)
+    state: Dict[Any, Any] = {}
+    for sid, value in state_dict["state"].items():
+        where = f"loaded bitsandbytes state of {labels.get(sid, f'parameter id {sid!r}')}"
+        if not isinstance(value, dict) or not value:
+            state[sid] = value
+            continue
+        value = dict(value)
+        wrapped = value.pop(_BNB_WRAPPED, None)
+        if wrapped is not None:
+            if not isinstance(wrapped, dict):
+                raise ValueError(f"{where}: {_BNB_WRAPPED} is not a dict")
+            value.update(wrapped)
+        if "state2" in value:
+            raise ValueError(f"{where} has a second state (state2): it is not a Lion state")
+        s1 = value.get("state1")
+        if not isinstance(s1, torch.Tensor):
+            raise ValueError(f"{where} has no state1 tensor (got {type(s1).__name__})")
+        out: Dict[str, Any] = {"step": value.get("step", 0)}
+        if s1.dtype == torch.uint8:
+            if "absmax1" not in value:
+                raise ValueError(
+                    f"{where}: 8-bit state1 without absmax1 (bitsandbytes' block_wise=False: one "
+                    "scale per tensor) is not supported; only the blockwise format (the default)"
+                )
+            if "qmap1" in value:
+                _check_qmap(value["qmap1"], "qmap1", where)
+            out["exp_avg_codes"] = s1
+            out["exp_avg_absmax"] = value["absmax1"]
+        else:
+            out["exp_avg"] = s1
+        state[sid] = out
+    return {**state_dict, "state": state, "param_groups": new_groups}
+
+
+def to_bitsandbytes(state_dict: Dict[str, Any]) -> Dict[str, Any]:
+    """A :class:`Lion` state dict (``opt.state_dict()``) in the layout of bitsandbytes'
+    ``Lion8bit`` (and ``Lion``), for ``bnb_opt.load_state_dict(to_bitsandbytes(sd))``.
+
+    8-bit momentum becomes ``state1`` (the uint8 codes), ``absmax1`` and ``qmap1`` (the code map,
+    bitsandbytes' own: the two formats are one); float momentum becomes a float32 ``state1``
+    (what bitsandbytes keeps for a tensor it steps in 32 bits, such as one below its
+    ``min_8bit_size``; bfloat16 and float16 momentum are widened exactly); ``step`` an int. Each
+    group keeps ``lr``, ``betas`` and ``weight_decay`` (and gets bitsandbytes' ``eps``, 0 for
+    Lion); this class's other settings (stochastic rounding, cautious, ``maximize``, ...) have no
+    counterpart there and are not carried. Like ``state_dict()``, the result shares the live
+    state tensors where no conversion is needed (bitsandbytes' ``load_state_dict`` copies them).
+
+    Raises ``ValueError`` for a dict that is not a :class:`Lion` state dict, or for the state of
+    a ``DTensor`` parameter (bitsandbytes steps whole tensors: gather it first).
+
+    Example::
+
+        import bitsandbytes as bnb
+        from lion_optim.torch import Lion, to_bitsandbytes
+
+        opt = Lion(model.parameters(), lr=1e-4, momentum_dtype="q8")
+        ...  # train
+        bnb_opt = bnb.optim.Lion8bit(model.parameters(), lr=1e-4)
+        bnb_opt.load_state_dict(to_bitsandbytes(opt.state_dict()))
+        # and back: a Lion loads a bitsandbytes Lion8bit (or Lion) state dict as it is
+        opt.load_state_dict(bnb_opt.state_dict())
+    """
+    if not isinstance(state_dict, dict) or "param_groups" not in state_dict or "state" not in state_dict:
+        raise ValueError("state_dict must be a dict with 'state' and 'param_groups'")
+    groups = []
+    for i, g in enumerate(state_dict["param_groups"]):
+        if not isinstance(g, dict) or any(k not in g for k in ("params", "lr", "betas", "weight_decay")):
+            raise ValueError(f"param group {i} is not a Lion param group (params, lr, betas, weight_decay)")
+        ng = {
+            "params": list(g["params"]),
+            "lr": g["lr"],
+            "betas": tuple(g["betas"]),
+            "eps": 0.0,
+            "weight_decay": g["weight_decay"],
+        }
+        if "param_names" in g:
+            ng["param_names"] = list(g["param_names"])
+        groups.append(ng)
+    qmap = _q8_map()
+    state: Dict[Any, Any] = {}
+    for sid, value in state_dict["state"].items():
+        where = f"state of parameter id {sid!r}"
+        if not isinstance(value, dict) or not value:
+            state[sid] = value
+            continue
+        out: Dict[str, Any] = {"step": _step_count(value.get("step", 0), where)}
+        tensors = [value.get(k) for k in ("exp_avg", "exp_avg_codes", "exp_avg_absmax")]
+        if any(_is_dtensor(t) for t in tensors):
+            raise ValueError(f"{where}: a DTensor (gather it with full_tensor() first)")
+        if _is_q8_state(value):
+            codes, absmax = value.get("exp_avg_codes"), value.get("exp_avg_absmax")
+            for key, t, dtype in (("exp_avg_codes", codes, torch.uint8), ("exp_avg_absmax", absmax, torch.float32)):
+                if not isinstance(t, torch.Tensor) or t.dtype != dtype:
+                    raise ValueError(f"{where}: {key} must be a {dtype} tensor")
+            if -(-codes.numel() // _Q8_BLOCK) != absmax.numel():
+                raise ValueError(
+                    f"{where}: {codes.numel()} codes need {-(-codes.numel() // _Q8_BLOCK)} scales, "
+                    f"exp_avg_absmax has {absmax.numel()}"
+                )
+            out["state1"], out["qmap1"], out["absmax1"] = codes, qmap, absmax.reshape(-1)
+        else:
+            ea = value.get("exp_avg")
+            if not isinstance(ea, torch.Tensor) or ea.dtype not in _FLOATS:
+                raise ValueError(f"{where} has no float exp_avg or 8-bit exp_avg_codes")
+            out["state1"] = ea.to(torch.float32)
+        state[sid] = out
+    return {"state": state, "param_groups": groups}
+
+
 def _refuse_q8_dtensors(tensors: List[torch.Tensor], labels: List[str], md: Any) -> None:
     """8-bit momentum is refused for ``DTensor`` parameters (at construction and
     ``add_param_group``, before anything is stored)."""
@@ -451,7 +616,7 @@ def _momentum_values(ea: torch.Tensor, p: torch.Tensor, where: str) -> torch.Ten
 # The keys of a param group beyond the reference's, with their defaults (for checkpoints of
 # the reference class, which lack them).
 # The state keys the optimizer itself reads (the others are kept as they are).
-_STATE_KEYS = ("exp_avg", "exp_avg_codes", "exp_avg_absmax", "step")
+_STATE_KEYS = ("exp_avg", "exp_avg_codes", "exp_avg_absmax", "exp_avg_qmap", "step")
 
 _GROUP_DEFAULTS: Dict[str, Any] = {
     "momentum_dtype": None,
@@ -658,10 +823,18 @@ class Lion(torch.optim.Optimizer):
     def state_dict(self) -> Dict[str, Any]:
         """The standard ``torch.optim`` state dict: ``{"state": {id: {"step", "exp_avg"}},
         "param_groups": [...]}``. ``step`` is a 0-dim int64 tensor, ``exp_avg`` the momentum in
-        its own dtype. The tensors are the live state (as torch's optimizers do): save or
-        deep-copy the dict before the next step if you keep it."""
+        its own dtype; with 8-bit momentum ``exp_avg_codes``, ``exp_avg_absmax`` and
+        ``exp_avg_qmap`` (the code map, ``lion_optim.Q8_MAP``: one float32 tensor shared by the
+        dict's states) instead of ``exp_avg``. The tensors are the live state (as torch's
+        optimizers do): save or deep-copy the dict before the next step if you keep it.
+        :func:`to_bitsandbytes` converts it for bitsandbytes' ``Lion8bit``."""
         sd = super().state_dict()
         sd["state"] = {k: dict(v) if isinstance(v, dict) else v for k, v in sd["state"].items()}
+        qmap = None
+        for v in sd["state"].values():
+            if isinstance(v, dict) and "exp_avg_codes" in v:
+                qmap = _q8_map() if qmap is None else qmap
+                v["exp_avg_qmap"] = qmap
         return sd
 
     def __getstate__(self) -> Dict[str, Any]:
@@ -695,6 +868,14 @@ class Lion(torch.optim.Optimizer):
         state's ``exp_avg``: a float32/bfloat16/float16 tensor with its parameter's number of
         elements; ``step``: an int or one-element tensor >= 0) and raises ``ValueError`` or
         ``TypeError`` naming the parameter otherwise, with nothing changed.
+
+        A state dict of bitsandbytes' ``Lion8bit`` or ``Lion`` (``bnb_opt.state_dict()``: states
+        with ``state1``, groups with ``eps``) loads as it is: its 8-bit ``state1``/``absmax1``
+        become 8-bit momentum (``qmap1`` must be bitsandbytes' signed dynamic map, which is
+        ``lion_optim.Q8_MAP``), a float ``state1`` (its 32-bit state, and its small tensors')
+        float32 momentum; each group takes ``lr``, ``betas`` and ``weight_decay`` from it and
+        keeps this optimizer's other settings. bitsandbytes' blockwise=False 8-bit state and
+        two-state optimizers (``state2``) are refused.
         """
         if not isinstance(state_dict, dict) or "param_groups" not in state_dict or "state" not in state_dict:
             raise ValueError("state_dict must be a dict with 'state' and 'param_groups'")
@@ -706,6 +887,12 @@ class Lion(torch.optim.Optimizer):
                 raise ValueError(
                     "loaded state dict contains a parameter group that doesn't match the size of optimizer's group"
                 )
+        if _is_bitsandbytes(state_dict):
+            labels = dict(
+                zip(chain.from_iterable(g["params"] for g in saved_groups), self._labels())
+            )
+            state_dict = _from_bitsandbytes(state_dict, self.param_groups, labels)
+            saved_groups = state_dict["param_groups"]
         for i, sg in enumerate(saved_groups):
             merged = dict(_GROUP_DEFAULTS)
             merged.update({k: v for k, v in sg.items() if k not in ("params", "param_names")})
@@ -733,6 +920,8 @@ class Lion(torch.optim.Optimizer):
             if _is_q8_state(value):
                 codes, absmax = value.get("exp_avg_codes"), value.get("exp_avg_absmax")
                 _check_q8(codes, absmax, p, where)
+                if "exp_avg_qmap" in value:
+                    _check_qmap(value["exp_avg_qmap"], "exp_avg_qmap", where)
                 loaded[sid] = (_Q8, (codes, absmax), _step_count(value.get("step", 0), where))
                 continue
             ea = value.get("exp_avg")
