@@ -10,8 +10,10 @@
 //!
 //! Each function runs on one thread (a rayon pool of one) and, with `--features rayon`, on all of
 //! them (`lion-step/all-threads`, `roofline/all-threads`: the whole model spread over the pool).
-//! GPT-2 runs in three storage configurations: f32 everywhere; bf16 parameters and gradients
-//! with f32 momentum; all-bf16.
+//! GPT-2 runs in five storage configurations: f32 everywhere; bf16 parameters and gradients
+//! with f32 momentum; all-bf16; and 8-bit momentum with f32 and with bf16 parameters and
+//! gradients (its roofline: the same probe over the parameters, gradients and one byte of codes
+//! per element; the block scales, 1/256 of that, left out).
 //!
 //! ```text
 //! cargo bench --bench model --features rayon        # about 3 minutes
@@ -26,8 +28,8 @@ use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use lion_optim::{
-    Buffer, Element, Group, GroupId, Hyperparams, Lion, StepOptions, Tensor, TensorId, TensorSpec,
-    bf16,
+    Buffer, Element, Group, GroupId, Hyperparams, Lion, MomentumDtype, StepOptions, Tensor,
+    TensorId, TensorSpec, bf16,
 };
 use support::Rng;
 
@@ -76,6 +78,10 @@ impl<P: Element, G: Element> Model<P, G> {
     /// As a framework sets it up: weight decay for matrices, none for biases and norms (group
     /// 1), every tensor by name.
     fn new<M: Element>(tensors: &[(String, usize)]) -> Self {
+        Self::with_momentum(tensors, M::DTYPE.into())
+    }
+
+    fn with_momentum(tensors: &[(String, usize)], momentum: MomentumDtype) -> Self {
         let mut opt = Lion::new(HP).unwrap();
         let no_decay = opt
             .add_group(Group::new(Hyperparams {
@@ -94,7 +100,7 @@ impl<P: Element, G: Element> Model<P, G> {
             let spec = TensorSpec::new(*len)
                 .name(name)
                 .params(P::DTYPE)
-                .momentum(M::DTYPE)
+                .momentum(momentum)
                 .group(group);
             ids.push(opt.add(spec).unwrap());
             params.push(filled(*len, 2 * i as u64));
@@ -217,6 +223,55 @@ fn group<P: Bits, G: Bits, M: Bits>(c: &mut Criterion, model: &str, tensors: &[(
     group.finish();
 }
 
+/// 8-bit momentum: `Lion::step` and the roofline probe over `tensors`.
+fn q8_group<P: Bits, G: Bits>(c: &mut Criterion, model: &str, tensors: &[(String, usize)]) {
+    let total: usize = tensors.iter().map(|t| t.1).sum();
+    let blocks: usize = tensors
+        .iter()
+        .map(|t| t.1.div_ceil(lion_optim::Q8_BLOCK))
+        .sum();
+    // Parameters read and written, gradients read, codes and scales read and written.
+    let bytes = total * (2 * P::DTYPE.size() + G::DTYPE.size() + 2) + 8 * blocks;
+    let name = format!("{model} p={} g={} m=q8", P::DTYPE, G::DTYPE);
+    let mut group = c.benchmark_group(&name);
+    group.throughput(Throughput::Bytes(bytes as u64));
+    group.sample_size(10).sampling_mode(SamplingMode::Flat);
+    let one = one_thread();
+    let label = format!("{}x{}", tensors.len(), total);
+    {
+        let mut m = Model::<P, G>::with_momentum(tensors, MomentumDtype::Q8);
+        group.bench_function(BenchmarkId::new("lion-step/1-thread", &label), |b| {
+            b.iter(|| one.install(|| m.step()))
+        });
+        #[cfg(feature = "rayon")]
+        {
+            let all = pool(std::thread::available_parallelism().map_or(1, usize::from));
+            group.bench_function(BenchmarkId::new("lion-step/all-threads", &label), |b| {
+                b.iter(|| all.install(|| m.step()))
+            });
+        }
+    }
+    let (mut p, g, mut codes): (Vec<P>, Vec<G>, Vec<u8>) =
+        (filled(total, 1), filled(total, 2), vec![127; total]);
+    group.bench_function(BenchmarkId::new("roofline/1-thread", &label), |b| {
+        b.iter(|| {
+            roofline::run_q8(&mut p, &g, &mut codes);
+            black_box(&mut p);
+        })
+    });
+    #[cfg(feature = "rayon")]
+    {
+        let all = pool(std::thread::available_parallelism().map_or(1, usize::from));
+        group.bench_function(BenchmarkId::new("roofline/all-threads", &label), |b| {
+            b.iter(|| {
+                all.install(|| roofline::par_run_q8(&mut p, &g, &mut codes));
+                black_box(&mut p);
+            })
+        });
+    }
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
     let gpt2 = gpt2_small();
     assert_eq!(gpt2.len(), 148);
@@ -224,6 +279,8 @@ fn benches(c: &mut Criterion) {
     group::<f32, f32, f32>(c, "gpt2-small", &gpt2);
     group::<bf16, bf16, f32>(c, "gpt2-small", &gpt2);
     group::<bf16, bf16, bf16>(c, "gpt2-small", &gpt2);
+    q8_group::<f32, f32>(c, "gpt2-small", &gpt2);
+    q8_group::<bf16, bf16>(c, "gpt2-small", &gpt2);
     group::<f32, f32, f32>(c, "1000x1K", &small_tensors());
 }
 

@@ -20,6 +20,16 @@ impl Word for u16 {
         self ^ x as u16
     }
 }
+impl Word for u8 {
+    #[inline(always)]
+    fn widen(self) -> u32 {
+        u32::from(self)
+    }
+    #[inline(always)]
+    fn mix(self, x: u32) -> Self {
+        self ^ x as u8
+    }
+}
 impl Word for u32 {
     #[inline(always)]
     fn widen(self) -> u32 {
@@ -52,6 +62,26 @@ pub fn run<P: Bits, G: Bits, M: Bits>(p: &mut [P], g: &[G], m: &mut [M]) {
         bytemuck::cast_slice(g),
         bytemuck::cast_slice_mut(m),
     )
+}
+
+/// [`run`] with 8-bit momentum: the codes read and written (the block scales, 1/256 of the
+/// codes' bytes, are left out).
+pub fn run_q8<P: Bits, G: Bits>(p: &mut [P], g: &[G], codes: &mut [u8]) {
+    run_bits::<P::W, G::W, u8>(bytemuck::cast_slice_mut(p), bytemuck::cast_slice(g), codes)
+}
+
+/// [`run_q8`] split across rayon's threads (see [`par_run`]).
+#[cfg(feature = "rayon")]
+pub fn par_run_q8<P: Bits, G: Bits>(p: &mut [P], g: &[G], codes: &mut [u8]) {
+    use rayon::prelude::*;
+    if p.len() < lion_optim::PAR_THRESHOLD {
+        return run_q8(p, g, codes);
+    }
+    let block = lion_optim::PAR_BLOCK;
+    p.par_chunks_mut(block)
+        .zip(g.par_chunks(block))
+        .zip(codes.par_chunks_mut(block))
+        .for_each(|((p, g), c)| run_q8(p, g, c));
 }
 
 /// [`run`] split across rayon's threads as `par_step_with` splits a step: the roofline of `rayon`.

@@ -62,7 +62,7 @@ fn combo<P: Element, G: Element>(r: &mut Bytes) {
     let mut o = options(r);
     let shape = r.u8();
     let ordinary = r.u8();
-    if ordinary % 4 != 0 {
+    if ordinary & 3 != 0 {
         // Ordinary hyperparameters and options most of the time, so that most inputs step.
         hp = Hyperparams {
             lr: [1e-4, 1e-3, 3e-2, 0.5][usize::from(ordinary >> 2) % 4],
@@ -91,7 +91,7 @@ fn combo<P: Element, G: Element>(r: &mut Bytes) {
         lens[which] = (len + usize::from(r.u8() % 5)).saturating_sub(2);
     }
     let mut blocks = lens[2].div_ceil(Q8_BLOCK);
-    if shape & 0x80 != 0 && r.u8() % 4 == 0 {
+    if shape & 0x80 != 0 && r.u8() & 3 == 0 {
         blocks = (blocks + usize::from(r.u8() % 3)).saturating_sub(1);
     }
     let starts = [
