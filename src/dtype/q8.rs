@@ -181,8 +181,10 @@ pub(crate) const FLOOR_BUCKETS: [u32; BUCKETS] = buckets(&positive_codes());
 
 /// The high halves (bits 16..32) of [`MAP_BITS`]: a table of 16-bit words, for instruction
 /// sets that look codes up by permuting words in registers (AVX-512 BW) instead of gathering.
+#[cfg(target_arch = "x86_64")]
 pub(crate) const MAP_HI: [u16; 256] = halves(&MAP_BITS, 16);
 /// The low halves (bits 0..16) of [`MAP_BITS`] (see [`MAP_HI`]).
+#[cfg(target_arch = "x86_64")]
 pub(crate) const MAP_LO: [u16; 256] = halves(&MAP_BITS, 0);
 
 // The map is odd around code 127 (`MAP[254 - i] == -MAP[i]`), code 127 is +0 and code 255 (1.0)
@@ -197,6 +199,7 @@ const _: () = {
 };
 
 /// The positive thresholds of round-to-nearest (`T[127..]`) as bits.
+#[cfg(target_arch = "x86_64")]
 const NEAREST_BITS: [u32; 128] = {
     let t = positive_thresholds();
     let mut b = [0u32; 128];
@@ -211,6 +214,7 @@ const NEAREST_BITS: [u32; 128] = {
 /// a value's high half leaves at most one threshold undecided: the search of the word-permuting
 /// quantizer (`Simd::q8_nearest` on AVX-512) runs on the high halves alone and then compares that
 /// one threshold whole.
+#[cfg(target_arch = "x86_64")]
 pub(crate) const NEAREST_HI: [u16; 128] = {
     let h = halves(&NEAREST_BITS, 16);
     let mut k = 1;
@@ -221,12 +225,14 @@ pub(crate) const NEAREST_HI: [u16; 128] = {
     h
 };
 /// The low halves of the positive thresholds (see [`NEAREST_HI`]).
+#[cfg(target_arch = "x86_64")]
 pub(crate) const NEAREST_LO: [u16; 128] = halves(&NEAREST_BITS, 0);
 
 /// The branch-free binary search over [`NEAREST_HI`], level by level: after `l` levels the
 /// search knows the top `l` bits `k` of the count of high halves below the value's, and level
 /// `l` compares with `NEAREST_HI[(2k + 1) << (6 - l) - 1]`, entry `k` of row `l` (rows 0..=5; 32
 /// words each, the row's `2^l` entries first). Level 6 is [`SEARCH_LAST`].
+#[cfg(target_arch = "x86_64")]
 pub(crate) const SEARCH_LEVELS: [[u16; 32]; 6] = {
     let mut rows = [[0u16; 32]; 6];
     let mut l = 0;
@@ -241,6 +247,7 @@ pub(crate) const SEARCH_LEVELS: [[u16; 32]; 6] = {
     rows
 };
 /// Level 6 of the search (see [`SEARCH_LEVELS`]): `NEAREST_HI[2k]` for the 64 prefixes `k`.
+#[cfg(target_arch = "x86_64")]
 pub(crate) const SEARCH_LAST: [u16; 64] = {
     let mut row = [0u16; 64];
     let mut k = 0;
@@ -252,6 +259,7 @@ pub(crate) const SEARCH_LAST: [u16; 64] = {
 };
 
 /// The 16-bit halves of a table of bits, starting at bit `shift`.
+#[cfg(target_arch = "x86_64")]
 const fn halves<const L: usize>(bits: &[u32; L], shift: u32) -> [u16; L] {
     let mut h = [0u16; L];
     let mut k = 0;
