@@ -243,6 +243,7 @@ struct Cache {
 }
 
 impl Cache {
+    #[inline]
     fn new(groups: usize) -> Self {
         #[cfg(feature = "alloc")]
         return Self {
@@ -256,6 +257,7 @@ impl Cache {
     }
 
     /// The constants of `group` (the group `g`), validating `options` for `len` elements.
+    #[inline]
     fn constants(
         &mut self,
         g: usize,

@@ -127,7 +127,7 @@ fn no_overlap(spans: &mut [Span], momentum: &str) -> Result<(), Failure> {
 
 /// One update through the core's run-time-typed step (`Update::apply`: it checks the
 /// hyperparameters and options, then dispatches on the element types), with the shard fields.
-#[inline]
+#[inline(always)]
 fn run(update: Update<'_>, hp: Hyperparams, o: Options) -> Outcome {
     let group = Group::new(hp).with_options(o.options);
     match (update.step(o.step).offset(o.offset).stream(o.stream)).apply(&group) {

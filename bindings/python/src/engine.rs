@@ -327,7 +327,7 @@ fn shared_pool(n: usize) -> Result<Arc<rayon::ThreadPool>, String> {
 /// length, kept alive by the caller for the call), with the GIL released; `group`: validated.
 pub(crate) fn cautious_counts(
     py: Python<'_>,
-    pairs: &[(View, View)],
+    pairs: &[(View, MomView)],
     group: &Group,
 ) -> PyResult<Vec<u64>> {
     let counts = py.detach(|| {
@@ -337,7 +337,7 @@ pub(crate) fn cautious_counts(
                 // SAFETY: both views were checked when made, from objects the caller keeps alive
                 // for this call; they are only read here (a concurrent writer from another
                 // Python thread is unsupported, as for torch's own ops).
-                let (g, m) = unsafe { (g.slice_ref(), m.slice_ref()) };
+                let (g, m) = unsafe { (g.slice_ref(), m.momentum_ref()?) };
                 g.cautious_count(m, &group.hp, &group.options)
             })
             .collect::<Result<Vec<u64>, lion_optim::Error>>()

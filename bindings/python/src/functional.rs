@@ -4,7 +4,7 @@
 use lion_optim::{Backend, Cautious, Group, Outcome};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::engine::{self, Entry, Labels, Role};
 use crate::settings;
@@ -44,13 +44,35 @@ fn opt_len<T>(name: &str, v: &Option<Vec<T>>, n: usize) -> PyResult<()> {
     }
 }
 
+/// A checked view of `exp_avgs[i]`: an array of elements, or 8-bit momentum as a
+/// `(codes, absmax)` tuple (what `lion_optim.Q8Momentum` becomes on the way in) for the
+/// parameter (or, counting, the gradient) `p`.
+fn momentum_view<'py>(
+    ex: &mut Exporter<'py>,
+    m: &Bound<'py, PyAny>,
+    p: &View,
+    access: Access,
+    label: &dyn Fn(Role) -> String,
+) -> PyResult<MomView> {
+    if let Ok(pair) = m.cast::<PyTuple>() {
+        let [codes, absmax] = [pair.get_item(0)?, pair.get_item(1)?];
+        return ex
+            .q8(&codes, &absmax, p, access)
+            .map(MomView::Q8)
+            .map_err(|(which, e)| e.into_pyerr(&format!("{}.{which}", label(Role::Momentum))));
+    }
+    ex.view(m, access)
+        .map(MomView::Elems)
+        .map_err(|e| e.into_pyerr(&label(Role::Momentum)))
+}
+
 /// Checked views of the three lists.
 fn views_of<'py>(
     ex: &mut Exporter<'py>,
     params: &Bound<'py, PyList>,
     grads: &Bound<'py, PyList>,
     exp_avgs: &Bound<'py, PyList>,
-) -> PyResult<Vec<(View, View, View)>> {
+) -> PyResult<Vec<(View, View, MomView)>> {
     let n = params.len();
     list_len("grads", grads, n)?;
     list_len("exp_avgs", exp_avgs, n)?;
@@ -63,10 +85,11 @@ fn views_of<'py>(
         let g = ex
             .view(&grads.get_item(i)?, Access::Read)
             .map_err(|e| e.into_pyerr(&label(Role::Grads)))?;
-        let m = ex
-            .view(&exp_avgs.get_item(i)?, Access::Write)
-            .map_err(|e| e.into_pyerr(&label(Role::Momentum)))?;
-        engine::check_entry(ex, &p, &g, &m, &label)?;
+        let m = momentum_view(ex, &exp_avgs.get_item(i)?, &p, Access::Write, &label)?;
+        match &m {
+            MomView::Elems(m) => engine::check_entry(ex, &p, &g, m, &label)?,
+            MomView::Q8(_) => engine::check_grad(ex, &p, &g, &label)?,
+        }
         out.push((p, g, m));
     }
     Ok(out)
@@ -120,7 +143,7 @@ pub(crate) fn _step(
         .map(|(i, (p, g, m))| Entry {
             params: p,
             grads: g,
-            momentum: MomView::Elems(m),
+            momentum: m,
             group: if cautious_totals.is_some() { i } else { 0 },
             step,
             stream: streams.as_ref().map_or(i as u64, |s| s[i]),
@@ -157,13 +180,13 @@ pub(crate) fn _cautious_count(
         let g = ex
             .view(&grads.get_item(i)?, Access::Read)
             .map_err(|e| e.into_pyerr(&Positions.label(i, Role::Grads)))?;
-        let m = ex
-            .view(&exp_avgs.get_item(i)?, Access::Read)
-            .map_err(|e| e.into_pyerr(&Positions.label(i, Role::Momentum)))?;
-        if m.len != g.len {
+        let label = |role| Positions.label(i, role);
+        let m = momentum_view(&mut ex, &exp_avgs.get_item(i)?, &g, Access::Read, &label)?;
+        if m.len() != g.len {
             return Err(PyValueError::new_err(format!(
                 "exp_avgs[{i}] has {} elements, grads[{i}] {}",
-                m.len, g.len
+                m.len(),
+                g.len
             )));
         }
         pairs.push((g, m));

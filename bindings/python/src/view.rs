@@ -89,6 +89,7 @@ struct ExchangeApi {
 const KDL_CPU: i32 = 1;
 const KDL_FLOAT: u8 = 2;
 const KDL_BFLOAT: u8 = 4;
+const KDL_UINT: u8 = 1;
 
 static USE_EXCHANGE_API: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
@@ -105,6 +106,14 @@ pub(crate) fn set_exchange_api_enabled(on: bool) {
 pub(crate) enum Access {
     Read,
     Write,
+}
+
+/// What a buffer must hold: float elements (a parameter, gradient or momentum), or the `u8`
+/// codes of 8-bit momentum ([`Exporter::q8`], the only place that asks for them).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Want {
+    Floats,
+    Codes,
 }
 
 /// Where a view's dimensions are in its [`Exporter`]'s arena (`n == u32::MAX`: not known).
@@ -441,7 +450,14 @@ impl Pinned {
                 self.bytes
             )));
         }
-        finish(self.addr, len, dtype, Dims::UNKNOWN, Dims::UNKNOWN)
+        finish(
+            self.addr,
+            len,
+            dtype,
+            dtype.size(),
+            Dims::UNKNOWN,
+            Dims::UNKNOWN,
+        )
     }
 
     /// A view of 8-bit momentum of `len` elements: the first `len` bytes of `codes`, and the
@@ -683,7 +699,7 @@ impl<'py> Exporter<'py> {
         obj: &Bound<'py, PyAny>,
         access: Access,
     ) -> Result<View, ViewError> {
-        let view = self.view_any(obj, access);
+        let view = self.view_any(obj, access, Want::Floats);
         if let Err(ViewError::Runtime(_)) = &view
             && is_dtensor(obj)
         {
@@ -697,7 +713,80 @@ impl<'py> Exporter<'py> {
         view
     }
 
-    fn view_any(&mut self, obj: &Bound<'py, PyAny>, access: Access) -> Result<View, ViewError> {
+    /// A checked view of 8-bit momentum given as two arrays for the parameter `p`: `codes`, one
+    /// `u8` per element, with the parameter's number of elements (and its shape and
+    /// layout if the parameter is not C-contiguous or `codes` has its shape); `absmax`, the f32
+    /// block scales, C-contiguous, one per 256 elements (`len.div_ceil(256)`); both for
+    /// `access`. The error names
+    /// which of the two is wrong (`"codes"` or `"absmax"`).
+    pub(crate) fn q8(
+        &mut self,
+        codes: &Bound<'py, PyAny>,
+        absmax: &Bound<'py, PyAny>,
+        p: &View,
+        access: Access,
+    ) -> Result<Q8View, (&'static str, ViewError)> {
+        // A view of bytes: its `dtype` means nothing and it never leaves this function.
+        let c = self
+            .view_any(codes, access, Want::Codes)
+            .map_err(|e| ("codes", e))?;
+        let a = self
+            .view_any(absmax, access, Want::Floats)
+            .map_err(|e| ("absmax", e))?;
+        if c.len != p.len {
+            return Err((
+                "codes",
+                ViewError::Value(format!(
+                    "has {} elements, the parameter {} (shape {})",
+                    c.len,
+                    p.len,
+                    self.shape_str(p)
+                )),
+            ));
+        }
+        let laid_alike = if self.same_shape(p, &c) {
+            self.same_layout(p, &c)
+        } else {
+            p.is_contiguous() && c.is_contiguous()
+        };
+        if !laid_alike {
+            return Err((
+                "codes",
+                ViewError::Value(format!(
+                    "has shape {} and strides {}, the parameter shape {} and strides {}: the \
+                     codes must have the parameter's shape and memory layout, or both be \
+                     C-contiguous",
+                    self.shape_str(&c),
+                    self.strides_str(&c),
+                    self.shape_str(p),
+                    self.strides_str(p)
+                )),
+            ));
+        }
+        let blocks = p.len.div_ceil(Q8_BLOCK);
+        if a.dtype != Dtype::F32 || !a.is_contiguous() || a.len != blocks {
+            return Err((
+                "absmax",
+                ViewError::Value(format!(
+                    "must be a C-contiguous float32 array of {blocks} block scales (one per \
+                     {Q8_BLOCK} elements of the parameter's {}), got {} {} elements",
+                    p.len, a.len, a.dtype
+                )),
+            ));
+        }
+        Ok(Q8View {
+            codes: c.addr,
+            absmax: a.addr,
+            len: c.len,
+        })
+    }
+
+    fn view_any(
+        &mut self,
+        obj: &Bound<'py, PyAny>,
+        access: Access,
+        want: Want,
+    ) -> Result<View, ViewError> {
         if let Some(f) = self.exchange_fn(obj) {
             let mut t = DlTensor {
                 data: std::ptr::null_mut(),
@@ -726,16 +815,16 @@ impl<'py> Exporter<'py> {
             }
             // SAFETY: on success the producer filled `t`; its shape and strides arrays are
             // valid until control returns to Python, and we read them right away.
-            return unsafe { self.view_dltensor(&t, access) };
+            return unsafe { self.view_dltensor(&t, access, want) };
         }
         if let Some(ai) = obj
             .getattr_opt(intern!(self.py, "__array_interface__"))
             .map_err(ViewError::Py)?
         {
-            return self.array_interface(obj, &ai, access);
+            return self.array_interface(obj, &ai, access, want);
         }
         if is_torch_tensor(obj) {
-            return self.view_to_dlpack(obj, access);
+            return self.view_to_dlpack(obj, access, want);
         }
         Err(ViewError::Type(format!(
             "expected a torch.Tensor or a numpy.ndarray, got {}",
@@ -748,6 +837,7 @@ impl<'py> Exporter<'py> {
         &mut self,
         obj: &Bound<'py, PyAny>,
         access: Access,
+        want: Want,
     ) -> Result<View, ViewError> {
         let py = self.py;
         let to_dlpack = match &self.to_dlpack {
@@ -774,8 +864,9 @@ impl<'py> Exporter<'py> {
         }
         // SAFETY: `ptr` is the live `DLManagedTensor` of the capsule, which we keep (and so the
         // tensor's storage, which it owns) until the exporter is dropped after the step.
-        let view =
-            unsafe { self.view_dltensor(&(*(ptr as *const DlManagedTensor)).dl_tensor, access) };
+        let view = unsafe {
+            self.view_dltensor(&(*(ptr as *const DlManagedTensor)).dl_tensor, access, want)
+        };
         self.keep.push(capsule);
         view
     }
@@ -788,7 +879,12 @@ impl Exporter<'_> {
     ///
     /// `t.shape` and `t.strides` must point to `t.ndim` valid elements (strides may be NULL,
     /// meaning contiguous, in DLPack < 1.2).
-    unsafe fn view_dltensor(&mut self, t: &DlTensor, access: Access) -> Result<View, ViewError> {
+    unsafe fn view_dltensor(
+        &mut self,
+        t: &DlTensor,
+        access: Access,
+        want: Want,
+    ) -> Result<View, ViewError> {
         let _ = access; // torch tensors carry no read-only flag here
         if t.device.device_type != KDL_CPU {
             let dev = match t.device.device_type {
@@ -806,11 +902,25 @@ impl Exporter<'_> {
                 t.device.device_type
             )));
         }
-        let Some(dtype) = dl_dtype(t.dtype) else {
-            return Err(ViewError::Type(format!(
-                "has dtype {}; supported: float32, bfloat16, float16",
-                dl_dtype_name(t.dtype)
-            )));
+        let (dtype, unit) = match want {
+            Want::Floats => match dl_dtype(t.dtype) {
+                Some(d) => (d, d.size()),
+                None => {
+                    return Err(ViewError::Type(format!(
+                        "has dtype {}; supported: float32, bfloat16, float16",
+                        dl_dtype_name(t.dtype)
+                    )));
+                }
+            },
+            Want::Codes if (t.dtype.code, t.dtype.bits, t.dtype.lanes) == (KDL_UINT, 8, 1) => {
+                (Dtype::F32, 1)
+            }
+            Want::Codes => {
+                return Err(ViewError::Type(format!(
+                    "has dtype {}; 8-bit momentum codes are uint8",
+                    dl_dtype_name(t.dtype)
+                )));
+            }
         };
         let ndim = usize::try_from(t.ndim).unwrap_or(0);
         let dims: &[i64] = if ndim == 0 || t.shape.is_null() {
@@ -842,7 +952,7 @@ impl Exporter<'_> {
         let addr = (t.data as usize).wrapping_add(t.byte_offset as usize);
         let d = self.push_dims(dims);
         let s = self.push_layout(&layout);
-        finish(addr, len, dtype, d, s)
+        finish(addr, len, dtype, unit, d, s)
     }
 
     /// A view through numpy's `__array_interface__` (version 3).
@@ -851,6 +961,7 @@ impl Exporter<'_> {
         obj: &Bound<'py, PyAny>,
         ai: &Bound<'py, PyAny>,
         access: Access,
+        want: Want,
     ) -> Result<View, ViewError> {
         let py = obj.py();
         let ai = ai
@@ -869,7 +980,14 @@ impl Exporter<'_> {
             .extract()
             .map_err(|_| bad("typestr"))?;
         let little = cfg!(target_endian = "little");
+        if want == Want::Codes && typestr != "|u1" {
+            return Err(ViewError::Type(format!(
+                "has typestr {typestr}; 8-bit momentum codes are uint8 (|u1)"
+            )));
+        }
         let dtype = match typestr.as_str() {
+            // Codes: bytes (the dtype means nothing for them, see `Exporter::q8`).
+            "|u1" if want == Want::Codes => Dtype::F32,
             "<f4" | "=f4" if little => Dtype::F32,
             "<f2" | "=f2" if little => Dtype::F16,
             _ => {
@@ -895,6 +1013,10 @@ impl Exporter<'_> {
                 }
             }
         };
+        let unit = match want {
+            Want::Codes => 1,
+            Want::Floats => dtype.size(),
+        };
         let data = get(intern!(py, "data"))?.ok_or_else(|| bad("no data"))?;
         let data = data.cast::<PyTuple>().map_err(|_| {
             ViewError::Type("exposes its data as a buffer object, not (address, read-only)".into())
@@ -919,7 +1041,7 @@ impl Exporter<'_> {
             if strides.len() != dims.len() {
                 return Err(bad("strides"));
             }
-            layout_ = layout(&dims, &strides, dtype.size() as i64);
+            layout_ = layout(&dims, &strides, unit as i64);
             if let Layout::NotDense = layout_ {
                 return Err(ViewError::Runtime(format!(
                     "is not dense (shape {}, byte strides {}): its elements do not fill one \
@@ -931,7 +1053,7 @@ impl Exporter<'_> {
         }
         let d = self.push_dims(&dims);
         let s = self.push_layout(&layout_);
-        finish(addr, len, dtype, d, s)
+        finish(addr, len, dtype, unit, d, s)
     }
 }
 
@@ -1030,11 +1152,13 @@ fn dl_dtype_name(d: DlDataType) -> String {
     }
 }
 
-/// The common checks: null, alignment, size.
+/// The common checks: null, alignment, size (`unit`: the bytes of an element, `dtype.size()`
+/// except for the codes of [`Exporter::q8`]).
 fn finish(
     addr: usize,
     len: usize,
     dtype: Dtype,
+    unit: usize,
     dims: Dims,
     strides: Dims,
 ) -> Result<View, ViewError> {
@@ -1050,13 +1174,12 @@ fn finish(
     if addr == 0 {
         return Err(ViewError::Runtime("has no data (null data pointer)".into()));
     }
-    if !addr.is_multiple_of(dtype.size()) {
+    if !addr.is_multiple_of(unit) {
         return Err(ViewError::Runtime(format!(
-            "is misaligned: its data at {addr:#x} is not a multiple of {} bytes",
-            dtype.size()
+            "is misaligned: its data at {addr:#x} is not a multiple of {unit} bytes"
         )));
     }
-    match len.checked_mul(dtype.size()) {
+    match len.checked_mul(unit) {
         Some(bytes) if bytes <= isize::MAX as usize && addr.checked_add(bytes).is_some() => {}
         _ => return Err(ViewError::Value(format!("is too large ({len} elements)"))),
     }

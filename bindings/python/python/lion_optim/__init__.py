@@ -59,6 +59,7 @@ __version__: str = _lion_optim.__version__
 __all__ = [
     "step",
     "cautious_count",
+    "Q8Momentum",
     "simd_path",
     "default_num_threads",
     "STREAM_MULTIPLIER",
@@ -77,6 +78,64 @@ STREAM_MULTIPLIER = 0x9E3779B97F4A7C15
 Q8_MAP: Tuple[float, ...] = tuple(_lion_optim.Q8_MAP)
 
 _U64 = 1 << 64
+
+#: Elements per block of 8-bit momentum (one float32 scale each).
+Q8_BLOCK = 256
+
+
+class Q8Momentum:
+    """8-bit momentum for :func:`step` and :func:`cautious_count` (in place of an ``exp_avg``
+    array): bitsandbytes' blockwise format, a quarter of float32's memory.
+
+    ``codes`` holds one uint8 per element (an index into :data:`Q8_MAP`), laid out like the
+    parameter (its shape and memory layout, or both C-contiguous); ``absmax`` one float32 per
+    block of 256 elements in memory order, C-contiguous, ``ceil(numel / 256)`` of them. Element
+    ``i`` of the momentum is ``Q8_MAP[codes[i]] * absmax[i // 256]``. Both are numpy arrays or
+    CPU torch tensors, written in place by :func:`step`. The same two arrays as
+    ``bitsandbytes.optim.Lion8bit``'s ``state1`` and ``absmax1``.
+
+    A shard of a larger tensor (``offsets``) must start on a block boundary (a multiple of 256)
+    and, unless it is the tensor's last, hold whole blocks: the blocks are those of the whole
+    tensor.
+
+    Example::
+
+        import numpy as np, lion_optim
+        p = np.ones(1000, np.float32); g = np.full(1000, 0.5, np.float32)
+        m = lion_optim.Q8Momentum.zeros_like(p)
+        lion_optim.step(p, g, m, lr=1e-3)
+        m.codes.dtype, m.absmax.shape     # (dtype('uint8'), (4,))
+    """
+
+    __slots__ = ("codes", "absmax")
+
+    def __init__(self, codes: Array, absmax: Array) -> None:
+        self.codes = codes
+        self.absmax = absmax
+
+    @classmethod
+    def zeros_like(cls, param: Array) -> "Q8Momentum":
+        """Zero momentum for ``param`` (code 127 is 0.0, every scale 0.0), of ``param``'s kind:
+        torch tensors (``torch.full_like(param, 127, dtype=torch.uint8)``, which keeps its
+        memory layout) for a torch tensor, numpy arrays otherwise."""
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(param, torch.Tensor):
+            codes = torch.full_like(param, 127, dtype=torch.uint8)
+            absmax = torch.zeros(-(-param.numel() // Q8_BLOCK), dtype=torch.float32, device=param.device)
+            return cls(codes, absmax)
+        import numpy as np
+
+        codes = np.full_like(param, 127, dtype=np.uint8)
+        absmax = np.zeros(-(-int(np.size(param)) // Q8_BLOCK), np.float32)
+        return cls(codes, absmax)
+
+    def __repr__(self) -> str:
+        return f"Q8Momentum(codes={self.codes!r}, absmax={self.absmax!r})"
+
+
+def _momenta(ms: list) -> list:
+    """The exp_avgs as the extension takes them: arrays, or ``(codes, absmax)`` tuples."""
+    return [(m.codes, m.absmax) if isinstance(m, Q8Momentum) else m for m in ms]
 
 
 def simd_path() -> str:
@@ -150,7 +209,7 @@ def _totals(x: Any, single: bool) -> Optional[list]:
 def step(
     params: Union[Array, Sequence[Array]],
     grads: Union[Array, Sequence[Array]],
-    exp_avgs: Union[Array, Sequence[Array]],
+    exp_avgs: Union[Array, Q8Momentum, Sequence[Union[Array, Q8Momentum]]],
     *,
     lr: float = 1e-4,
     betas: Tuple[float, float] = (0.9, 0.99),
@@ -180,7 +239,8 @@ def step(
     transposed matrix: ``torch.zeros_like(p)`` keeps them) or has its shape. An element's
     index (for ``offsets`` and the rounding bits) is its position in memory. All tensors are
     stepped in one call, spread over ``num_threads`` threads (default
-    :func:`default_num_threads`). (A ``DTensor`` has no memory of its own: step its local shard
+    :func:`default_num_threads`). An ``exp_avg`` may be a :class:`Q8Momentum` instead: 8-bit
+    blockwise momentum (its codes and block scales updated in place). (A ``DTensor`` has no memory of its own: step its local shard
     with its offset, or use ``lion_optim.torch.Lion``, which does.)
 
     Args:
@@ -224,6 +284,7 @@ def step(
     ps, single = _as_list(params, "params")
     gs, _ = _as_list(grads, "grads")
     ms, _ = _as_list(exp_avgs, "exp_avgs")
+    ms = _momenta(ms)
     offs = _per_tensor(offsets, len(ps), single, "offsets")
     strs = _per_tensor(streams, len(ps), single, "streams")
     totals = _totals(cautious_totals, single)
@@ -257,7 +318,7 @@ def step(
 
 def cautious_count(
     grads: Union[Array, Sequence[Array]],
-    exp_avgs: Union[Array, Sequence[Array]],
+    exp_avgs: Union[Array, Q8Momentum, Sequence[Union[Array, Q8Momentum]]],
     *,
     betas: Tuple[float, float] = (0.9, 0.99),
     grad_unscale: Optional[float] = None,
@@ -274,6 +335,7 @@ def cautious_count(
     """
     gs, single = _as_list(grads, "grads")
     ms, _ = _as_list(exp_avgs, "exp_avgs")
+    ms = _momenta(ms)
     group = dict(lr=0.0, betas=betas, weight_decay=0.0, grad_unscale=grad_unscale)
     counts = _lion_optim._cautious_count(gs, ms, group)
     return counts[0] if single else counts

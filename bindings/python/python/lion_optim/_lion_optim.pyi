@@ -34,10 +34,11 @@ def _step(
     num_threads: int,
     skip_non_finite: bool,
 ) -> bool:
-    """One Lion step over lists of arrays with the settings ``group``; True if applied."""
+    """One Lion step over lists of arrays with the settings ``group``; True if applied. An
+    entry of ``exp_avgs`` is an array, or 8-bit momentum as a ``(codes, absmax)`` tuple."""
 
 def _cautious_count(grads: List[Any], exp_avgs: List[Any], group: Dict[str, Any]) -> List[int]:
-    """The cautious variant's count per tensor."""
+    """The cautious variant's count per tensor (``exp_avgs`` as in :func:`_step`)."""
 
 def _check_group(group: Dict[str, Any], name: str) -> None:
     """Checks a param group's settings as a step reads them; ``name`` starts every message."""
