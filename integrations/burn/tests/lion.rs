@@ -6,10 +6,12 @@ use burn::backend::Flex;
 use burn::grad_clipping::GradientClippingConfig;
 use burn::module::{Module, ParamGroup};
 use burn::nn::{Linear, LinearConfig};
-use burn::optim::{GradientsParams, LionState, ModuleOptimizer, Optimizer};
+use burn::optim::{
+    GradientsParams, LionState, ModuleOptimizer, Optimizer, RecordState, StateSink, StateSource,
+};
 use burn::tensor::{DType, Device, Tensor, TensorData};
-use lion_optim::{Element, Hyperparams, StepOptions, bf16, f16, reference};
-use lion_optim_burn::{Lion, LionConfig, Stats};
+use lion_optim::{Element, Hyperparams, Q8Mut, StepOptions, bf16, f16, reference};
+use lion_optim_burn::{Lion, Lion8bitState, LionConfig, Stats};
 use support::Rng;
 
 /// `n` values of `Rng::value_with_zeros` (in [-2, 2), exact zeros (+0 and -0) now and then,
@@ -490,5 +492,192 @@ fn debug_output() {
     assert!(
         text.contains("beta_1: 0.9") && text.contains("fallback: 0"),
         "{text}"
+    );
+}
+
+// ------------------------------------------------------------------------------------------------
+// 8-bit momentum (`Lion8bit`)
+
+fn q8_state<const D: usize>(s: &Lion8bitState<D>) -> (Vec<u8>, Vec<f32>) {
+    match s {
+        Lion8bitState::Q8 { codes, absmax } => (codes.clone(), absmax.clone()),
+        Lion8bitState::Full(_) => panic!("expected 8-bit momentum"),
+    }
+}
+
+/// Six steps of `Lion8bit` (the scheduler changing `lr`) on a tensor of 9 blocks (the last one
+/// partial), in place, against `reference::step_q8_with` on the same data.
+fn check_8bit_against_reference<T: Element>(dtype: DType) {
+    let mut rng = Rng(0x8b17 + dtype.size() as u64);
+    let optim = LionConfig::new().with_weight_decay(0.3).build_8bit();
+    let shape = [7, 300];
+    let n = 7 * 300;
+    let init = random::<T>(&mut rng, n);
+    let mut p: Vec<T> = init.iter().map(|&x| T::from_f32_rounded(x)).collect();
+    let (mut codes, mut absmax) = (vec![127u8; n], vec![0.0f32; n.div_ceil(256)]);
+    let mut t = tensor(&init, shape, dtype);
+    let mut state: Option<Lion8bitState<2>> = None;
+    for step in 0..6 {
+        let lr = 0.01 * (step + 1) as f64;
+        let g = random::<T>(&mut rng, n);
+        let gt: Vec<T> = g.iter().map(|&x| T::from_f32_rounded(x)).collect();
+        let m = Q8Mut::new(&mut codes, &mut absmax).unwrap();
+        reference::step_q8_with(
+            &mut p,
+            &gt,
+            m,
+            &optim.hyperparams(lr),
+            &StepOptions::default(),
+        )
+        .unwrap();
+        let before = buffer_ptr(&t);
+        let (next, next_state) = optim.step(lr, t, tensor(&g, shape, dtype), state);
+        let next_state = next_state.expect("a state");
+        assert_eq!(buffer_ptr(&next), before, "{dtype:?} step {step}: in place");
+        assert_eq!(bits(&next), ref_bits(&p), "{dtype:?} params, step {step}");
+        assert_eq!(
+            q8_state(&next_state),
+            (codes.clone(), absmax.clone()),
+            "{dtype:?} 8-bit momentum, step {step}"
+        );
+        (t, state) = (next, Some(next_state));
+    }
+    assert!(codes.iter().any(|&c| c != 127));
+    assert_eq!(optim.stats().in_place, 6);
+}
+
+#[test]
+fn lion8bit_is_bit_identical_to_the_reference_in_every_dtype() {
+    check_8bit_against_reference::<f32>(DType::F32);
+    check_8bit_against_reference::<bf16>(DType::BF16);
+    check_8bit_against_reference::<f16>(DType::F16);
+}
+
+/// Through `ModuleOptimizer`: a record of the 8-bit optimizer (codes u8, scales f32) saved
+/// mid-run and loaded into a fresh one continues bit for bit; a damaged record is refused.
+#[test]
+fn lion8bit_records_resume_bit_for_bit() {
+    let dev = Device::flex().autodiff();
+    let start = Net::new(&dev);
+    let ours = || LionConfig::new().with_weight_decay(0.1).init_8bit();
+
+    let mut oa = ours();
+    let a = train(start.clone(), &mut oa, 6, &mut Rng(12));
+
+    let mut rng = Rng(12);
+    let mut ob = ours();
+    let b = train(start.clone(), &mut ob, 3, &mut rng);
+    let bytes = ob.into_bytes().unwrap();
+    let mut ob2 = ours().from_bytes(bytes).unwrap();
+    let b = train(b, &mut ob2, 3, &mut rng);
+    assert_eq!(b.param_bits(), a.param_bits(), "resumed from the record");
+    assert_ne!(a.param_bits(), start.param_bits());
+
+    // The 8-bit leaves round-trip; a damaged one (scales of another length) is refused.
+    let state = Lion8bitState::<2>::Q8 {
+        codes: vec![3, 127, 250],
+        absmax: vec![0.5],
+    };
+    let mut sink = StateSink::default();
+    state.state_flatten("p", &mut sink);
+    let names: Vec<&str> = sink.tensors.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["p.codes", "p.absmax"]);
+    assert_eq!(sink.tensors[0].1.dtype(), DType::U8);
+    let source = |tensors: Vec<(String, TensorData)>| {
+        let mut src = StateSource::default();
+        for (name, data) in tensors {
+            src.insert_tensor(name, data);
+        }
+        src
+    };
+    let mut src = source(sink.tensors);
+    let back = Lion8bitState::<2>::state_unflatten("p", &mut src, &Device::flex()).unwrap();
+    assert_eq!(q8_state(&back), (vec![3, 127, 250], vec![0.5]));
+    for bad in [
+        TensorData::new(vec![0.5f32, 0.5], [2]),
+        TensorData::new(vec![f32::NAN], [1]),
+        TensorData::new(vec![0.5f64], [1]),
+    ] {
+        let mut src = source(vec![
+            ("p.codes".into(), TensorData::new(vec![3u8, 127, 250], [3])),
+            ("p.absmax".into(), bad),
+        ]);
+        assert!(Lion8bitState::<2>::state_unflatten("p", &mut src, &Device::flex()).is_none());
+    }
+}
+
+/// Off the fast path (f64) the 8-bit optimizer is burn's Lion with full momentum; an 8-bit
+/// state met there is dequantized for it first (exactly: its values are f32).
+#[test]
+fn lion8bit_falls_back_to_burns_lion_with_full_momentum() {
+    let mut rng = Rng(5);
+    let (init, g) = (random::<f32>(&mut rng, 300), random::<f32>(&mut rng, 300));
+    let ours = LionConfig::new().build_8bit();
+    let theirs = burn::optim::LionConfig::new().build();
+    let (a, sa) = ours.step(
+        0.1,
+        tensor(&init, [300], DType::F64),
+        tensor(&g, [300], DType::F64),
+        None,
+    );
+    let (b, sb) = theirs.step(
+        0.1,
+        tensor(&init, [300], DType::F64),
+        tensor(&g, [300], DType::F64),
+        None,
+    );
+    assert_eq!(bits(&a), bits(&b));
+    let Some(Lion8bitState::Full(sa)) = sa else {
+        panic!("expected full momentum")
+    };
+    assert_eq!(bits(&sa.momentum), bits(&sb.unwrap().momentum));
+
+    // An 8-bit state (from an f32 step) meeting an f64 parameter.
+    let (_, s8) = ours.step(
+        0.1,
+        tensor(&init, [300], DType::F32),
+        tensor(&g, [300], DType::F32),
+        None,
+    );
+    let (codes, absmax) = q8_state(&s8.clone().unwrap());
+    let decoded: Vec<f32> = (0..300)
+        .map(|i| lion_optim::Q8_MAP[codes[i] as usize] * absmax[i / 256])
+        .collect();
+    let (c, sc) = ours.step(
+        0.1,
+        tensor(&init, [300], DType::F64),
+        tensor(&g, [300], DType::F64),
+        s8,
+    );
+    let (d, sd) = theirs.step(
+        0.1,
+        tensor(&init, [300], DType::F64),
+        tensor(&g, [300], DType::F64),
+        Some(LionState::new(tensor(&decoded, [300], DType::F64))),
+    );
+    assert_eq!(bits(&c), bits(&d));
+    let Some(Lion8bitState::Full(sc)) = sc else {
+        panic!("expected full momentum")
+    };
+    assert_eq!(bits(&sc.momentum), bits(&sd.unwrap().momentum));
+    assert_eq!(ours.stats().fallback, 2);
+}
+
+/// A state of another length (a record of another model) panics with a message naming both
+/// (burn's optimizer API has no error channel).
+#[test]
+#[should_panic(expected = "an 8-bit momentum state of 3 codes and 1 scales for a parameter of 16")]
+fn lion8bit_state_of_another_length_panics_with_a_message() {
+    let optim = LionConfig::new().build_8bit();
+    let z = [0.5f32; 16];
+    let state = Lion8bitState::Q8 {
+        codes: vec![127; 3],
+        absmax: vec![0.0],
+    };
+    let _ = optim.step(
+        0.1,
+        tensor(&z, [16], DType::F32),
+        tensor(&z, [16], DType::F32),
+        Some(state),
     );
 }
