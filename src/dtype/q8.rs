@@ -228,34 +228,98 @@ pub(crate) const NEAREST_HI: [u16; 128] = {
 #[cfg(target_arch = "x86_64")]
 pub(crate) const NEAREST_LO: [u16; 128] = halves(&NEAREST_BITS, 0);
 
-/// The branch-free binary search over [`NEAREST_HI`], level by level: after `l` levels the
-/// search knows the top `l` bits `k` of the count of high halves below the value's, and level
-/// `l` compares with `NEAREST_HI[(2k + 1) << (6 - l) - 1]`, entry `k` of row `l` (rows 0..=5; 32
-/// words each, the row's `2^l` entries first). Level 6 is [`SEARCH_LAST`].
+/// The first binade of the word-permuting quantizer's buckets (`2^-22`, below the smallest
+/// positive threshold): a value's high half `h` (its `|x|` bits 16..31: exponent and seven
+/// mantissa bits) is in binade `e = (h >> 7) - NEAREST_E0` (0 below it).
 #[cfg(target_arch = "x86_64")]
-pub(crate) const SEARCH_LEVELS: [[u16; 32]; 6] = {
-    let mut rows = [[0u16; 32]; 6];
-    let mut l = 0;
-    while l < 6 {
-        let mut k = 0;
-        while k < 1 << l {
-            rows[l][k] = NEAREST_HI[((2 * k + 1) << (6 - l)) - 1];
-            k += 1;
+pub(crate) const NEAREST_E0: u16 = 127 - 22;
+
+/// Binades of the word-permuting quantizer: `2^-22` up to 2 (exclusive).
+#[cfg(target_arch = "x86_64")]
+const BINADES: usize = 23;
+
+/// The mantissa bits each binade's buckets use: the fewest such that no two positive thresholds'
+/// high halves of the binade share them (so a bucket holds at most one).
+#[cfg(target_arch = "x86_64")]
+const BINADE_BITS: [u16; BINADES] = {
+    let mut bits = [0u16; BINADES];
+    let mut e = 0;
+    while e < BINADES {
+        let mut k = 0u16;
+        'widen: loop {
+            let mut j = 1;
+            while j < 128 {
+                let (a, b) = (NEAREST_HI[j - 1], NEAREST_HI[j]);
+                let binade = e as u16 + NEAREST_E0;
+                if a >> 7 == binade
+                    && b >> 7 == binade
+                    && (a & 0x7f) >> (7 - k) == (b & 0x7f) >> (7 - k)
+                {
+                    k += 1;
+                    assert!(k <= 7, "two thresholds share their high half");
+                    continue 'widen;
+                }
+                j += 1;
+            }
+            break;
         }
-        l += 1;
+        bits[e] = k;
+        e += 1;
     }
-    rows
+    bits
 };
-/// Level 6 of the search (see [`SEARCH_LEVELS`]): `NEAREST_HI[2k]` for the 64 prefixes `k`.
+
+/// Per binade (32 words, the first [`BINADES`] used): the index of its first bucket. A value's
+/// bucket is `NEAREST_BASE[e] + ((h & 0x7f) >> NEAREST_SHIFT[e])`.
 #[cfg(target_arch = "x86_64")]
-pub(crate) const SEARCH_LAST: [u16; 64] = {
-    let mut row = [0u16; 64];
-    let mut k = 0;
-    while k < 64 {
-        row[k] = NEAREST_HI[2 * k];
-        k += 1;
+pub(crate) const NEAREST_BASE: [u16; 32] = {
+    let mut base = [0u16; 32];
+    let mut at = 0u16;
+    let mut e = 0;
+    while e < BINADES {
+        base[e] = at;
+        at += 1 << BINADE_BITS[e];
+        e += 1;
     }
-    row
+    assert!(at as usize <= 256, "more than 256 buckets");
+    base
+};
+
+/// Per binade: how far its mantissa bits are shifted down (`7 - ` its bits).
+#[cfg(target_arch = "x86_64")]
+pub(crate) const NEAREST_SHIFT: [u16; 32] = {
+    let mut shift = [7u16; 32];
+    let mut e = 0;
+    while e < BINADES {
+        shift[e] = 7 - BINADE_BITS[e];
+        e += 1;
+    }
+    shift
+};
+
+/// Per bucket (256 words): the count of positive thresholds whose high half is below the
+/// bucket's first, at most 127. Then threshold `k = NEAREST_COUNT[bucket]` is the only one left
+/// undecided by the high half (the bucket holds at most its high half; those before are below
+/// the value, those after above), so `k + (T[k] < |x|)` is the count of thresholds below `|x|`
+/// (a count of 128 is capped to 127, whose threshold is then below `|x|` too).
+#[cfg(target_arch = "x86_64")]
+pub(crate) const NEAREST_COUNT: [u16; 256] = {
+    let mut count = [0u16; 256];
+    let mut e = 0;
+    while e < BINADES {
+        let mut m = 0u16;
+        while m < 1 << BINADE_BITS[e] {
+            let first = ((e as u16 + NEAREST_E0) << 7) | (m << NEAREST_SHIFT[e]);
+            let mut n = 0u16;
+            while n < 128 && NEAREST_HI[n as usize] < first {
+                n += 1;
+            }
+            count[(NEAREST_BASE[e] + m) as usize] = if n > 127 { 127 } else { n };
+            m += 1;
+        }
+        e += 1;
+    }
+    count
 };
 
 /// The 16-bit halves of a table of bits, starting at bit `shift`.

@@ -200,15 +200,12 @@ fn block<
         codes.fill(127);
         return;
     }
-    let inv = s.splat(1.0 / scale);
     if S::Q8_BLOCKWISE && !STOCHASTIC {
-        for m in new.as_chunks_mut::<N>().0 {
-            s.store_f32(s.mul(s.load_f32(m), inv), m);
-        }
-        s.q8_nearest(&new, codes);
+        s.q8_nearest(&new, 1.0 / scale, codes);
         *absmax = scale;
         return;
     }
+    let inv = s.splat(1.0 / scale);
     let mut index = lanes;
     for (c, m) in codes
         .as_chunks_mut::<N>()

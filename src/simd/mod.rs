@@ -134,17 +134,20 @@ pub trait Simd<const N: usize>: Copy {
             self.store_f32(self.bits_to_f32(self.gather(&MAP_BITS, self.load_u8(c))), o);
         }
     }
-    /// `codes[i] = reference::q8_quantize(x[i])` for one block of finite values. Default: the
-    /// bucket quantizer of `kernel::q8`, a vector at a time.
+    /// `codes[i] = reference::q8_quantize(x[i] * inv)` (one f32 product, then the code) for one
+    /// block whose products are finite. Default: the bucket quantizer of `kernel::q8`, a vector
+    /// at a time.
     #[inline(always)]
-    fn q8_nearest(self, x: &[f32; Q8_BLOCK], codes: &mut [u8; Q8_BLOCK]) {
+    fn q8_nearest(self, x: &[f32; Q8_BLOCK], inv: f32, codes: &mut [u8; Q8_BLOCK]) {
+        let inv = self.splat(inv);
         for (v, c) in x
             .as_chunks::<N>()
             .0
             .iter()
             .zip(codes.as_chunks_mut::<N>().0)
         {
-            self.store_u8(crate::kernel::q8::nearest(self, self.load_f32(v)), c);
+            let x = self.mul(self.load_f32(v), inv);
+            self.store_u8(crate::kernel::q8::nearest(self, x), c);
         }
     }
 

@@ -9,7 +9,8 @@ use core::arch::x86_64::*;
 
 use crate::arch::Op;
 use crate::dtype::q8::{
-    MAP_HI, MAP_LO, NEAREST_HI, NEAREST_LO, Q8_BLOCK, SEARCH_LAST, SEARCH_LEVELS,
+    MAP_HI, MAP_LO, NEAREST_BASE, NEAREST_COUNT, NEAREST_E0, NEAREST_HI, NEAREST_LO, NEAREST_SHIFT,
+    Q8_BLOCK,
 };
 use crate::simd::{QUIET_BIT, Simd};
 
@@ -345,65 +346,63 @@ impl Simd<16> for Avx512 {
             }
         }
     }
-    /// 32 values at a time, on 16-bit words: a branch-free binary search of the high half of
-    /// `|x|` among the positive thresholds' high halves (`dtype::q8::SEARCH_LEVELS`, strictly
-    /// ascending: seven `vpermw`/`vpermt2w` lookups and word compares), which leaves one
-    /// threshold undecided, compared whole (its halves looked up, `<` and `<=` on (high, low));
-    /// then the count of thresholds below `x` by the symmetry of the map, as
-    /// `kernel::q8::nearest` (proved equal to the reference for every f32 in [-1, 1] by the
-    /// exhaustive test).
+    /// 32 values at a time, on 16-bit words: the high half `h` of `|x|` (exponent and seven
+    /// mantissa bits) picks a bucket in two word lookups (its binade's first bucket and mantissa
+    /// shift, `dtype::q8::NEAREST_BASE`/`NEAREST_SHIFT`), and the bucket the count `k` of
+    /// thresholds whose high half is below it (`NEAREST_COUNT`, 256 words: four `vpermt2w`); a
+    /// bucket holds at most one threshold's high half, so threshold `k` alone is undecided and is
+    /// compared whole (its halves looked up, `<` and `<=` on (high, low)); then the count of
+    /// thresholds below `x` by the symmetry of the map, as `kernel::q8::nearest` (proved equal to
+    /// the reference for every f32 in [-1, 1] by the exhaustive test).
     #[inline(always)]
-    fn q8_nearest(self, x: &[f32; Q8_BLOCK], codes: &mut [u8; Q8_BLOCK]) {
-        let levels: [__m512i; 6] = self.words(SEARCH_LEVELS.as_flattened());
-        let last: [__m512i; 2] = self.words(&SEARCH_LAST);
+    fn q8_nearest(self, x: &[f32; Q8_BLOCK], inv: f32, codes: &mut [u8; Q8_BLOCK]) {
+        let [base]: [__m512i; 1] = self.words(&NEAREST_BASE);
+        let [shift]: [__m512i; 1] = self.words(&NEAREST_SHIFT);
+        let count_low: [__m512i; 4] = self.words(&NEAREST_COUNT[..128]);
+        let count_high: [__m512i; 4] = self.words(&NEAREST_COUNT[128..]);
         let th: [__m512i; 4] = self.words(&NEAREST_HI);
         let tl: [__m512i; 4] = self.words(&NEAREST_LO);
-        // `G` groups of 32 values side by side: each group's search is a chain of dependent
-        // steps (permute, compare, shift, add), so several chains keep the core busy.
-        const G: usize = 2;
         let splits = [HIGH_HALVES, LOW_HALVES];
         for (v, c) in x
-            .as_chunks::<{ 32 * G }>()
+            .as_chunks::<64>()
             .0
             .iter()
-            .zip(codes.as_chunks_mut::<{ 32 * G }>().0)
+            .zip(codes.as_chunks_mut::<64>().0)
         {
             let halves = v.as_chunks::<16>().0;
-            let mut negative = [0u32; G];
             // SAFETY: see the impl comment (AVX-512 F and BW available; every load reads one
             // whole 64-byte array, every store writes one whole 32-byte array of `c`).
             unsafe {
-                let zero = _mm512_setzero_si512();
-                let mut ahv = [zero; G];
-                let mut lowv = [zero; G];
                 let [hi_idx, lo_idx] = splits.map(|w| _mm512_loadu_si512(w.as_ptr().cast()));
-                for g in 0..G {
-                    let a = _mm512_loadu_si512(halves[2 * g].as_ptr().cast());
-                    let b = _mm512_loadu_si512(halves[2 * g + 1].as_ptr().cast());
-                    let high = _mm512_permutex2var_epi16(a, hi_idx, b);
-                    lowv[g] = _mm512_permutex2var_epi16(a, lo_idx, b);
-                    negative[g] = _mm512_movepi16_mask(high);
-                    ahv[g] = _mm512_and_si512(high, _mm512_set1_epi16(0x7fff));
-                }
-                // The search: `k` gains one bit per level (row `l` holds entries `0..2^l`), the
-                // bit `t < |x|`: the sign of `t - |x|` (both below 2^15), shifted down.
-                let below = |t, ah| _mm512_srli_epi16::<15>(_mm512_sub_epi16(t, ah));
-                let first = _mm512_set1_epi16(SEARCH_LEVELS[0][0] as i16);
-                let mut k = ahv.map(|ah| below(first, ah));
-                for row in &levels[1..] {
-                    for g in 0..G {
-                        let bit = below(_mm512_permutexvar_epi16(k[g], *row), ahv[g]);
-                        k[g] = _mm512_add_epi16(_mm512_add_epi16(k[g], k[g]), bit);
-                    }
-                }
-                for g in 0..G {
-                    let t = _mm512_permutex2var_epi16(last[0], k[g], last[1]);
-                    k[g] = _mm512_add_epi16(_mm512_add_epi16(k[g], k[g]), below(t, ahv[g]));
-                }
                 let one = _mm512_set1_epi16(1);
                 let mid = _mm512_set1_epi16(127);
+                let inv = _mm512_set1_ps(inv);
                 for (g, c) in c.as_chunks_mut::<32>().0.iter_mut().enumerate() {
-                    let (k, ah, low) = (k[g], ahv[g], lowv[g]);
+                    let a = _mm512_mul_ps(_mm512_loadu_ps(halves[2 * g].as_ptr()), inv);
+                    let b = _mm512_mul_ps(_mm512_loadu_ps(halves[2 * g + 1].as_ptr()), inv);
+                    let (a, b) = (_mm512_castps_si512(a), _mm512_castps_si512(b));
+                    let high = _mm512_permutex2var_epi16(a, hi_idx, b);
+                    let low = _mm512_permutex2var_epi16(a, lo_idx, b);
+                    let negative = _mm512_movepi16_mask(high);
+                    let ah = _mm512_and_si512(high, _mm512_set1_epi16(0x7fff));
+                    // The binade (0 below the first; `vpermw` reads the low five bits, and
+                    // finite values at most 1 have binades 0..=22).
+                    let e = _mm512_subs_epu16(
+                        _mm512_srli_epi16::<7>(ah),
+                        _mm512_set1_epi16(NEAREST_E0 as i16),
+                    );
+                    let mantissa = _mm512_srlv_epi16(
+                        _mm512_and_si512(ah, _mm512_set1_epi16(0x7f)),
+                        _mm512_permutexvar_epi16(e, shift),
+                    );
+                    let bucket = _mm512_add_epi16(_mm512_permutexvar_epi16(e, base), mantissa);
+                    let b6 = _mm512_test_epi16_mask(bucket, _mm512_set1_epi16(0x40));
+                    let b7 = _mm512_test_epi16_mask(bucket, _mm512_set1_epi16(0x80));
+                    let k = _mm512_mask_blend_epi16(
+                        b7,
+                        self.lookup128(&count_low, bucket, b6),
+                        self.lookup128(&count_high, bucket, b6),
+                    );
                     // Thresholds 0..k are below |x|, those after k above: threshold k decides.
                     let k6 = _mm512_test_epi16_mask(k, _mm512_set1_epi16(0x40));
                     let (t_high, t_low) = (self.lookup128(&th, k, k6), self.lookup128(&tl, k, k6));
@@ -414,7 +413,7 @@ impl Simd<16> for Avx512 {
                     let under = _mm512_mask_add_epi16(k, lt, k, one); // thresholds < |x|
                     let not_over = _mm512_min_epu16(_mm512_mask_add_epi16(k, le, k, one), mid);
                     let code = _mm512_mask_blend_epi16(
-                        negative[g],
+                        negative,
                         _mm512_add_epi16(mid, under),
                         _mm512_sub_epi16(mid, not_over),
                     );

@@ -6,9 +6,9 @@
 mod quantizers {
     use std::vec::Vec;
 
-    use crate::kernel::q8::{nearest, stochastic};
     use crate::arch::{Isa, Op};
     use crate::dtype::q8::{Q8_BLOCK, Q8_MAP, THRESHOLDS};
+    use crate::kernel::q8::{nearest, stochastic};
     use crate::reference::{q8_quantize, q8_quantize_stochastic};
     use crate::simd::Simd;
 
@@ -30,7 +30,7 @@ mod quantizers {
                     *x = f32::from_bits(b);
                 }
                 let mut got = [0u8; Q8_BLOCK];
-                s.q8_nearest(&x, &mut got);
+                s.q8_nearest(&x, 1.0, &mut got); // (times 1: exact)
                 for (i, &b) in block.iter().enumerate() {
                     let want = q8_quantize(x[i]);
                     assert_eq!(
