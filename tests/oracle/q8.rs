@@ -17,9 +17,8 @@ use lion_optim::{
     Backend, Element, Error, Group, Hyperparams, Outcome, Q8_BLOCK, Q8Mut, Update, bf16, f16,
     reference,
 };
-use support::same;
 
-use super::step::{Bytes, options, param, value};
+use super::step::{Bytes, assert_same, bytes_equal, options, param, value};
 
 /// Decodes `data` and checks every backend against the reference (see the module docs).
 pub fn check(data: &[u8]) {
@@ -122,28 +121,15 @@ fn combo<P: Element, G: Element>(r: &mut Bytes) {
     let want: Result<Outcome, Error> = Q8Mut::new(&mut c_want[rc.clone()], &mut a_want[ra.clone()])
         .and_then(|m| reference::step_q8_with(&mut p_want[rp.clone()], gs, m, &hp, &o));
     let untouched = |p: &[P], c: &[u8], a: &[f32], who: &str| {
-        let same_p = bytemuck::cast_slice::<P, u8>(p) == bytemuck::cast_slice::<P, u8>(&p0);
-        let same_a = a.iter().zip(&a0).all(|(x, y)| x.to_bits() == y.to_bits());
-        assert!(same_p && c == c0 && same_a, "{who} wrote: {}", ctx());
+        let nothing_written = bytes_equal(p, &p0) && c == c0 && bytes_equal(a, &a0);
+        assert!(nothing_written, "{who} wrote: {}", ctx());
     };
     let same_buffers = |p: &[P], c: &[u8], a: &[f32], who: &str| {
-        for (i, (x, y)) in p.iter().zip(&p_want).enumerate() {
-            assert!(
-                same(*x, *y),
-                "{who}: param {i} is {x:?}, the reference's {y:?}: {}",
-                ctx()
-            );
-        }
+        assert_same(p, &p_want, who, "param", &ctx);
         for (i, (x, y)) in c.iter().zip(&c_want).enumerate() {
             assert_eq!(x, y, "{who}: code {i}: {}", ctx());
         }
-        for (i, (x, y)) in a.iter().zip(&a_want).enumerate() {
-            assert!(
-                same(*x, *y),
-                "{who}: absmax {i} is {x:?}, the reference's {y:?}: {}",
-                ctx()
-            );
-        }
+        assert_same(a, &a_want, who, "absmax", &ctx);
     };
     match &want {
         Err(_) => untouched(

@@ -228,8 +228,27 @@ fn step_bits<T: Element>(x: T, d: i32) -> T {
     }
 }
 
-fn bytes_equal<T: Element>(a: &[T], b: &[T]) -> bool {
+/// Whether two buffers hold the same bytes (nothing written: NaN payloads and -0 included).
+pub fn bytes_equal<T: Element>(a: &[T], b: &[T]) -> bool {
     bytemuck::cast_slice::<T, u8>(a) == bytemuck::cast_slice::<T, u8>(b)
+}
+
+/// Asserts that `got` is `want` bit for bit (a NaN matching a NaN), naming the first element
+/// that is not: `"{who}: {what} {i} is .., the reference's ..: {ctx}"`.
+pub fn assert_same<T: Element>(
+    got: &[T],
+    want: &[T],
+    who: &str,
+    what: &str,
+    ctx: &dyn Fn() -> String,
+) {
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!(
+            same(*a, *b),
+            "{who}: {what} {i} is {a:?}, the reference's {b:?}: {}",
+            ctx()
+        );
+    }
 }
 
 /// The documented rules of the options alone (src/options.rs).
@@ -401,20 +420,8 @@ fn combo<P: Element, G: Element, M: Element>(r: &mut Bytes) {
         );
     };
     let same_buffers = |p: &[P], m: &[M], who: &str| {
-        for (i, (a, b)) in p.iter().zip(&p_want).enumerate() {
-            assert!(
-                same(*a, *b),
-                "{who}: param {i} is {a:?}, the reference's {b:?}: {}",
-                ctx()
-            );
-        }
-        for (i, (a, b)) in m.iter().zip(&m_want).enumerate() {
-            assert!(
-                same(*a, *b),
-                "{who}: momentum {i} is {a:?}, the reference's {b:?}: {}",
-                ctx()
-            );
-        }
+        assert_same(p, &p_want, who, "param", &ctx);
+        assert_same(m, &m_want, who, "momentum", &ctx);
     };
     let untouched = |p: &[P], m: &[M], who: &str| {
         assert!(
