@@ -4,6 +4,12 @@
 export type Dtype = 'f32' | 'f16' | 'bf16';
 /** Momentum dtypes of the optimizer: 'q8' (8-bit blockwise) where `LionWasm.q8` is true. */
 export type MomentumDtype = Dtype | 'q8';
+
+/** 8-bit momentum in place: element i is `map[codes[i]] * absmax[i >> 8]` (bitsandbytes' format). */
+export interface Q8Momentum {
+  readonly codes: Uint8Array;
+  readonly absmax: Float32Array;
+}
 /** 'simd128' or 'scalar'. */
 export type Build = 'simd128' | 'scalar';
 /** A u64 option: a non-negative safe integer or a bigint. */
@@ -142,8 +148,11 @@ export class Optimizer {
   readonly size: number;
   tensorId(name: string): number | undefined;
   tensor(key: string | number): TensorInfo;
-  /** The momentum in place (read-only by contract); re-created after memory growth. */
-  momentum(key: string | number): Float32Array | Uint16Array;
+  /**
+   * The momentum in place (read-only by contract); re-created after memory growth. 'q8'
+   * momentum: its codes (one per element) and block scales (one per 256 elements).
+   */
+  momentum(key: string | number): Float32Array | Uint16Array | Q8Momentum;
   /** The state in lion-optim's compact checkpoint format. */
   saveState(): ArrayBuffer;
   /** Loads a checkpoint of an optimizer with the same tensors and groups. */

@@ -657,15 +657,27 @@ export class Optimizer {
 
   /**
    * The momentum of a tensor (by id or name), in place: a Float32Array (f32) or a Uint16Array of
-   * bits (f16, bf16), re-created after memory growth like `Tensor.view`. Read-only by contract.
+   * bits (f16, bf16); for 'q8' momentum `{ codes, absmax }`: a Uint8Array of codes (one per
+   * element, an index into bitsandbytes' signed dynamic map) and a Float32Array of block scales
+   * (one per 256 elements; element i is `map[codes[i]] * absmax[i >> 8]`). Re-created after
+   * memory growth like `Tensor.view`. Read-only by contract.
    */
   momentum(key) {
     const h = this.#live('momentum');
     const e = this.#entry(key, 'momentum');
     const buffer = this.#rt.memory.buffer;
     if (e.buffer !== buffer) {
-      const ptr = this.#rt._exports.lion_opt_momentum(h, e.id) >>> 0;
-      e.view = new (e.momentum === 'f32' ? Float32Array : Uint16Array)(buffer, ptr, e.length);
+      const ex = this.#rt._exports;
+      const ptr = ex.lion_opt_momentum(h, e.id) >>> 0;
+      if (e.momentum === 'q8') {
+        const absmax = ex.lion_opt_absmax(h, e.id) >>> 0;
+        e.view = Object.freeze({
+          codes: new Uint8Array(buffer, ptr, e.length),
+          absmax: new Float32Array(buffer, absmax, Math.ceil(e.length / 256)),
+        });
+      } else {
+        e.view = new (e.momentum === 'f32' ? Float32Array : Uint16Array)(buffer, ptr, e.length);
+      }
       e.buffer = buffer;
     }
     return e.view;

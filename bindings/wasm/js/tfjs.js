@@ -78,6 +78,12 @@ export class LionOptimizer extends tf.Optimizer {
       throw new TypeError("LionOptimizer: the wasm module is not loaded: `await ready()` from 'lion-optim/tfjs' first");
     }
     this.#config = { learningRate: 1e-4, beta1: 0.9, beta2: 0.99, weightDecay: 0, momentumDtype: 'f32', ...config };
+    const md = this.#config.momentumDtype;
+    if (!['f32', 'bf16', 'f16'].includes(md)) {
+      // (8-bit momentum has two buffers per variable, which tfjs' weights cannot carry as one.)
+      throw new TypeError(`LionOptimizer: momentumDtype must be 'f32', 'bf16' or 'f16', not ${JSON.stringify(md)}` +
+        (md === 'q8' ? " (8-bit momentum: lion.optimizer(...).add(params, { momentum: 'q8' }))" : ''));
+    }
     const { hp, options } = this.#settings();
     this.#opt = this.#lion.optimizer(hp, options);
   }

@@ -35,17 +35,18 @@ use std::collections::VecDeque;
 use std::fmt;
 
 use lion_optim::{
-    Backend, Buffer, Cautious, Dtype, Element, Error, Group, GroupId, Hyperparams, Lion, Outcome,
-    Rounding, SliceMut, SliceRef, StepOptions, Tensor, TensorId, TensorSpec, Update, WeightDecay,
-    bf16, f16,
+    Backend, Buffer, Cautious, Dtype, Element, Error, Group, GroupId, Hyperparams, Lion,
+    MomentumDtype, MomentumRef, Outcome, Q8_BLOCK, Rounding, SliceMut, SliceRef, StepOptions,
+    Tensor, TensorId, TensorSpec, Update, WeightDecay, bf16, f16,
 };
 
 /// The version of this interface; `js/index.js` refuses a module of another version.
 pub const ABI: u32 = 1;
 
-/// The dtype tags of the interface (`Dtype`'s order); 3 is reserved for 8-bit momentum.
+/// The dtype tags of the interface (`Dtype`'s order); 3 is 8-bit momentum.
 const DTYPES: [Dtype; 3] = [Dtype::F32, Dtype::F16, Dtype::Bf16];
-/// The tag of 8-bit momentum (blockwise codes + absmax), not in this build yet.
+/// The tag of 8-bit momentum (blockwise codes + absmax): a momentum dtype of the optimizer
+/// ([`lion_opt_add`]), not an element type of tensors.
 const TAG_Q8: u32 = 3;
 /// The parameter-dtype tag meaning "any" (`lion_opt_add`).
 const TAG_ANY: u32 = 255;
@@ -483,9 +484,18 @@ fn dtype_of(tag: u32) -> Result<Dtype, (Kind, i32, String)> {
         TAG_Q8 => Err(err(
             Kind::Type,
             -1,
-            "8-bit (q8) momentum is not supported by this build of the module",
+            "8-bit (q8) momentum is a momentum dtype of the optimizer (Lion.add), not an \
+             element type of tensors",
         )),
         _ => Err(err(Kind::Type, -1, format!("unknown dtype tag {tag}"))),
+    }
+}
+
+/// A momentum dtype tag of the optimizer: an element type, or 8-bit momentum.
+fn momentum_of(tag: u32) -> Result<MomentumDtype, (Kind, i32, String)> {
+    match tag {
+        TAG_Q8 => Ok(MomentumDtype::Q8),
+        tag => dtype_of(tag).map(MomentumDtype::from),
     }
 }
 
@@ -635,7 +645,7 @@ impl State {
         let stream = r.u64().ok_or_else(short)?;
         let group = r.u32().ok_or_else(short)?;
         let has_stream = r.u32().ok_or_else(short)? != 0;
-        let momentum = dtype_of(r.u32().ok_or_else(short)?)?;
+        let momentum = momentum_of(r.u32().ok_or_else(short)?)?;
         let params = match r.u32().ok_or_else(short)? {
             TAG_ANY => None,
             tag => Some(dtype_of(tag)?),
@@ -662,7 +672,11 @@ impl State {
         if has_stream {
             spec = spec.stream(stream);
         }
-        let bytes = len.saturating_mul(momentum.size());
+        let bytes = match momentum {
+            MomentumDtype::F32 => len.saturating_mul(4),
+            MomentumDtype::Q8 => len.saturating_add(len.div_ceil(Q8_BLOCK).saturating_mul(4)),
+            _ => len.saturating_mul(2), // f16, bf16
+        };
         let opt = self.optimizer(handle)?;
         // The core allocates with `vec!` (a failed allocation would trap): check first that
         // the memory can grow that much.
@@ -750,10 +764,10 @@ pub extern "C" fn lion_simd() -> u32 {
     u32::from(cfg!(target_feature = "simd128"))
 }
 
-/// 1 if this build supports 8-bit (q8) momentum, else 0 (not yet).
+/// 1 if this build's optimizer supports 8-bit (q8) momentum (every build of this version does).
 #[unsafe(no_mangle)]
 pub extern "C" fn lion_q8() -> u32 {
-    0
+    1
 }
 
 /// The args block, grown to at least `len` bytes (this may grow the memory); its address, or 0
@@ -951,14 +965,30 @@ pub extern "C" fn lion_opt_add(handle: i32) -> i32 {
     })
 }
 
-/// The address of the momentum of tensor `id` (0 if there is none).
+/// The address of the momentum of tensor `id`: its elements, or its codes for 8-bit momentum
+/// (0 if there is no such tensor).
 #[unsafe(no_mangle)]
 pub extern "C" fn lion_opt_momentum(handle: i32, id: u32) -> u32 {
     with(|s| {
         let opt = s.optimizers.get(handle).ok();
-        opt.and_then(|o| o.momentum(TensorId::new(id as usize)).ok())
-            .and_then(|m| m.as_slice_ref())
-            .map_or(0, address)
+        match opt.and_then(|o| o.momentum(TensorId::new(id as usize)).ok()) {
+            Some(MomentumRef::Q8(q)) => q.codes().as_ptr() as usize as u32,
+            Some(m) => m.as_slice_ref().map_or(0, address),
+            None => 0,
+        }
+    })
+}
+
+/// The address of the block scales (f32, one per 256 elements) of tensor `id`'s 8-bit momentum
+/// (0 if it has none).
+#[unsafe(no_mangle)]
+pub extern "C" fn lion_opt_absmax(handle: i32, id: u32) -> u32 {
+    with(|s| {
+        let opt = s.optimizers.get(handle).ok();
+        match opt.and_then(|o| o.momentum(TensorId::new(id as usize)).ok()) {
+            Some(MomentumRef::Q8(q)) => q.absmax().as_ptr() as usize as u32,
+            _ => 0,
+        }
     })
 }
 

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { load, instantiate, simdSupported, Tensor } from '../js/index.js';
-import { instances, bytesOf, BUILDS } from './helpers.mjs';
+import { instances, bytesOf, setBytes, fixturesQ8, firstDifference, BUILDS } from './helpers.mjs';
 
 const lions = await instances();
 
@@ -15,7 +15,7 @@ test('load() picks simd128 where the engine has it, and is shared', async () => 
   assert.equal(await load(), a);
   assert.equal((await load({ build: 'scalar' })).build, 'scalar');
   await assert.rejects(load({ build: 'sse' }), TypeError);
-  assert.equal(a.q8, false);
+  assert.equal(a.q8, true);
 });
 
 for (const build of BUILDS) {
@@ -221,7 +221,6 @@ for (const build of BUILDS) {
     assert.throws(() => opt.step([]), RangeError);
     assert.throws(() => opt.add(short, { name: 'fc.weight' }), (e) => e instanceof TypeError && /taken/.test(e.message));
     assert.throws(() => opt.add(short, { group: 3 }), (e) => e instanceof RangeError && /group 3/.test(e.message));
-    assert.throws(() => opt.add(short, { momentum: 'q8' }), (e) => e instanceof TypeError && /q8/.test(e.message));
     assert.throws(() => opt.add(short, { momentum: 'f64' }), TypeError);
     assert.throws(() => opt.addGroup({ lr: NaN }), RangeError);
     assert.throws(() => opt.addGroup({}, { step: 3 }), TypeError);
@@ -283,5 +282,79 @@ for (const build of BUILDS) {
     other.free();
     gw.free();
     gb.free();
+  });
+}
+
+// 8-bit momentum: the optimizer against lion_optim::Lion (native Rust, fixtures-q8.bin) bit for
+// bit, its codes and block scales in place, and a saved state that resumes bit for bit.
+const q8Cases = fixturesQ8();
+
+test('the 8-bit fixtures cover every (params, grads) dtype pair and three option sets', () => {
+  assert.equal(new Set(q8Cases.map((c) => `${c.dtypes.p}/${c.dtypes.g}`)).size, 9);
+  assert.equal(q8Cases.length, 27);
+  assert.ok(q8Cases.some((c) => c.options.rounding === 'stochastic'));
+  assert.ok(q8Cases.some((c) => c.options.cautious === 'whole'));
+  assert.ok(q8Cases.some((c) => c.n > 256 && c.n % 256 !== 0), 'a partial last block');
+});
+
+for (const build of BUILDS) {
+  const lion = lions[build];
+
+  test(`${build}: 8-bit momentum is bit-identical to the native optimizer`, () => {
+    for (const c of q8Cases) {
+      const label = `case ${c.index} (${c.dtypes.p}/${c.dtypes.g}, n=${c.n}, ${c.options.rounding}, cautious ${c.options.cautious})`;
+      const { step, offset, ...options } = c.options; // (a group has neither)
+      assert.equal(step + offset, 0n);
+      const opt = lion.optimizer(c.hp, options);
+      const p = lion.tensor(c.dtypes.p, c.n);
+      setBytes(p, c.params);
+      assert.equal(opt.add(p, { momentum: 'q8' }), 0);
+      assert.equal(opt.tensor(0).momentum, 'q8');
+      const g = lion.tensor(c.dtypes.g, c.n);
+      for (const grads of c.grads) {
+        setBytes(g, grads);
+        assert.equal(opt.step([g]), 'applied', label);
+      }
+      assert.equal(firstDifference(c.dtypes.p, bytesOf(p), c.expected.p), -1, `${label}: params`);
+      const m = opt.momentum(0);
+      assert.ok(m.codes instanceof Uint8Array && m.absmax instanceof Float32Array);
+      assert.deepEqual(new Uint8Array(m.codes), new Uint8Array(c.expected.codes), `${label}: codes`);
+      const absmax = new Uint8Array(m.absmax.buffer, m.absmax.byteOffset, m.absmax.byteLength);
+      assert.deepEqual(new Uint8Array(absmax), new Uint8Array(c.expected.absmax), `${label}: absmax`);
+      opt.free();
+      p.free();
+      g.free();
+    }
+  });
+
+  test(`${build}: 8-bit momentum resumes from a saved state bit for bit`, () => {
+    const n = 700;
+    const make = () => {
+      const opt = lion.optimizer({ lr: 0.01, weightDecay: 0.1 }, { rounding: 'stochastic', seed: 3 });
+      const p = lion.tensor('bf16', Array.from({ length: n }, (_, i) => Math.sin(i)));
+      opt.add(p, { name: 'w', momentum: 'q8' });
+      return { opt, p };
+    };
+    const grads = [1, 2, 3, 4].map((k) => lion.tensor('f32', Array.from({ length: n }, (_, i) => Math.cos(i * k) / 8)));
+    const a = make();
+    for (const g of grads) a.opt.step({ w: g });
+    const b = make();
+    b.opt.step({ w: grads[0] });
+    b.opt.step({ w: grads[1] });
+    const state = b.opt.saveState();
+    const c = make();
+    setBytes(c.p, bytesOf(b.p));
+    c.opt.loadState(state);
+    for (const g of grads.slice(2)) c.opt.step({ w: g });
+    assert.deepEqual(bytesOf(c.p), bytesOf(a.p), 'params');
+    assert.deepEqual([...c.opt.momentum('w').codes], [...a.opt.momentum('w').codes], 'codes');
+    assert.deepEqual([...c.opt.momentum('w').absmax], [...a.opt.momentum('w').absmax], 'absmax');
+    assert.ok(a.opt.momentum('w').codes.some((x) => x !== 127));
+    // A state of f32 momentum does not load into an optimizer of 8-bit momentum.
+    const f = lion.optimizer({ lr: 0.01, weightDecay: 0.1 }, { rounding: 'stochastic', seed: 3 });
+    f.add(lion.tensor('bf16', n), { name: 'w' });
+    assert.throws(() => make().opt.loadState(f.saveState()), Error);
+    for (const t of [a, b, c]) t.opt.free();
+    for (const g of grads) g.free();
   });
 }

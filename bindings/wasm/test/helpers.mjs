@@ -48,6 +48,43 @@ export function fixtures() {
   return cases;
 }
 
+/**
+ * The 8-bit cases of test/fixtures-q8.bin (written beside fixtures.bin by the same generator):
+ * an optimizer with one tensor of 'q8' momentum, its params, each step's grads, and after the
+ * last step the params, codes and block scales of lion_optim::Lion.
+ */
+export function fixturesQ8() {
+  const path = process.env.LION_FIXTURES_Q8 ?? new URL('fixtures-q8.bin', import.meta.url);
+  if (!existsSync(path)) {
+    throw new Error(`${path} is missing: run \`cargo run --release -p lion-optim-wasm --bin fixtures -- bindings/wasm/test/fixtures.bin\` (ci/wasm-npm.sh does)`);
+  }
+  const buf = readFileSync(path);
+  const bytes = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (new TextDecoder().decode(bytes.subarray(0, 8)) !== 'LIONQ8F1') throw new Error('not an 8-bit fixtures file');
+  const count = dv.getUint32(8, true);
+  let at = 12;
+  const cases = [];
+  for (let c = 0; c < count; c++) {
+    const [p, g] = [0, 1].map((i) => DTYPES[bytes[at + i]]);
+    const steps = bytes[at + 2];
+    const group = decodeGroupBlock(dv, at + 4);
+    at += 4 + 96;
+    const n = dv.getUint32(at, true);
+    at += 4;
+    const take = (len) => {
+      const s = bytes.subarray(at, at + len);
+      at += len;
+      return s;
+    };
+    const params = take(n * SIZE[p]);
+    const grads = Array.from({ length: steps }, () => take(n * SIZE[g]));
+    const expected = { p: take(n * SIZE[p]), codes: take(n), absmax: take(4 * Math.ceil(n / 256)) };
+    cases.push({ index: c, dtypes: { p, g }, ...group, n, params, grads, expected });
+  }
+  return cases;
+}
+
 /** The hyperparameters and options of a group block, as the JS API takes them. */
 function decodeGroupBlock(dv, at) {
   const f = (i) => dv.getFloat64(at + 8 * i, true);

@@ -21,6 +21,8 @@ test('registered for serialization; the config round-trips', () => {
   assert.ok(back instanceof LionOptimizer);
   assert.deepEqual(back.getConfig(), config);
   assert.throws(() => new LionOptimizer({ lr: 1 }), TypeError);
+  assert.throws(() => new LionOptimizer({ momentumDtype: 'q8' }), (e) => e instanceof TypeError && /momentum: 'q8'/.test(e.message));
+  assert.throws(() => new LionOptimizer({ momentumDtype: 'f64' }), TypeError);
   opt.dispose();
   back.dispose();
 });
