@@ -244,11 +244,13 @@ async function train({ paramsKind, build, epochs }) {
   const lion = await load({ build });
   const data = spirals(0x5eed);
   const dtype = paramsKind === 'f32' ? 'f32' : 'bf16';
-  const rounding = paramsKind === 'bf16-sr' ? 'stochastic' : 'nearest';
+  const rounding = paramsKind.startsWith('bf16-sr') ? 'stochastic' : 'nearest';
+  // 8-bit momentum: one code per parameter and one f32 scale per 256 (bitsandbytes' format).
+  const momentum = paramsKind.endsWith('-q8') ? 'q8' : dtype;
   const model = new Mlp(lion, dtype, 0x1417);
   const opt = lion.optimizer({ lr: LR, weightDecay: WEIGHT_DECAY }, { rounding, seed: 1 });
   const noDecay = opt.addGroup({ lr: LR }, { rounding, seed: 1 });
-  model.params.forEach((p, i) => opt.add(p, { name: p.name, momentum: dtype, group: i % 2 ? noDecay : 0 }));
+  model.params.forEach((p, i) => opt.add(p, { name: p.name, momentum, group: i % 2 ? noDecay : 0 }));
   const steps = epochs * Math.ceil(data.train.length / BATCH);
   const order = data.train.map((_, i) => i);
   const shuffler = rng(7);

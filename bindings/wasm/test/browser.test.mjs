@@ -1,7 +1,8 @@
 // The demo page in real headless Chromium (Debian's, through playwright-core): served on
 // localhost, the Train button clicked; training must reach > 90% test accuracy with no console
 // error; a screenshot is saved to test/out/wasm-demo.png. A second run trains bf16 parameters
-// with stochastic rounding on the scalar build (forced by the page's URL).
+// with stochastic rounding on the scalar build (forced by the page's URL), a third the same with
+// 8-bit momentum on the simd128 build.
 // Set LION_SKIP_BROWSER=1 to skip (then this file reports a skipped test, not a pass).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -38,6 +39,16 @@ test('the demo trains the spirals MLP in Chromium', { skip, timeout: 240_000 }, 
       assert.equal(r2.build, 'scalar');
       assert.ok(r2.testAccuracy > 0.9, `test accuracy ${r2.testAccuracy}`);
       assert.deepEqual(page2.problems, []);
+
+      // 8-bit momentum (bf16 parameters, stochastic rounding), simd128 build.
+      const page3 = await openPage(context, `${server.url}/demo/?params=bf16-sr-q8&autostart=1`);
+      await page3.waitForFunction(() => window.__result?.done, null, { timeout: 180_000, polling: 250 });
+      const r3 = await page3.evaluate(() => window.__result);
+      assert.equal(r3.error, undefined, `the 8-bit run failed: ${r3.error} ${page3.problems}`);
+      console.log(`demo (${r3.build}, ${r3.params}): ${r3.steps} steps in ${r3.seconds.toFixed(1)} s, test accuracy ${(100 * r3.testAccuracy).toFixed(1)}%`);
+      assert.equal(r3.params, 'bf16-sr-q8');
+      assert.ok(r3.testAccuracy > 0.9, `test accuracy ${r3.testAccuracy}`);
+      assert.deepEqual(page3.problems, []);
     });
   } finally {
     await server.close();
