@@ -48,6 +48,7 @@ fn _lion_optim(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("PAR_THRESHOLD", lion_optim::PAR_THRESHOLD)?;
     m.add("TEST_HOOKS", cfg!(feature = "test-hooks"))?;
     m.add("Q8_MAP", lion_optim::Q8_MAP.to_vec())?;
+    m.add("Q8_BLOCK", lion_optim::Q8_BLOCK)?;
     m.add_function(wrap_pyfunction!(functional::_step, m)?)?;
     m.add_function(wrap_pyfunction!(functional::_cautious_count, m)?)?;
     m.add_function(wrap_pyfunction!(settings::_check_group, m)?)?;

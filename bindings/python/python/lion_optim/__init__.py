@@ -64,6 +64,7 @@ __all__ = [
     "default_num_threads",
     "STREAM_MULTIPLIER",
     "Q8_MAP",
+    "Q8_BLOCK",
     "__version__",
 ]
 
@@ -79,8 +80,8 @@ Q8_MAP: Tuple[float, ...] = tuple(_lion_optim.Q8_MAP)
 
 _U64 = 1 << 64
 
-#: Elements per block of 8-bit momentum (one float32 scale each).
-Q8_BLOCK = 256
+#: Elements per block of 8-bit momentum (one float32 scale each): 256.
+Q8_BLOCK: int = _lion_optim.Q8_BLOCK
 
 
 class Q8Momentum:

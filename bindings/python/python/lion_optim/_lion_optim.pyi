@@ -20,6 +20,8 @@ PAR_THRESHOLD: int
 TEST_HOOKS: bool
 #: bitsandbytes' signed dynamic map: the 8-bit momentum's 256 code values, ascending.
 Q8_MAP: List[float]
+#: Elements per block of 8-bit momentum (one float32 scale each).
+Q8_BLOCK: int
 
 def _step(
     params: List[Any],

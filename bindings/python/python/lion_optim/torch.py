@@ -33,7 +33,7 @@ __all__ = ["Lion", "assign_streams", "to_bitsandbytes"]
 _Q8 = "q8"
 _MOMENTUM_DTYPES = (None, torch.float32, torch.bfloat16, torch.float16, _Q8)
 # Elements per block of the 8-bit momentum: one float32 absmax per 256 codes.
-_Q8_BLOCK = 256
+_Q8_BLOCK: int = _lion_optim.Q8_BLOCK
 
 # Step hooks and the profiler: when none is active, `Lion.step` skips torch's wrapper for them
 # (`Optimizer.profile_hook_step`, ~6 us); when one is, it runs through that wrapper.
