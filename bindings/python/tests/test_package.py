@@ -37,7 +37,8 @@ def test_typing_files_and_docstrings():
     root = pathlib.Path(lion_optim.__file__).parent
     assert (root / "py.typed").exists()
     assert (root / "_lion_optim.pyi").exists()
-    for obj in (lion_optim, lion_optim.step, lion_optim.cautious_count, lion_optim.torch, lion_optim.torch.Lion,
+    for obj in (lion_optim, lion_optim.step, lion_optim.cautious_count, lion_optim.Q8Momentum,
+                lion_optim.Q8Momentum.zeros_like, lion_optim.torch, lion_optim.torch.Lion,
                 lion_optim.torch.Lion.step, lion_optim.torch.Lion.load_state_dict, lion_optim.torch.Lion.state_dict,
                 lion_optim.torch.assign_streams, _lion_optim.TorchPlan, _lion_optim._step):
         assert inspect.getdoc(obj), obj
