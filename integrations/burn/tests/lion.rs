@@ -614,18 +614,10 @@ fn lion8bit_falls_back_to_burns_lion_with_full_momentum() {
     let (init, g) = (random::<f32>(&mut rng, 300), random::<f32>(&mut rng, 300));
     let ours = LionConfig::new().build_8bit();
     let theirs = burn::optim::LionConfig::new().build();
-    let (a, sa) = ours.step(
-        0.1,
-        tensor(&init, [300], DType::F64),
-        tensor(&g, [300], DType::F64),
-        None,
-    );
-    let (b, sb) = theirs.step(
-        0.1,
-        tensor(&init, [300], DType::F64),
-        tensor(&g, [300], DType::F64),
-        None,
-    );
+    // The parameter and its gradient in `dtype`.
+    let inputs = |dtype| (tensor(&init, [300], dtype), tensor(&g, [300], dtype));
+    let ((p, gr), (p2, gr2)) = (inputs(DType::F64), inputs(DType::F64));
+    let ((a, sa), (b, sb)) = (ours.step(0.1, p, gr, None), theirs.step(0.1, p2, gr2, None));
     assert_eq!(bits(&a), bits(&b));
     let Some(Lion8bitState::Full(sa)) = sa else {
         panic!("expected full momentum")
@@ -633,27 +625,17 @@ fn lion8bit_falls_back_to_burns_lion_with_full_momentum() {
     assert_eq!(bits(&sa.momentum), bits(&sb.unwrap().momentum));
 
     // An 8-bit state (from an f32 step) meeting an f64 parameter.
-    let (_, s8) = ours.step(
-        0.1,
-        tensor(&init, [300], DType::F32),
-        tensor(&g, [300], DType::F32),
-        None,
-    );
+    let (p, gr) = inputs(DType::F32);
+    let (_, s8) = ours.step(0.1, p, gr, None);
     let (codes, absmax) = q8_state(&s8.clone().unwrap());
     let decoded: Vec<f32> = (0..300)
         .map(|i| lion_optim::Q8_MAP[codes[i] as usize] * absmax[i / 256])
         .collect();
-    let (c, sc) = ours.step(
-        0.1,
-        tensor(&init, [300], DType::F64),
-        tensor(&g, [300], DType::F64),
-        s8,
-    );
-    let (d, sd) = theirs.step(
-        0.1,
-        tensor(&init, [300], DType::F64),
-        tensor(&g, [300], DType::F64),
-        Some(LionState::new(tensor(&decoded, [300], DType::F64))),
+    let full = LionState::new(tensor(&decoded, [300], DType::F64));
+    let ((p, gr), (p2, gr2)) = (inputs(DType::F64), inputs(DType::F64));
+    let ((c, sc), (d, sd)) = (
+        ours.step(0.1, p, gr, s8),
+        theirs.step(0.1, p2, gr2, Some(full)),
     );
     assert_eq!(bits(&c), bits(&d));
     let Some(Lion8bitState::Full(sc)) = sc else {
