@@ -714,11 +714,10 @@ impl<'py> Exporter<'py> {
     }
 
     /// A checked view of 8-bit momentum given as two arrays for the parameter `p`: `codes`, one
-    /// `u8` per element, with the parameter's number of elements (and its shape and
-    /// layout if the parameter is not C-contiguous or `codes` has its shape); `absmax`, the f32
-    /// block scales, C-contiguous, one per 256 elements (`len.div_ceil(256)`); both for
-    /// `access`. The error names
-    /// which of the two is wrong (`"codes"` or `"absmax"`).
+    /// `u8` per element, with the parameter's number of elements (and its shape and layout if
+    /// the parameter is not C-contiguous or `codes` has its shape); `absmax`, the f32 block
+    /// scales, C-contiguous, one per 256 elements (`len.div_ceil(256)`); both for `access`. The
+    /// error names which of the two is wrong (`"codes"` or `"absmax"`).
     pub(crate) fn q8(
         &mut self,
         codes: &Bound<'py, PyAny>,
