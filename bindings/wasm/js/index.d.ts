@@ -2,7 +2,7 @@
 
 /** Element types of params, grads and momentum. */
 export type Dtype = 'f32' | 'f16' | 'bf16';
-/** Momentum dtypes of the optimizer: 'q8' (8-bit blockwise) where `LionWasm.q8` is true. */
+/** Momentum dtypes: 'q8' (8-bit blockwise) where `LionWasm.q8` is true. */
 export type MomentumDtype = Dtype | 'q8';
 
 /** 8-bit momentum in place: element i is `map[codes[i]] * absmax[i >> 8]` (bitsandbytes' format). */
@@ -70,8 +70,8 @@ export function load(options?: LoadOptions): Promise<LionWasm>;
 /** A new, separate module instance with its own memory. */
 export function instantiate(options?: LoadOptions): Promise<LionWasm>;
 
-/** A tensor in a module instance's wasm memory. */
-export class Tensor<D extends Dtype = Dtype> {
+/** A tensor in a module instance's wasm memory ('q8': 8-bit momentum, only for `step`'s momentum). */
+export class Tensor<D extends MomentumDtype = Dtype> {
   private constructor();
   readonly dtype: D;
   readonly length: number;
@@ -84,10 +84,10 @@ export class Tensor<D extends Dtype = Dtype> {
    * The elements in place (f16/bf16: their bits). Re-created when the memory grows: read `.view`
    * again after any call that may allocate instead of keeping it. Throws after free().
    */
-  readonly view: D extends 'f32' ? Float32Array : Uint16Array;
-  /** Sets elements from numbers, rounded to the dtype (to nearest, ties to even). */
+  readonly view: D extends 'f32' ? Float32Array : D extends 'q8' ? Q8Momentum : Uint16Array;
+  /** Sets elements from numbers, rounded to the dtype (to nearest, ties to even); not for 'q8'. */
   set(values: ArrayLike<number>, offset?: number): this;
-  /** The elements as a new Float32Array (widened exactly). */
+  /** The elements as a new Float32Array (widened exactly; 'q8' decoded). */
   toFloat32(): Float32Array;
   /** Frees the storage; any later use throws a TypeError. */
   free(): void;
@@ -171,10 +171,15 @@ export class LionWasm {
   readonly q8: boolean;
   /** A new tensor: `length` zeros, or the given numbers rounded to the dtype. */
   tensor<D extends Dtype>(dtype: D, lengthOrValues: number | ArrayLike<number>, options?: { name?: string }): Tensor<D>;
-  /** One Lion step, in place; bit-identical to lion_optim::reference::step_with. */
-  step(params: Tensor, grads: Tensor, momentum: Tensor, hp?: Hyperparams, options?: StepOptions): Outcome;
+  /** `length` elements of zero 8-bit momentum, for `step`. */
+  tensor(dtype: 'q8', length: number, options?: { name?: string }): Tensor<'q8'>;
+  /**
+   * One Lion step, in place; bit-identical to lion_optim::reference::step_with (8-bit momentum:
+   * step_q8_with, `offset` a multiple of 256).
+   */
+  step(params: Tensor, grads: Tensor, momentum: Tensor<MomentumDtype>, hp?: Hyperparams, options?: StepOptions): Outcome;
   /** One step over many tensors (equal-length arrays), in one call. */
-  step(params: Tensor[], grads: Tensor[], momentum: Tensor[], hp?: Hyperparams, options?: StepOptions): Outcome;
+  step(params: Tensor[], grads: Tensor[], momentum: Tensor<MomentumDtype>[], hp?: Hyperparams, options?: StepOptions): Outcome;
   /** An optimizer whose group 0 has these settings. */
   optimizer(hp?: Hyperparams, options?: GroupOptions): Optimizer;
 }

@@ -209,7 +209,8 @@ let handleOf; // (tensor) => its handle, or throws if freed (set in Tensor's sta
 let runtimeOf;
 
 /**
- * A tensor in a module instance's memory: `length` elements of `dtype`. Create it with
+ * A tensor in a module instance's memory: `length` elements of `dtype`, or 8-bit momentum
+ * (`dtype` 'q8': codes and block scales, only ever the momentum of a step). Create it with
  * `lion.tensor(dtype, lengthOrValues, { name })`.
  */
 export class Tensor {
@@ -241,7 +242,7 @@ export class Tensor {
     this.name = name ?? `tensor#${handle & 0xfffff}`;
   }
 
-  /** 'f32', 'f16' or 'bf16'. */
+  /** 'f32', 'f16', 'bf16' or 'q8'. */
   get dtype() {
     return this.#dtype;
   }
@@ -250,6 +251,7 @@ export class Tensor {
   }
   /** Bytes of storage. */
   get byteLength() {
+    if (this.#dtype === 'q8') return this.#length + 4 * Math.ceil(this.#length / 256);
     return this.#length * (this.#dtype === 'f32' ? 4 : 2);
   }
   /** Whether `free()` was called. */
@@ -259,17 +261,26 @@ export class Tensor {
 
   /**
    * The elements, in place: a Float32Array (f32) or a Uint16Array of the bits (f16, bf16) over
-   * the wasm memory. Re-created when the memory has grown (which detaches earlier views): read
-   * `.view` again after any call that may allocate (creating tensors or optimizers, adding
-   * tensors, saving state) rather than keeping a view across it.
+   * the wasm memory; for 'q8' `{ codes, absmax }` (as `Optimizer.momentum`). Re-created when the
+   * memory has grown (which detaches earlier views): read `.view` again after any call that may
+   * allocate (creating tensors or optimizers, adding tensors, saving state) rather than keeping
+   * a view across it.
    */
   get view() {
     const h = handleOf(this, 'the tensor');
     const buffer = this.#rt.memory.buffer;
     if (buffer !== this.#buffer) {
-      const ptr = this.#rt._exports.lion_tensor_ptr(h) >>> 0;
-      const Ctor = this.#dtype === 'f32' ? Float32Array : Uint16Array;
-      this.#view = new Ctor(buffer, ptr, this.#length);
+      const ex = this.#rt._exports;
+      const ptr = ex.lion_tensor_ptr(h) >>> 0;
+      if (this.#dtype === 'q8') {
+        this.#view = Object.freeze({
+          codes: new Uint8Array(buffer, ptr, this.#length),
+          absmax: new Float32Array(buffer, ex.lion_tensor_absmax(h) >>> 0, Math.ceil(this.#length / 256)),
+        });
+      } else {
+        const Ctor = this.#dtype === 'f32' ? Float32Array : Uint16Array;
+        this.#view = new Ctor(buffer, ptr, this.#length);
+      }
       this.#buffer = buffer;
     }
     return this.#view;
@@ -277,15 +288,22 @@ export class Tensor {
 
   /**
    * Sets elements from numbers (rounded to the dtype to nearest, ties to even, as a step's
-   * stores round), starting at `offset`.
+   * stores round), starting at `offset`. Not for 'q8' (write its `view.codes` and
+   * `view.absmax`).
    */
   set(values, offset = 0) {
     const h = handleOf(this, 'the tensor');
+    if (this.#dtype === 'q8') {
+      throw new TypeError(`set of tensor ${JSON.stringify(this.name)}: a 'q8' tensor has no elements to set (write view.codes and view.absmax)`);
+    }
     this.#rt._fromF32(h, values, offset, this);
     return this;
   }
 
-  /** The elements as a new Float32Array (f16 and bf16 widened exactly). */
+  /**
+   * The elements as a new Float32Array (f16 and bf16 widened exactly; 'q8' decoded:
+   * `map[codes[i]] * absmax[i >> 8]`).
+   */
   toFloat32() {
     const h = handleOf(this, 'the tensor');
     if (this.#dtype === 'f32') return this.view.slice();
@@ -394,14 +412,15 @@ export class LionWasm {
 
   /**
    * A new tensor in this instance's memory: `length` zeros of `dtype` ('f32', 'f16', 'bf16'), or
-   * the given numbers (rounded to the dtype). Options: `name` (for messages).
+   * the given numbers (rounded to the dtype); or, with dtype 'q8', `length` elements of zero
+   * 8-bit momentum for `step` (codes 127, block scales 0). Options: `name` (for messages).
    */
   tensor(dtype, lengthOrValues, options = {}) {
     const { name } = noUnknownKeys(options, ['name'], 'tensor: options');
     const tag = DTYPES.indexOf(dtype);
-    if (tag < 0 || tag > 2) {
-      throw new TypeError(`tensor: dtype must be 'f32', 'f16' or 'bf16', not ${describe(dtype)}` +
-        (dtype === 'q8' ? " ('q8' is a momentum dtype of the optimizer)" : ''));
+    if (tag < 0) throw new TypeError(`tensor: dtype must be 'f32', 'f16', 'bf16' or 'q8', not ${describe(dtype)}`);
+    if (dtype === 'q8' && typeof lengthOrValues !== 'number') {
+      throw new TypeError("tensor: a 'q8' tensor starts at zero momentum: give its length, not values");
     }
     const values = typeof lengthOrValues === 'number' ? null : lengthOrValues;
     const length = values ? values?.length : lengthOrValues;
@@ -424,8 +443,8 @@ export class LionWasm {
 
   /**
    * One Lion step: `params` moved in place with `grads`, `momentum` updated in place. Each is a
-   * Tensor of this instance (any dtypes, equal lengths), or arrays of them for a step over many
-   * tensors in one call. `hp`: { lr = 1e-4, beta1 = 0.9, beta2 = 0.99, weightDecay = 0 };
+   * Tensor of this instance (any dtypes, equal lengths; the momentum may be 'q8', 8-bit, with
+   * `offset` a multiple of 256), or arrays of them for a step over many tensors in one call. `hp`: { lr = 1e-4, beta1 = 0.9, beta2 = 0.99, weightDecay = 0 };
    * `options`: { maximize, gradUnscale, maxLr, rounding: 'nearest' | 'stochastic', seed, step,
    * offset, cautious: false | 'whole' | { agreeing, numel }, skipNonFinite }. Returns 'applied',
    * or 'skipped' (a non-finite gradient with skipNonFinite: nothing written). Bit-identical to
@@ -543,6 +562,7 @@ export class Optimizer {
       noUnknownKeys(options, ['name', 'group', 'momentum', 'stream'], 'add: options');
     handleOf(params, 'add: params');
     if (runtimeOf(params) !== this.#rt) throw new TypeError('add: params belong to another module instance');
+    if (params.dtype === 'q8') throw new TypeError(`add: params (tensor ${JSON.stringify(params.name)}) is 'q8' momentum, not parameters`);
     const mtag = DTYPES.indexOf(momentum);
     if (mtag < 0) throw new TypeError(`add: momentum must be 'f32', 'f16', 'bf16' or 'q8', not ${describe(momentum)}`);
     if (momentum === 'q8' && !this.#rt.q8) throw new TypeError("add: 'q8' momentum is not supported by this build");

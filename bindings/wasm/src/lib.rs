@@ -2,7 +2,8 @@
 //! the hand-written ES module `js/index.js`. Built twice for `wasm32-unknown-unknown` (with and
 //! without simd128) by `build.sh`; the ES module picks one at load time.
 //!
-//! The module owns every buffer a step touches: tensors ([`lion_tensor_new`]) and optimizers
+//! The module owns every buffer a step touches: tensors ([`lion_tensor_new`]: elements, or 8-bit
+//! momentum for the stateless step) and optimizers
 //! ([`lion_opt_new`]) live in slabs, and JS names them by *handle*, never by pointer (a pointer is
 //! handed out only for JS's typed-array views). So every export is safe Rust over owned data: a
 //! handle that was never issued, one that was freed, or one tensor passed twice in a step is an
@@ -46,7 +47,8 @@ pub const ABI: u32 = 1;
 /// The dtype tags of the interface (`Dtype`'s order); 3 is 8-bit momentum.
 const DTYPES: [Dtype; 3] = [Dtype::F32, Dtype::F16, Dtype::Bf16];
 /// The tag of 8-bit momentum (blockwise codes + absmax): a momentum dtype of the optimizer
-/// ([`lion_opt_add`]), not an element type of tensors.
+/// ([`lion_opt_add`]) and of tensors used as the momentum of a stateless step, never of
+/// parameters or gradients.
 const TAG_Q8: u32 = 3;
 /// The parameter-dtype tag meaning "any" (`lion_opt_add`).
 const TAG_ANY: u32 = 255;
@@ -77,19 +79,11 @@ pub enum Kind {
     Memory = 5,
 }
 
-/// A tensor's storage, owned by the module (JS views it through [`Data::ptr`]).
-#[derive(Debug)]
-enum Data {
-    F32(Vec<f32>),
-    F16(Vec<f16>),
-    Bf16(Vec<bf16>),
-}
-
-/// `len` zeros, or `None` if the memory cannot grow that much.
-fn zeros<T: Element>(len: usize) -> Option<Vec<T>> {
+/// `len` copies of `value`, or `None` if the memory cannot grow that much.
+fn filled<T: Clone>(len: usize, value: T) -> Option<Vec<T>> {
     let mut v = Vec::new();
     v.try_reserve_exact(len).ok()?;
-    v.resize(len, T::default());
+    v.resize(len, value);
     Some(v)
 }
 
@@ -107,30 +101,38 @@ fn widen_into<T: Element>(out: &mut Vec<u8>, src: &[T]) {
     }
 }
 
-impl Data {
-    fn zeros(dtype: Dtype, len: usize) -> Option<Self> {
-        Some(match dtype {
-            Dtype::F32 => Data::F32(zeros(len)?),
-            Dtype::F16 => Data::F16(zeros(len)?),
-            Dtype::Bf16 => Data::Bf16(zeros(len)?),
-        })
-    }
+/// A tensor's storage, owned by the module (the core's [`Buffer`]: elements, or 8-bit momentum):
+/// `len` zeros of `dtype` (8-bit: code 127, scale 0), or `None` if the memory cannot grow that
+/// much.
+fn buffer_zeros(dtype: MomentumDtype, len: usize) -> Option<Buffer> {
+    Some(match dtype {
+        MomentumDtype::F32 => Buffer::F32(filled(len, 0.0)?),
+        MomentumDtype::F16 => Buffer::F16(filled(len, f16::ZERO)?),
+        MomentumDtype::Bf16 => Buffer::Bf16(filled(len, bf16::ZERO)?),
+        _ => Buffer::Q8 {
+            codes: filled(len, 127)?,
+            absmax: filled(len.div_ceil(Q8_BLOCK), 0.0)?,
+        },
+    })
+}
 
-    fn slice_mut(&mut self) -> SliceMut<'_> {
-        match self {
-            Data::F32(v) => SliceMut::F32(v),
-            Data::F16(v) => SliceMut::F16(v),
-            Data::Bf16(v) => SliceMut::Bf16(v),
-        }
+/// The bytes of a buffer of `len` elements of `dtype`.
+fn storage_bytes(dtype: MomentumDtype, len: usize) -> usize {
+    match dtype {
+        MomentumDtype::F32 => len.saturating_mul(4),
+        MomentumDtype::Q8 => len.saturating_add(len.div_ceil(Q8_BLOCK).saturating_mul(4)),
+        _ => len.saturating_mul(2), // f16, bf16
     }
+}
 
-    fn slice_ref(&self) -> SliceRef<'_> {
-        match self {
-            Data::F32(v) => SliceRef::F32(v),
-            Data::F16(v) => SliceRef::F16(v),
-            Data::Bf16(v) => SliceRef::Bf16(v),
-        }
-    }
+/// The error of an 8-bit tensor where elements are needed (`what`: e.g. "the params tensor of
+/// update 0").
+fn not_elements(what: &str, index: i32) -> (Kind, i32, String) {
+    err(
+        Kind::Type,
+        index,
+        format!("{what} holds 8-bit (q8) momentum, not elements: it can only be a momentum"),
+    )
 }
 
 /// The address of a slice's first element in the wasm memory (what JS views).
@@ -142,6 +144,22 @@ fn address(s: SliceRef<'_>) -> u32 {
     };
     // wasm32 addresses are 32 bits (natively, where this is only tested, the value is unused).
     ptr as usize as u32
+}
+
+/// The address of momentum's first element, or of its codes for 8-bit momentum.
+fn momentum_address(m: MomentumRef<'_>) -> u32 {
+    match m {
+        MomentumRef::Q8(q) => q.codes().as_ptr() as usize as u32,
+        m => m.as_slice_ref().map_or(0, address),
+    }
+}
+
+/// The address of 8-bit momentum's block scales (0 for other momentum).
+fn absmax_address(m: MomentumRef<'_>) -> u32 {
+    match m {
+        MomentumRef::Q8(q) => q.absmax().as_ptr() as usize as u32,
+        _ => 0,
+    }
 }
 
 /// Bits of a handle that hold the slot index + 1.
@@ -434,7 +452,7 @@ const ROLES: [&str; 3] = ["params", "grads", "momentum"];
 
 /// Everything the module owns.
 struct State {
-    tensors: Slab<Data>,
+    tensors: Slab<Buffer>,
     optimizers: Slab<Lion<Vec<Buffer>>>,
     args: Vec<u8>,
     out: Vec<u8>,
@@ -484,8 +502,7 @@ fn dtype_of(tag: u32) -> Result<Dtype, (Kind, i32, String)> {
         TAG_Q8 => Err(err(
             Kind::Type,
             -1,
-            "8-bit (q8) momentum is a momentum dtype of the optimizer (Lion.add), not an \
-             element type of tensors",
+            "8-bit (q8) momentum is a momentum dtype, not an element type of parameters",
         )),
         _ => Err(err(Kind::Type, -1, format!("unknown dtype tag {tag}"))),
     }
@@ -528,9 +545,9 @@ impl State {
     }
 
     fn tensor_new(&mut self, dtype: u32, len: u32) -> Res {
-        let dtype = dtype_of(dtype)?;
+        let dtype = momentum_of(dtype)?;
         let len = len as usize;
-        let data = Data::zeros(dtype, len).ok_or_else(|| oom(len * dtype.size()))?;
+        let data = buffer_zeros(dtype, len).ok_or_else(|| oom(storage_bytes(dtype, len)))?;
         self.tensors
             .insert(data)
             .ok_or_else(|| err(Kind::Memory, -1, "too many live tensors"))
@@ -542,7 +559,10 @@ impl State {
             .get_mut(handle)
             .map_err(|f| fault_err(f, "the tensor", -1))?;
         let (start, count) = (start as usize, count as usize);
-        let len = data.slice_ref().len();
+        let data = data
+            .elements_mut()
+            .ok_or_else(|| not_elements("the tensor", -1))?;
+        let len = data.len();
         if start.checked_add(count).is_none_or(|end| end > len) {
             let msg = format!("{count} values from index {start} do not fit in {len} elements");
             return Err(err(Kind::Range, -1, msg));
@@ -555,7 +575,7 @@ impl State {
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
-        match data.slice_mut() {
+        match data {
             SliceMut::F32(d) => round_into(&mut d[start..], &values),
             SliceMut::F16(d) => round_into(&mut d[start..], &values),
             SliceMut::Bf16(d) => round_into(&mut d[start..], &values),
@@ -568,17 +588,21 @@ impl State {
             .tensors
             .get(handle)
             .map_err(|f| fault_err(f, "the tensor", -1))?;
-        let s = data.slice_ref();
+        let m = data.as_slice();
         self.out.clear();
         self.out
-            .try_reserve_exact(s.len() * 4)
-            .map_err(|_| oom(s.len() * 4))?;
-        match s {
-            SliceRef::F32(v) => widen_into(&mut self.out, v),
-            SliceRef::F16(v) => widen_into(&mut self.out, v),
-            SliceRef::Bf16(v) => widen_into(&mut self.out, v),
+            .try_reserve_exact(m.len() * 4)
+            .map_err(|_| oom(m.len() * 4))?;
+        match m.as_slice_ref() {
+            Some(SliceRef::F32(v)) => widen_into(&mut self.out, v),
+            Some(SliceRef::F16(v)) => widen_into(&mut self.out, v),
+            Some(SliceRef::Bf16(v)) => widen_into(&mut self.out, v),
+            // 8-bit momentum: each element decoded (its code's value times its block's scale).
+            _ => (0..m.len()).filter_map(|i| m.to_f32(i)).for_each(|x| {
+                self.out.extend_from_slice(&x.to_le_bytes());
+            }),
         }
-        Ok(s.len() as i32)
+        Ok(m.len() as i32)
     }
 
     /// `lion_step`: args = a group block, then `count` × (params, grads, momentum) handles
@@ -603,9 +627,16 @@ impl State {
         let (step, offset) = (group.options.step, group.options.offset);
         let mut it = data.into_iter();
         let mut updates = Vec::with_capacity(count as usize);
+        let mut index = 0;
         while let (Some(p), Some(g), Some(m)) = (it.next(), it.next(), it.next()) {
-            let u = Update::from_slices(p.slice_mut(), g.slice_ref(), m.slice_mut());
+            let role = |r: usize| format!("the {} tensor of update {index}", ROLES[r]);
+            let p = p
+                .elements_mut()
+                .ok_or_else(|| not_elements(&role(0), index))?;
+            let g = g.elements().ok_or_else(|| not_elements(&role(1), index))?;
+            let u = Update::from_slices(p, g, m.as_mut_slice());
             updates.push(u.step(step).offset(offset));
+            index += 1;
         }
         match BACKEND.step_many(&mut updates, &[group]) {
             Ok(Outcome::Applied) => Ok(0),
@@ -672,11 +703,7 @@ impl State {
         if has_stream {
             spec = spec.stream(stream);
         }
-        let bytes = match momentum {
-            MomentumDtype::F32 => len.saturating_mul(4),
-            MomentumDtype::Q8 => len.saturating_add(len.div_ceil(Q8_BLOCK).saturating_mul(4)),
-            _ => len.saturating_mul(2), // f16, bf16
-        };
+        let bytes = storage_bytes(momentum, len);
         let opt = self.optimizer(handle)?;
         // The core allocates with `vec!` (a failed allocation would trap): check first that
         // the memory can grow that much.
@@ -713,7 +740,13 @@ impl State {
             let (Some(p), Some(g)) = (it.next(), it.next()) else {
                 break;
             };
-            tensors.push(Tensor::from_slices(p.slice_mut(), g.slice_ref()).of(id));
+            let role = |r: usize| format!("the {} tensor of tensor {}", ROLES[r], id.index());
+            let index = id.index() as i32;
+            let p = p
+                .elements_mut()
+                .ok_or_else(|| not_elements(&role(0), index))?;
+            let g = g.elements().ok_or_else(|| not_elements(&role(1), index))?;
+            tensors.push(Tensor::from_slices(p, g).of(id));
         }
         match opt.step(&mut tensors) {
             Ok(Outcome::Applied) => Ok(0),
@@ -826,10 +859,26 @@ pub extern "C" fn lion_tensor_free(handle: i32) -> i32 {
     })
 }
 
-/// The address of a tensor's first element (0 if the handle is not live).
+/// The address of a tensor's first element, or of its codes if it is 8-bit momentum (0 if the
+/// handle is not live).
 #[unsafe(no_mangle)]
 pub extern "C" fn lion_tensor_ptr(handle: i32) -> u32 {
-    with(|s| s.tensors.get(handle).map_or(0, |d| address(d.slice_ref())))
+    with(|s| {
+        s.tensors
+            .get(handle)
+            .map_or(0, |b| momentum_address(b.as_slice()))
+    })
+}
+
+/// The address of the block scales (f32, one per 256 elements) of an 8-bit tensor (0 if it is
+/// not one, or the handle is not live).
+#[unsafe(no_mangle)]
+pub extern "C" fn lion_tensor_absmax(handle: i32) -> u32 {
+    with(|s| {
+        s.tensors
+            .get(handle)
+            .map_or(0, |b| absmax_address(b.as_slice()))
+    })
 }
 
 /// Sets `count` elements from index `start` to the f32 values in the args block, rounded to the
@@ -971,11 +1020,8 @@ pub extern "C" fn lion_opt_add(handle: i32) -> i32 {
 pub extern "C" fn lion_opt_momentum(handle: i32, id: u32) -> u32 {
     with(|s| {
         let opt = s.optimizers.get(handle).ok();
-        match opt.and_then(|o| o.momentum(TensorId::new(id as usize)).ok()) {
-            Some(MomentumRef::Q8(q)) => q.codes().as_ptr() as usize as u32,
-            Some(m) => m.as_slice_ref().map_or(0, address),
-            None => 0,
-        }
+        opt.and_then(|o| o.momentum(TensorId::new(id as usize)).ok())
+            .map_or(0, momentum_address)
     })
 }
 
@@ -985,10 +1031,8 @@ pub extern "C" fn lion_opt_momentum(handle: i32, id: u32) -> u32 {
 pub extern "C" fn lion_opt_absmax(handle: i32, id: u32) -> u32 {
     with(|s| {
         let opt = s.optimizers.get(handle).ok();
-        match opt.and_then(|o| o.momentum(TensorId::new(id as usize)).ok()) {
-            Some(MomentumRef::Q8(q)) => q.absmax().as_ptr() as usize as u32,
-            _ => 0,
-        }
+        opt.and_then(|o| o.momentum(TensorId::new(id as usize)).ok())
+            .map_or(0, absmax_address)
     })
 }
 
@@ -1136,6 +1180,82 @@ mod tests {
         assert_eq!(lion_tensor_free(g), -(Kind::Freed as i32));
         assert_eq!(lion_tensor_to_f32(p), 3);
         assert_eq!(with(|s| s.out[..4].to_vec()), rp[0].to_f32().to_le_bytes());
+    }
+
+    #[test]
+    fn stateless_q8_step_matches_reference() {
+        let n = 300;
+        let (p, g, m) = (
+            lion_tensor_new(0, n),
+            lion_tensor_new(2, n),
+            lion_tensor_new(TAG_Q8, n),
+        );
+        let values = |k: f32| (0..n).map(move |i| ((i as f32) * k).sin());
+        let put = |h: i32, v: &[f32]| {
+            with(|s| {
+                s.args.clear();
+                v.iter()
+                    .for_each(|x| s.args.extend_from_slice(&x.to_le_bytes()));
+            });
+            lion_tensor_from_f32(h, 0, v.len() as u32)
+        };
+        assert_eq!(put(p, &values(0.7).collect::<Vec<_>>()), 0);
+        assert_eq!(put(g, &values(1.3).collect::<Vec<_>>()), 0);
+        // The codes' tensor holds no elements to set.
+        assert_eq!(put(m, &[1.0]), -(Kind::Type as i32));
+        let hp = Hyperparams {
+            lr: 3e-3,
+            weight_decay: 0.1,
+            ..Hyperparams::default()
+        };
+        let mut rp: Vec<f32> = values(0.7).collect();
+        let rg: Vec<bf16> = values(1.3).map(bf16::from_f32).collect();
+        let (mut codes, mut absmax) = (vec![127u8; n as usize], vec![0.0f32; 2]);
+        let handles = |list: &[i32]| {
+            with(|s| {
+                list.iter()
+                    .for_each(|h| s.args.extend_from_slice(&h.to_le_bytes()))
+            });
+        };
+        for step in 1..=2 {
+            let options = StepOptions {
+                rounding: Rounding::Stochastic { seed: 5 },
+                step,
+                ..StepOptions::default()
+            };
+            group_args(hp, options);
+            handles(&[p, g, m]);
+            assert_eq!(lion_step(1), 0, "{}", out());
+            let q = lion_optim::Q8Mut::new(&mut codes, &mut absmax).unwrap();
+            lion_optim::reference::step_q8_with(&mut rp, &rg, q, &hp, &options).unwrap();
+        }
+        let b = with(|s| s.tensors.get(m).unwrap().clone());
+        assert_eq!(b, Buffer::Q8 { codes, absmax });
+        assert_eq!(with(|s| s.tensors.get(p).unwrap().clone()), Buffer::F32(rp));
+        // Decoded to f32: each element its code's value times its block's scale.
+        assert_eq!(lion_tensor_to_f32(m), n as i32);
+        let decoded = with(|s| s.out.clone());
+        for (i, x) in decoded.chunks_exact(4).enumerate() {
+            let x = f32::from_le_bytes(x.try_into().unwrap());
+            assert_eq!(Some(x), b.as_slice().to_f32(i));
+        }
+        // 8-bit momentum is no parameter; an offset inside a block is refused.
+        group_args(hp, StepOptions::default());
+        handles(&[m, g, p]);
+        assert_eq!(lion_step(1), -(Kind::Type as i32));
+        assert_eq!(
+            out(),
+            "the params tensor of update 0 holds 8-bit (q8) momentum, not elements: it can only \
+             be a momentum"
+        );
+        let offset = StepOptions {
+            offset: 100,
+            ..StepOptions::default()
+        };
+        group_args(hp, offset);
+        handles(&[p, g, m]);
+        assert_eq!(lion_step(1), -(Kind::Range as i32), "{}", out());
+        assert_eq!(with(|s| s.tensors.get(m).unwrap().clone()), b);
     }
 
     #[test]

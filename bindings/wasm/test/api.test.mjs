@@ -72,7 +72,7 @@ for (const build of BUILDS) {
     assert.throws(() => lion.step(p, g4, p), (e) => e instanceof TypeError && /twice/.test(e.message) && /weight/.test(e.message));
     assert.throws(() => lion.step([p], [g4], m), TypeError);
     assert.throws(() => lion.tensor('f64', 3), TypeError);
-    assert.throws(() => lion.tensor('q8', 3), TypeError);
+    assert.throws(() => lion.tensor('q8', [1, 2, 3]), (e) => e instanceof TypeError && /length/.test(e.message));
     assert.throws(() => lion.tensor('f32', -1), RangeError);
     assert.throws(() => lion.tensor('f32', 1.5), RangeError);
     assert.throws(() => lion.tensor('f32', ['x']), TypeError);
@@ -325,6 +325,91 @@ for (const build of BUILDS) {
       p.free();
       g.free();
     }
+  });
+
+  test(`${build}: the stateless step with 8-bit momentum is the optimizer's, bit for bit`, () => {
+    // The optimizer's tensor 0 has stream 0, and its steps are keyed by the steps applied before
+    // them (0, 1, 2): the stateless step with the same seed and step numbers rounds the same way.
+    for (const c of q8Cases) {
+      const label = `case ${c.index} (${c.dtypes.p}/${c.dtypes.g}, n=${c.n}, ${c.options.rounding}, cautious ${c.options.cautious})`;
+      const p = lion.tensor(c.dtypes.p, c.n);
+      setBytes(p, c.params);
+      const m = lion.tensor('q8', c.n, { name: 'm' });
+      assert.equal(m.dtype, 'q8');
+      assert.equal(m.byteLength, c.n + 4 * Math.ceil(c.n / 256));
+      assert.ok(m.view.codes.every((x) => x === 127) && m.view.absmax.every((x) => x === 0));
+      const g = lion.tensor(c.dtypes.g, c.n);
+      c.grads.forEach((grads, k) => {
+        setBytes(g, grads);
+        assert.equal(lion.step(p, g, m, c.hp, { ...c.options, step: k }), 'applied', label);
+      });
+      assert.equal(firstDifference(c.dtypes.p, bytesOf(p), c.expected.p), -1, `${label}: params`);
+      const { codes, absmax } = m.view;
+      assert.deepEqual(new Uint8Array(codes), new Uint8Array(c.expected.codes), `${label}: codes`);
+      const scales = new Uint8Array(absmax.buffer, absmax.byteOffset, absmax.byteLength);
+      assert.deepEqual(new Uint8Array(scales), new Uint8Array(c.expected.absmax), `${label}: absmax`);
+      // Decoded: each element its code's value (bitsandbytes' map) times its block's scale.
+      const decoded = m.toFloat32();
+      assert.equal(decoded.length, c.n);
+      for (let i = 0; i < c.n; i++) {
+        if (Number.isNaN(absmax[i >> 8])) { // (a block with a non-finite value: all NaN)
+          assert.ok(Number.isNaN(decoded[i]), `${label}: element ${i}`);
+          continue;
+        }
+        if (codes[i] === 127) assert.equal(decoded[i], 0, `${label}: element ${i}`);
+        if (codes[i] === 255) assert.equal(decoded[i], absmax[i >> 8], `${label}: element ${i}`);
+        assert.ok(Math.abs(decoded[i]) <= absmax[i >> 8], `${label}: element ${i}`);
+        assert.equal(Math.sign(decoded[i]) || 0, Math.sign(codes[i] - 127), `${label}: element ${i}`);
+      }
+      for (const t of [p, m, g]) t.free();
+    }
+  });
+
+  test(`${build}: 8-bit momentum in the stateless step: many tensors, and bad input`, () => {
+    const n = 300;
+    const values = (k) => Array.from({ length: n }, (_, i) => Math.sin(i * k) / 4);
+    const p = lion.tensor('bf16', values(1), { name: 'w' });
+    const q = lion.tensor('f32', values(2), { name: 'b' });
+    const g = lion.tensor('f32', values(3), { name: 'g' });
+    const h = lion.tensor('f16', values(4), { name: 'h' });
+    const m = lion.tensor('q8', n, { name: 'm8' });
+    const mf = lion.tensor('f32', n, { name: 'mf' });
+    const hp = { lr: 0.01, weightDecay: 0.1 };
+    // One call over 8-bit and f32 momentum = the two single steps.
+    const [p1, q1, m1, mf1] = [lion.tensor('bf16', values(1)), lion.tensor('f32', values(2)), lion.tensor('q8', n), lion.tensor('f32', n)];
+    assert.equal(lion.step([p, q], [g, h], [m, mf], hp, { step: 1 }), 'applied');
+    lion.step(p1, g, m1, hp, { step: 1 });
+    lion.step(q1, h, mf1, hp, { step: 1 });
+    assert.deepEqual(bytesOf(p), bytesOf(p1));
+    assert.deepEqual(bytesOf(q), bytesOf(q1));
+    assert.deepEqual([...m.view.codes], [...m1.view.codes]);
+    assert.deepEqual([...m.view.absmax], [...m1.view.absmax]);
+    assert.ok(m.view.codes.some((x) => x !== 127 && x !== 0 && x !== 255));
+    // Bad input: nothing written anywhere.
+    const snapshot = () => [bytesOf(p), bytesOf(q), [...m.view.codes], [...m.view.absmax], bytesOf(mf)];
+    const before = snapshot();
+    assert.throws(() => lion.step(m, g, mf, hp), (e) => e instanceof TypeError && /params/.test(e.message) && /q8/.test(e.message) && /m8/.test(e.message));
+    assert.throws(() => lion.step(p, m, mf, hp), (e) => e instanceof TypeError && /grads/.test(e.message) && /q8/.test(e.message));
+    assert.throws(() => lion.step([p, q], [g, h], [m, mf], hp, { offset: 100 }), (e) => e instanceof RangeError && /256/.test(e.message));
+    assert.throws(() => lion.step([q, p], [h, g], [mf, lion.tensor('q8', n - 1)], hp), RangeError);
+    assert.throws(() => lion.step([p, q], [g, h], [m, m], hp), (e) => e instanceof TypeError && /twice/.test(e.message));
+    assert.throws(() => m.set([1]), (e) => e instanceof TypeError && /q8/.test(e.message));
+    assert.throws(() => lion.optimizer().add(m), (e) => e instanceof TypeError && /q8/.test(e.message));
+    assert.deepEqual(snapshot(), before);
+    // A shard at a block boundary: the whole tensor's bytes.
+    const whole = { p: lion.tensor('f32', values(5)), m: lion.tensor('q8', n) };
+    const halves = [[0, 256], [256, n]].map(([lo, hi]) => ({
+      lo, p: lion.tensor('f32', values(5).slice(lo, hi)), g: lion.tensor('f32', values(6).slice(lo, hi)), m: lion.tensor('q8', hi - lo),
+    }));
+    const gw = lion.tensor('f32', values(6));
+    const opts = { rounding: 'stochastic', seed: 9 };
+    for (const step of [1, 2]) {
+      lion.step(whole.p, gw, whole.m, hp, { ...opts, step });
+      for (const s of halves) lion.step(s.p, s.g, s.m, hp, { ...opts, step, offset: s.lo });
+    }
+    assert.deepEqual([...halves[0].p.view, ...halves[1].p.view], [...whole.p.view]);
+    assert.deepEqual([...halves[0].m.view.codes, ...halves[1].m.view.codes], [...whole.m.view.codes]);
+    assert.deepEqual([...halves[0].m.view.absmax, ...halves[1].m.view.absmax], [...whole.m.view.absmax]);
   });
 
   test(`${build}: 8-bit momentum resumes from a saved state bit for bit`, () => {

@@ -73,7 +73,10 @@ test('npm pack -> npm install ./lion-optim-x.y.z.tgz -> import works', { timeout
       opt.add(w, { name: 'w', momentum: 'bf16' });
       const outcome: 'applied' | 'skipped' = opt.step({ w: g });
       const state: ArrayBuffer = opt.saveState();
-      console.log(bits.length, outcome, state.byteLength);
+      const m8 = lion.tensor('q8', 8);
+      const codes: Uint8Array = m8.view.codes;
+      lion.step(w, g, m8, { lr: 1e-3 }, { step: 1n });
+      console.log(bits.length, outcome, state.byteLength, codes.length);
     `);
     run('node', [tsc, ...flags, 'use.mts'], app);
     writeFileSync(join(app, 'bad.mts'), `
