@@ -7,8 +7,8 @@ export interface LionConfig extends GroupOptions {
   beta1?: number;
   beta2?: number;
   weightDecay?: number;
-  /** Momentum dtype in wasm memory (default 'f32'). */
-  momentumDtype?: 'f32' | 'f16' | 'bf16';
+  /** Momentum dtype in wasm memory (default 'f32'; 'q8': 8-bit blocks). */
+  momentumDtype?: 'f32' | 'f16' | 'bf16' | 'q8';
 }
 
 /** Loads the wasm module for the optimizer; await it before `new LionOptimizer()`. */

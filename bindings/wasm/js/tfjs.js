@@ -13,7 +13,8 @@
 //  * the parameters in: only when the variable was changed outside this optimizer since its last
 //    step (its tensor is not the one we assigned: `model.setWeights`, `variable.assign`, ...);
 //    otherwise our copy in wasm memory is already current.
-// The momentum never leaves our memory (getWeights/setWeights convert it for model.save).
+// The momentum never leaves our memory (getWeights/setWeights convert it for model.save; 8-bit
+// momentum as two weights per variable, its codes and its block scales).
 
 import * as tf from '@tensorflow/tfjs-core';
 import { load } from './index.js';
@@ -57,7 +58,7 @@ function readInto(dst, t, what) {
 /**
  * The Lion optimizer for TensorFlow.js variables (float32), stepped by lion-optim's wasm kernel,
  * bit-identical to the Rust crate. Config: `learningRate` (1e-4), `beta1` (0.9), `beta2` (0.99),
- * `weightDecay` (0), `momentumDtype` ('f32', 'bf16' or 'f16'), and the step options of
+ * `weightDecay` (0), `momentumDtype` ('f32', 'bf16', 'f16' or 'q8'), and the step options of
  * 'lion-optim' (`rounding`, `seed`, `cautious`, `maximize`, `gradUnscale`, `maxLr`,
  * `skipNonFinite`).
  */
@@ -79,10 +80,8 @@ export class LionOptimizer extends tf.Optimizer {
     }
     this.#config = { learningRate: 1e-4, beta1: 0.9, beta2: 0.99, weightDecay: 0, momentumDtype: 'f32', ...config };
     const md = this.#config.momentumDtype;
-    if (!['f32', 'bf16', 'f16'].includes(md)) {
-      // (8-bit momentum has two buffers per variable, which tfjs' weights cannot carry as one.)
-      throw new TypeError(`LionOptimizer: momentumDtype must be 'f32', 'bf16' or 'f16', not ${JSON.stringify(md)}` +
-        (md === 'q8' ? " (8-bit momentum: lion.optimizer(...).add(params, { momentum: 'q8' }))" : ''));
+    if (!['f32', 'bf16', 'f16', 'q8'].includes(md)) {
+      throw new TypeError(`LionOptimizer: momentumDtype must be 'f32', 'bf16', 'f16' or 'q8', not ${JSON.stringify(md)}`);
     }
     const { hp, options } = this.#settings();
     this.#opt = this.#lion.optimizer(hp, options);
@@ -155,11 +154,21 @@ export class LionOptimizer extends tf.Optimizer {
     this.incrementIterations();
   }
 
-  /** The iteration count and each variable's momentum (as float32 tensors), for model.save. */
+  /**
+   * The iteration count and each variable's momentum (as float32 tensors `<variable>/m`; 8-bit
+   * momentum as `<variable>/m/codes`, int32 in [0, 255], and `<variable>/m/absmax`, float32, one
+   * per 256 elements), for model.save.
+   */
   async getWeights() {
     const out = [await this.saveIterations()];
     for (const [name, e] of this.#vars) {
       let values;
+      if (this.#config.momentumDtype === 'q8') {
+        const { codes, absmax } = this.#opt.momentum(e.id);
+        out.push({ name: `${name}/m/codes`, tensor: tf.tensor(Int32Array.from(codes), [codes.length], 'int32') });
+        out.push({ name: `${name}/m/absmax`, tensor: tf.tensor(absmax.slice(), [absmax.length], 'float32') });
+        continue;
+      }
       if (this.#config.momentumDtype === 'f32') values = this.#opt.momentum(e.id).slice();
       else {
         const t = this.#lion.tensor(this.#config.momentumDtype, e.params.length);
@@ -172,22 +181,42 @@ export class LionOptimizer extends tf.Optimizer {
     return out;
   }
 
-  /** Restores what getWeights returned (the variables must exist). */
+  /**
+   * Restores what getWeights returned (the variables must exist). Every weight is checked (its
+   * name, kind, size and, for 8-bit codes, range) before any momentum is written.
+   */
   async setWeights(weightValues) {
-    weightValues = await this.extractIterations(weightValues);
     const registered = tf.engine().registeredVariables;
-    for (const { name, tensor } of weightValues) {
-      const varName = name.replace(/\/m$/, '');
-      let e = this.#vars.get(varName);
-      if (e === undefined) {
-        const variable = registered[varName];
-        if (variable == null) throw new TypeError(`LionOptimizer.setWeights: no variable ${JSON.stringify(varName)}`);
-        e = this.#register(varName, variable);
+    const q8 = this.#config.momentumDtype === 'q8';
+    const writes = [];
+    for (const { name, tensor } of weightValues.slice(1)) { // (the first: the iteration count)
+      const [, varName, part] = /^(.*)\/m(?:\/(codes|absmax))?$/.exec(name) ?? [];
+      const what = `LionOptimizer.setWeights: weight ${JSON.stringify(name)}`;
+      if (varName === undefined) throw new TypeError(`${what} is not a momentum ('<variable>/m', or '/m/codes' and '/m/absmax' for 'q8')`);
+      if (q8 !== (part !== undefined)) {
+        throw new TypeError(`${what} does not fit momentum of dtype ${JSON.stringify(this.#config.momentumDtype)}`);
       }
+      const variable = this.#vars.get(varName)?.variable ?? registered[varName];
+      if (variable == null) throw new TypeError(`${what}: no variable ${JSON.stringify(varName)}`);
+      if (variable.dtype !== 'float32') throw new TypeError(`${what}: variable ${JSON.stringify(varName)} is ${variable.dtype}, not float32`);
+      const size = part === 'absmax' ? Math.ceil(variable.size / 256) : variable.size;
+      if (tensor.size !== size) throw new RangeError(`${what} has ${tensor.size} elements, expected ${size}`);
       const values = await tensor.data();
-      const t = this.#lion.tensor(this.#config.momentumDtype, values);
-      this.#opt.momentum(e.id).set(t.view);
-      t.free();
+      if (part === 'codes' && !values.every((c) => Number.isInteger(c) && c >= 0 && c <= 255)) {
+        throw new RangeError(`${what}: 8-bit codes are integers in [0, 255]`);
+      }
+      writes.push({ varName, variable, part, values });
+    }
+    await this.extractIterations(weightValues);
+    for (const { varName, variable, part, values } of writes) {
+      const e = this.#vars.get(varName) ?? this.#register(varName, variable);
+      const m = this.#opt.momentum(e.id);
+      if (part !== undefined) m[part].set(values);
+      else {
+        const t = this.#lion.tensor(this.#config.momentumDtype, values);
+        m.set(t.view);
+        t.free();
+      }
     }
   }
 

@@ -21,7 +21,6 @@ test('registered for serialization; the config round-trips', () => {
   assert.ok(back instanceof LionOptimizer);
   assert.deepEqual(back.getConfig(), config);
   assert.throws(() => new LionOptimizer({ lr: 1 }), TypeError);
-  assert.throws(() => new LionOptimizer({ momentumDtype: 'q8' }), (e) => e instanceof TypeError && /momentum: 'q8'/.test(e.message));
   assert.throws(() => new LionOptimizer({ momentumDtype: 'f64' }), TypeError);
   opt.dispose();
   back.dispose();
@@ -38,7 +37,7 @@ for (const backend of ['cpu', 'wasm']) {
     await tf.setBackend(backend);
     await tf.ready();
     assert.equal(tf.getBackend(), backend);
-    for (const momentumDtype of ['f32', 'bf16']) {
+    for (const momentumDtype of ['f32', 'bf16', 'q8']) {
       const n = 1037;
       const x = tf.variable(tf.tensor(values(n, 1), [n]), true, `x_${backend}_${momentumDtype}`);
       const opt = await lionOptimizer({ learningRate: 1e-2, weightDecay: 0.1, momentumDtype, rounding: 'stochastic', seed: 3 });
@@ -65,15 +64,47 @@ for (const backend of ['cpu', 'wasm']) {
       const gt = lion.tensor('f32', new Float32Array(n).fill(1));
       lion.step(p, gt, m, { lr: 1e-2, weightDecay: 0.1 }, { rounding: 'stochastic', seed: 3, step: 4 });
       assert.deepEqual(new Uint8Array(x.dataSync().buffer), bytesOf(p));
-      // The momentum round-trips through getWeights/setWeights (model.save's path).
+      // The momentum round-trips through getWeights/setWeights (model.save's path); 8-bit
+      // momentum as its codes and block scales.
       const weights = await opt.getWeights();
-      assert.equal(weights.length, 2);
-      assert.equal(weights[1].name, `${x.name}/m`);
+      const momentumOf = (o) => {
+        const v = o.optimizer.momentum(x.name);
+        return momentumDtype === 'q8' ? [...v.codes, ...v.absmax] : [...v];
+      };
+      if (momentumDtype === 'q8') {
+        assert.deepEqual(weights.map((w) => [w.name, w.tensor.dtype, w.tensor.size]),
+          [[weights[0].name, weights[0].tensor.dtype, 1], [`${x.name}/m/codes`, 'int32', n], [`${x.name}/m/absmax`, 'float32', Math.ceil(n / 256)]]);
+        assert.deepEqual([...m.view.codes, ...m.view.absmax], momentumOf(opt), 'the stateless step\'s momentum');
+        assert.ok(m.view.codes.some((c) => c !== 127));
+      } else {
+        assert.deepEqual(weights.map((w) => w.name), [weights[0].name, `${x.name}/m`]);
+      }
       const opt2 = await lionOptimizer({ learningRate: 1e-2, weightDecay: 0.1, momentumDtype, rounding: 'stochastic', seed: 3 });
       await opt2.setWeights(weights);
       assert.equal(opt2.iterations, 5);
-      assert.deepEqual([...opt2.optimizer.momentum(x.name)], [...opt.optimizer.momentum(x.name)]);
+      assert.deepEqual(momentumOf(opt2), momentumOf(opt));
+      // Weights that do not fit: an error, nothing written (nor the iteration count).
+      const opt3 = await lionOptimizer({ learningRate: 1e-2, momentumDtype, rounding: 'stochastic', seed: 3 });
+      const bad = [];
+      const last = weights.at(-1);
+      bad.push([...weights.slice(0, -1), { name: last.name, tensor: tf.zeros([last.tensor.size + 1]) }]);
+      bad.push([weights[0], { name: `${x.name}/v`, tensor: tf.zeros([n]) }]);
+      bad.push([weights[0], { name: 'nothing/m', tensor: tf.zeros([n]) }]);
+      if (momentumDtype === 'q8') {
+        bad.push([weights[0], { name: `${x.name}/m`, tensor: tf.zeros([n]) }]);
+        bad.push([weights[0], { name: `${x.name}/m/codes`, tensor: tf.fill([n], 256, 'int32') }, weights[2]]);
+        bad.push([weights[0], { name: `${x.name}/m/codes`, tensor: tf.fill([n], 0.5) }, weights[2]]);
+      } else {
+        bad.push([weights[0], { name: `${x.name}/m/codes`, tensor: tf.zeros([n], 'int32') }]);
+      }
+      for (const b of bad) {
+        await assert.rejects(opt3.setWeights(b), (e) => e instanceof TypeError || e instanceof RangeError, b.map((w) => w.name).join());
+        assert.equal(opt3.iterations, 0);
+        assert.equal(opt3.optimizer.size, 0);
+        b.slice(1).filter((w) => !weights.includes(w)).forEach((w) => w.tensor.dispose());
+      }
       weights.forEach((w) => w.tensor.dispose());
+      opt3.dispose();
       assert.throws(() => opt.applyGradients({ [x.name]: tf.ones([n], 'int32') }), TypeError);
       for (const t of [g, x]) t.dispose();
       for (const t of [p, m, gt]) t.free();
@@ -82,7 +113,7 @@ for (const backend of ['cpu', 'wasm']) {
     }
   });
 
-  test(`${backend}: a tf.sequential model trains with fit()`, async () => {
+  for (const momentumDtype of ['f32', 'q8']) test(`${backend}: a tf.sequential model trains with fit() (${momentumDtype} momentum)`, async () => {
     await tf.setBackend(backend);
     // Two interleaved half-moons-like classes that a linear model cannot separate.
     const n = 512;
@@ -104,7 +135,7 @@ for (const backend of ['cpu', 'wasm']) {
         tf.layers.dense({ units: 2, activation: 'softmax', kernelInitializer: tf.initializers.glorotUniform({ seed: 2 }) }),
       ],
     });
-    const optimizer = await lionOptimizer({ learningRate: 1e-2, weightDecay: 0.01 });
+    const optimizer = await lionOptimizer({ learningRate: 1e-2, weightDecay: 0.01, momentumDtype });
     model.compile({ optimizer, loss: 'categoricalCrossentropy', metrics: ['accuracy'] });
     const history = await model.fit(x, y, { epochs: 20, batchSize: 64, shuffle: true, verbose: 0 });
     const loss = history.history.loss;
