@@ -13,23 +13,15 @@
 from __future__ import annotations
 
 import copy
-import datetime
 import os
-import sys
-import time
-import traceback
-import warnings
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 import lion_optim
 from lion_optim.torch import Lion, assign_streams
-
-WORLD = 2
-TIMEOUT_S = 150
+from ranks import WORLD, run_ranks
 
 
 def _model(dtype):
@@ -139,64 +131,14 @@ def _check_flat_shards(rank, cautious):
     assert torch.equal(gathered_m, whole_m.view(torch.int16)), f"cautious={cautious}: momentum differs"
 
 
-def worker(rank, world, store, tmp):
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    torch.set_num_threads(1)
-    try:
-        dist.init_process_group(
-            "gloo", init_method=f"file://{store}", rank=rank, world_size=world,
-            timeout=datetime.timedelta(seconds=60),
-        )
-        _check_zero(rank, tmp, torch.float32, sr=False, bucket_view=False)
-        _check_zero(rank, tmp, torch.float32, sr=False, bucket_view=True)
-        _check_zero(rank, tmp, torch.bfloat16, sr=True, bucket_view=False)
-        _check_flat_shards(rank, cautious=False)
-        _check_flat_shards(rank, cautious=True)
-        # Both ranks are done with every collective before either tears its group down.
-        dist.barrier()
-    except BaseException:
-        with open(os.path.join(tmp, f"error-{rank}.txt"), "w") as f:
-            f.write(traceback.format_exc())
-        raise
-    # Every check of this rank passed: say so before the teardown. Gloo's teardown can abort
-    # a process (`terminate called without an active exception`: its transport threads see the
-    # peer close first, or are destroyed during interpreter finalization); that is not what this
-    # test is about, so the parent judges each rank by this file, and the process leaves without
-    # running the interpreter's finalization.
-    with open(os.path.join(tmp, f"ok-{rank}"), "w") as f:
-        f.write("ok")
-    dist.destroy_process_group()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+def _checks(rank, tmp):
+    _check_zero(rank, tmp, torch.float32, sr=False, bucket_view=False)
+    _check_zero(rank, tmp, torch.float32, sr=False, bucket_view=True)
+    _check_zero(rank, tmp, torch.bfloat16, sr=True, bucket_view=False)
+    _check_flat_shards(rank, cautious=False)
+    _check_flat_shards(rank, cautious=True)
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo")
 def test_two_processes(tmp_path):
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    ctx = mp.get_context("spawn")
-    procs = [
-        ctx.Process(target=worker, args=(rank, WORLD, str(tmp_path / "store"), str(tmp_path)))
-        for rank in range(WORLD)
-    ]
-    for p in procs:
-        p.start()
-    deadline = time.monotonic() + TIMEOUT_S
-    for p in procs:
-        p.join(timeout=max(0.0, deadline - time.monotonic()))
-    hung = [rank for rank, p in enumerate(procs) if p.is_alive()]
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-            p.join()
-    errors = [
-        f"rank {rank}:\n{(tmp_path / f'error-{rank}.txt').read_text()}"
-        for rank in range(WORLD)
-        if (tmp_path / f"error-{rank}.txt").exists()
-    ]
-    assert not errors, "\n".join(errors)
-    assert not hung, f"ranks {hung} did not finish in {TIMEOUT_S} s"
-    for rank, p in enumerate(procs):
-        assert (tmp_path / f"ok-{rank}").exists(), f"rank {rank} exited with {p.exitcode} before passing its checks"
-        if p.exitcode != 0:
-            warnings.warn(f"rank {rank} passed every check, then its gloo teardown exited with {p.exitcode}")
+    run_ranks(_checks, tmp_path, timeout_s=150)

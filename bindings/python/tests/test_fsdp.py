@@ -22,20 +22,15 @@ of FSDP2 runs on the CPU with gloo.
 from __future__ import annotations
 
 import copy
-import datetime
-import os
-import time
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 import lion_optim
 from lion_optim.torch import Lion
+from ranks import WORLD, run_ranks
 
-WORLD = 2
-TIMEOUT_S = 300
 STEPS = 3
 
 
@@ -233,35 +228,14 @@ def _check_dtensors(rank):
     dist.barrier()
 
 
-def worker(rank, world, store):
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"file://{store}", rank=rank, world_size=world,
-        timeout=datetime.timedelta(seconds=120),
-    )
-    try:
-        _check_dtensors(rank)
-        _check_fsdp(rank, torch.float32, offload=False, cautious=False, inner_shards=False)
-        _check_fsdp(rank, torch.float32, offload=True, cautious=True, inner_shards=True)
-        _check_fsdp(rank, torch.bfloat16, offload=True, cautious=False, inner_shards=False)
-        _check_fsdp(rank, torch.bfloat16, offload=False, cautious=True, inner_shards=True)
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+def _checks(rank, tmp):
+    _check_dtensors(rank)
+    _check_fsdp(rank, torch.float32, offload=False, cautious=False, inner_shards=False)
+    _check_fsdp(rank, torch.float32, offload=True, cautious=True, inner_shards=True)
+    _check_fsdp(rank, torch.bfloat16, offload=True, cautious=False, inner_shards=False)
+    _check_fsdp(rank, torch.bfloat16, offload=False, cautious=True, inner_shards=True)
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo")
 def test_fsdp2_and_dtensor_two_processes(tmp_path):
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    ctx = mp.start_processes(
-        worker, args=(WORLD, str(tmp_path / "store")), nprocs=WORLD, join=False, start_method="spawn",
-    )
-    deadline = time.monotonic() + TIMEOUT_S
-    while not ctx.join(timeout=2):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                if p.is_alive():
-                    p.kill()
-            pytest.fail(f"the FSDP2 test did not finish in {TIMEOUT_S} s")
-
+    run_ranks(_checks, tmp_path, timeout_s=300, collective_timeout_s=120)
