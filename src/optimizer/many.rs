@@ -389,7 +389,13 @@ impl<'x> Jobs for ManyJobs<'x, '_> {
     }
 
     fn skips_at(&mut self, isa: Isa, i: usize) -> bool {
-        self.with_job(i, |j| j.skips(isa)).unwrap_or(false)
+        // Only a job whose options ask for the check can skip: settle that from its group
+        // before building the job (most steps ask for none).
+        let asks = |u: &Update<'_>| {
+            let group = self.groups.get(u.group);
+            self.skip_all || group.is_some_and(|g| g.options.skip_non_finite)
+        };
+        self.updates.get(i).is_some_and(asks) && self.with_job(i, |j| j.skips(isa)).unwrap_or(false)
     }
 
     fn run_at(&mut self, isa: Isa, i: usize) {

@@ -243,7 +243,9 @@ impl<'x, B: MomentumStore> Jobs for LionJobs<'x, '_, B> {
     }
 
     fn skips_at(&mut self, isa: Isa, i: usize) -> bool {
-        self.with_job(i, |j| j.skips(isa)).unwrap_or(false)
+        // Only a tensor whose group asks for the check can skip (most steps ask for none).
+        let asks = self.opt.settings(self.index(i)).1.skip_non_finite;
+        asks && self.with_job(i, |j| j.skips(isa)).unwrap_or(false)
     }
 
     fn run_at(&mut self, isa: Isa, i: usize) {

@@ -121,12 +121,38 @@ pub(crate) fn check_entry(
     Ok(())
 }
 
+/// A buffer of a call: (start, end, entry * 3 + role).
+type Range = (usize, usize, usize);
+
+/// The buffers of the last call of a plan that [`check_overlap`] found disjoint: a call with
+/// exactly these buffers (the usual next step of an optimizer) is disjoint too, and is not
+/// sorted again.
+#[derive(Default)]
+pub(crate) struct Disjoint(Mutex<Vec<Range>>);
+
 /// Refuses any two buffers of the call that overlap in memory where one of them is written
 /// (parameters and momentum are written, gradients read): `&mut` slices must not alias.
-pub(crate) fn check_overlap(entries: &[Entry], labels: &dyn Labels) -> PyResult<()> {
-    const ROLES: [Role; 3] = [Role::Params, Role::Grads, Role::Momentum];
-    // (start, end, entry * 3 + role); empty buffers cannot overlap anything.
-    let mut ranges: Vec<(usize, usize, usize)> = Vec::with_capacity(entries.len() * 3);
+/// `known`: the buffers of a call found disjoint before (remembered when these are).
+pub(crate) fn check_overlap(
+    entries: &[Entry],
+    labels: &dyn Labels,
+    known: Option<&Disjoint>,
+) -> PyResult<()> {
+    let ranges = buffer_ranges(entries);
+    let known = known.map(|k| k.0.lock().unwrap_or_else(|e| e.into_inner()));
+    if known.as_ref().is_some_and(|k| **k == ranges) {
+        return Ok(());
+    }
+    check_ranges(&ranges, labels)?;
+    if let Some(mut known) = known {
+        *known = ranges;
+    }
+    Ok(())
+}
+
+/// The buffers of the call, in entry order; empty buffers cannot overlap anything.
+fn buffer_ranges(entries: &[Entry]) -> Vec<Range> {
+    let mut ranges: Vec<Range> = Vec::with_capacity(entries.len() * 3);
     for (i, e) in entries.iter().enumerate() {
         for (r, v) in [&e.params, &e.grads].into_iter().enumerate() {
             if v.len > 0 {
@@ -143,6 +169,12 @@ pub(crate) fn check_overlap(entries: &[Entry], labels: &dyn Labels) -> PyResult<
             }
         }
     }
+    ranges
+}
+
+/// [`check_overlap`] of `ranges`: sorted by start, then swept.
+fn check_ranges(ranges: &[Range], labels: &dyn Labels) -> PyResult<()> {
+    const ROLES: [Role; 3] = [Role::Params, Role::Grads, Role::Momentum];
     // Sort by start; the usual case packs (start, position) into one u64 key, which sorts
     // several times faster than the tuples.
     let order: Vec<usize> = if ranges.len() < 1 << 16 && ranges.iter().all(|r| r.0 < 1 << 48) {
@@ -188,7 +220,7 @@ pub(crate) fn check_overlap(entries: &[Entry], labels: &dyn Labels) -> PyResult<
 
 /// Runs the step over `entries` (views checked, each entry checked by [`check_entry`]) on
 /// `backend` and `num_threads` threads, with the GIL released, after refusing buffers that
-/// overlap ([`check_overlap`]). Returns whether it was applied (a group's `skip_non_finite` and
+/// overlap ([`check_overlap`], with the plan's `known` disjoint buffers). Returns whether it was applied (a group's `skip_non_finite` and
 /// a non-finite gradient skip it: nothing written). The core checks the rest (groups, lengths)
 /// before it writes anything.
 ///
@@ -201,8 +233,9 @@ pub(crate) fn run(
     groups: &[Group],
     num_threads: usize,
     labels: &dyn Labels,
+    known: Option<&Disjoint>,
 ) -> PyResult<Outcome> {
-    check_overlap(entries, labels)?;
+    check_overlap(entries, labels, known)?;
     let total: usize = entries.iter().map(|e| e.params.len).sum();
     let result = py.detach(|| {
         let t0 = std::time::Instant::now();

@@ -157,6 +157,7 @@ pub(crate) fn _step(
         &groups,
         num_threads,
         &Positions,
+        None,
     )?;
     drop(ex);
     Ok(outcome == Outcome::Applied)

@@ -73,7 +73,7 @@ fn _reference_step(
         stream: 0,
         offset,
     }];
-    engine::run(py, Backend::Scalar, &entries, &[group], 1, &Reference)?;
+    engine::run(py, Backend::Scalar, &entries, &[group], 1, &Reference, None)?;
     drop(ex);
     Ok(())
 }

@@ -54,6 +54,8 @@ pub(crate) struct TorchPlan {
     /// Set while a step runs without the GIL: a second thread's `step()` of the same optimizer
     /// would write the same buffers at the same time.
     busy: AtomicBool,
+    /// The buffers of the last step, found disjoint (see `engine::Disjoint`).
+    disjoint: engine::Disjoint,
 }
 
 /// Where a `DTensor` parameter's local shard lies in the whole tensor.
@@ -281,6 +283,7 @@ impl TorchPlan {
             _buffers: buffers,
             steps,
             busy: AtomicBool::new(false),
+            disjoint: engine::Disjoint::default(),
         })
     }
 
@@ -382,6 +385,7 @@ impl TorchPlan {
             &groups,
             num_threads,
             &labels,
+            Some(&self.disjoint),
         )?;
         drop(ex);
         if outcome == Outcome::SkippedNonFinite {
@@ -589,7 +593,7 @@ impl TorchPlan {
                 .chain(need_init.iter().copied())
                 .collect();
             entries.append(&mut pending);
-            engine::check_overlap(&entries, &PlanLabels(&self.labels, &index))?;
+            engine::check_overlap(&entries, &PlanLabels(&self.labels, &index), None)?;
             return Ok(Found::NeedInit(need_init));
         }
         Ok(Found::Ready(groups, items))
