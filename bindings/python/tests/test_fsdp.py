@@ -9,6 +9,9 @@ FileStore, CPU only):
   whole tensor in many runs). The optimizer state goes through the distributed checkpoint
   helpers (`get_optimizer_state_dict` / `set_optimizer_state_dict`, sharded and full) into a
   fresh optimizer, which continues exactly;
+* 8-bit momentum of FSDP2-sharded matrices (shards of whole 256-element blocks): one process's
+  parameters, codes and scales, with stochastic rounding; its state resumes through the
+  distributed checkpoint helpers and from one process's state dict; other layouts refused;
 * `distribute_tensor` parameters placed `Shard(0)`, `Shard(1)`, `Shard(2)` and `Replicate`, with
   uneven shards, plain and cautious; `skip_non_finite` skipping on every rank when one rank's
   gradient is not finite; refusals (a `Partial` parameter, a gradient placed otherwise than its
@@ -228,8 +231,93 @@ def _check_dtensors(rank):
     dist.barrier()
 
 
+def _check_fsdp_q8(rank):
+    """8-bit momentum of FSDP2-sharded matrices whose rows hold multiples of 256 elements (every
+    shard is whole blocks of the whole tensor): the parameters, codes and scales of one process,
+    with stochastic rounding; its state through the distributed checkpoint helpers (sharded and
+    full) resumes exactly; layouts whose shards split blocks are refused on every rank."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_optimizer_state_dict,
+        set_optimizer_state_dict,
+    )
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    mesh = init_device_mesh("cpu", (WORLD,))
+    torch.manual_seed(1)
+    single = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.GELU(), torch.nn.Linear(512, 256))
+    model = fully_shard(copy.deepcopy(single), mesh=mesh)
+
+    def groups(m):
+        ps = list(m.parameters())  # weights 8-bit (one or two blocks per row), biases f32
+        return [{"params": [ps[0], ps[2]], "momentum_dtype": "q8"}, {"params": [ps[1], ps[3]]}]
+
+    opts = dict(lr=3e-3, weight_decay=0.1, stochastic_rounding=True, seed=23, num_threads=1)
+    opt, ref = Lion(groups(model), **opts), Lion(groups(single), **opts)
+    gen = torch.Generator().manual_seed(4)
+    xs = [torch.randn(8, 256, generator=gen) for _ in range(STEPS + 1)]
+
+    def step(m, o, x):
+        m.zero_grad(set_to_none=True)
+        m(x).pow(2).mean().backward()
+        o.step()
+
+    for k, x in enumerate(xs[:STEPS]):
+        step(model, opt, x)
+        step(single, ref, x)
+        for i, (p, q) in enumerate(zip(model.parameters(), single.parameters())):
+            _same(p, q, f"FSDP2 q8: step {k}: parameter {i}")
+    for i, (p, q) in enumerate(zip(model.parameters(), single.parameters())):
+        if i in (0, 2):
+            s, r = opt.state[p], ref.state[q]
+            assert type(s["exp_avg_codes"]).__name__ == "DTensor"
+            assert torch.equal(_full(s["exp_avg_codes"]), r["exp_avg_codes"]), f"codes of parameter {i}"
+            assert torch.equal(_full(s["exp_avg_absmax"]), r["exp_avg_absmax"]), f"scales of parameter {i}"
+            assert (r["exp_avg_codes"] != 127).any()
+    sharded = copy.deepcopy(get_optimizer_state_dict(model, opt))
+    full = get_optimizer_state_dict(model, opt, options=StateDictOptions(full_state_dict=True))
+    mine = ref.state_dict()["state"]
+    names = [n for n, _ in single.named_parameters()]
+    for key in ("exp_avg_codes", "exp_avg_absmax"):
+        assert torch.equal(full["state"][names[0]][key], mine[0][key]), key
+    for options, sd in ((None, sharded), (StateDictOptions(full_state_dict=True), full)):
+        model2 = fully_shard(copy.deepcopy(single), mesh=mesh)
+        model2.load_state_dict(model.state_dict())
+        opt2 = Lion(groups(model2), **dict(opts, lr=1.0))  # (lr comes from the state)
+        set_optimizer_state_dict(model2, opt2, optim_state_dict=sd, options=options)
+        single2 = copy.deepcopy(single)
+        ref2 = Lion(groups(single2), **opts)
+        ref2.load_state_dict(copy.deepcopy(ref.state_dict()))
+        step(model2, opt2, xs[STEPS])
+        step(single2, ref2, xs[STEPS])
+        for i, (p, q) in enumerate(zip(model2.parameters(), single2.parameters())):
+            _same(p, q, f"FSDP2 q8: resumed ({'full' if options else 'sharded'} state dict): parameter {i}")
+    # The whole tensors of one process's state dict load into the sharded optimizer (each rank
+    # takes its part).
+    opt4 = Lion(groups(model), **opts)
+    opt4.load_state_dict(copy.deepcopy(ref.state_dict()))
+    for i, (p, q) in enumerate(zip(model.parameters(), single.parameters())):
+        for key in ("exp_avg_codes", "exp_avg_absmax") if i in (0, 2) else ("exp_avg",):
+            got = opt4.state[p][key]
+            assert type(got).__name__ == "DTensor" and torch.equal(_full(got), ref.state[q][key]), f"{key} of {i}"
+    # Refused on every rank, naming the parameter: shards that split blocks, inner shards.
+    for shape, pl, why in (((256,), Shard(0), r"elements \[128, 256\) of 256"),
+                           ((6, 512), Shard(1), r"needs Shard\(0\) and Replicate placements")):
+        p = torch.nn.Parameter(distribute_tensor(torch.zeros(shape), mesh, [pl]))
+        with pytest.raises(ValueError, match=r"^parameter 0: 8-bit momentum .*" + why):
+            Lion([p], momentum_dtype="q8")
+        opt3 = Lion([p])
+        with pytest.raises(ValueError, match=r"^parameter 1 \(group 1\): 8-bit momentum"):
+            opt3.add_param_group({"params": [torch.nn.Parameter(distribute_tensor(torch.zeros(shape), mesh, [pl]))],
+                                  "momentum_dtype": "q8"})
+    dist.barrier()
+
+
 def _checks(rank, tmp):
     _check_dtensors(rank)
+    _check_fsdp_q8(rank)
     _check_fsdp(rank, torch.float32, offload=False, cautious=False, inner_shards=False)
     _check_fsdp(rank, torch.float32, offload=True, cautious=True, inner_shards=True)
     _check_fsdp(rank, torch.bfloat16, offload=True, cautious=False, inner_shards=False)

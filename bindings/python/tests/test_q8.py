@@ -308,29 +308,45 @@ def test_channels_last_parameter():
         opt2.load_state_dict(sd)
 
 
-def test_dtensor_refused(tmp_path):
+def test_dtensor_one_process(tmp_path):
+    """A replicated DTensor steps as its plain tensor; placements whose shards could split
+    blocks (an inner Shard) are refused -- at construction, add_param_group, and the first step
+    of a group switched to q8 later, nothing written. (Two processes: tests/test_fsdp.py.)"""
     dist = pytest.importorskip("torch.distributed")
     if not dist.is_available() or not dist.is_gloo_available() or dist.is_initialized():
         pytest.skip("needs gloo and no process group yet")
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.tensor import Replicate, distribute_tensor
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
         mesh = init_device_mesh("cpu", (1,))
-        w = torch.nn.Parameter(distribute_tensor(torch.randn(1000), mesh, [Replicate()]))
-        with pytest.raises(ValueError, match="parameter 0: 8-bit momentum.*DTensor"):
-            Lion([w], momentum_dtype="q8")
-        opt = Lion([w])
-        with pytest.raises(ValueError, match="8-bit momentum.*DTensor"):
-            opt.add_param_group({"params": [torch.nn.Parameter(distribute_tensor(torch.randn(300), mesh, [Replicate()]))], "momentum_dtype": "q8"})
+        whole = torch.randn(1000)
+        w = torch.nn.Parameter(distribute_tensor(whole.clone(), mesh, [Replicate()]))
+        v = torch.nn.Parameter(whole.clone())
+        opt, ref = Lion([w], lr=1e-2, momentum_dtype="q8"), Lion([v], lr=1e-2, momentum_dtype="q8")
+        for _ in range(3):
+            g = torch.randn(1000)
+            w.grad, v.grad = distribute_tensor(g, mesh, [Replicate()]), g
+            opt.step()
+            ref.step()
+        assert_bits(w.detach().to_local(), v.detach())
+        for key in ("exp_avg_codes", "exp_avg_absmax"):
+            assert type(opt.state[w][key]).__name__ == "DTensor"
+            assert_bits(opt.state[w][key].to_local(), ref.state[v][key])
+        inner = torch.nn.Parameter(distribute_tensor(torch.randn(4, 300), mesh, [Shard(1)]))
+        with pytest.raises(ValueError, match=r"^parameter 0: 8-bit momentum .*Shard\(0\) and Replicate"):
+            Lion([inner], momentum_dtype="q8")
+        opt = Lion([inner])
+        with pytest.raises(ValueError, match=r"^parameter 1 \(group 1\): 8-bit momentum"):
+            opt.add_param_group({"params": [torch.nn.Parameter(distribute_tensor(torch.randn(3, 5), mesh, [Shard(1)]))], "momentum_dtype": "q8"})
         # A group switched to q8 later: refused at the first step, nothing written.
         opt.param_groups[0]["momentum_dtype"] = "q8"
-        w.grad = distribute_tensor(torch.randn(1000), mesh, [Replicate()])
-        before = w.detach().to_local().clone()
+        inner.grad = distribute_tensor(torch.randn(4, 300), mesh, [Shard(1)])
+        before = inner.detach().to_local().clone()
         with pytest.raises(ValueError, match="8-bit momentum.*DTensor"):
             opt.step()
-        assert torch.equal(w.detach().to_local(), before)
+        assert torch.equal(inner.detach().to_local(), before)
         assert len(opt.state) == 0
     finally:
         dist.destroy_process_group()

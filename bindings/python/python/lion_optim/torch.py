@@ -226,12 +226,17 @@ class _Q8Home:
     and ``absbuf`` (one float32 scale per block of 256 elements), and the tensors that view them:
     ``tensor`` (= ``local``, ``state["exp_avg_codes"]``: uint8 of the parameter's shape and
     memory layout) and ``absmax`` (``state["exp_avg_absmax"]``: float32 of shape
-    ``(ceil(numel / 256),)``). New momentum is zero: code 127, scale 0. Plain tensors only (the
-    optimizer refuses 8-bit momentum for ``DTensor`` parameters)."""
+    ``(ceil(numel / 256),)``). New momentum is zero: code 127, scale 0.
 
-    __slots__ = ("tensor", "local", "buf", "absbuf", "absmax", "code", "numel", "layout")
+    For a ``DTensor`` parameter (placed as ``_q8_placements`` allows) the buffers hold its local
+    shard's codes and blocks (``local``, ``local_absmax``), and ``tensor`` and ``absmax`` are
+    ``DTensor`` s over them: the codes placed as the parameter, the scales (of the whole
+    tensor's blocks) sharded the same way on dimension 0."""
 
-    def __init__(self, like: torch.Tensor) -> None:
+    __slots__ = ("tensor", "local", "buf", "absbuf", "absmax", "local_absmax", "code", "numel", "layout")
+
+    def __init__(self, p: torch.Tensor) -> None:
+        like = _local(p)
         shape = tuple(like.shape)
         numel = like.numel()
         blocks = -(-numel // _Q8_BLOCK)
@@ -248,16 +253,28 @@ class _Q8Home:
             self.local = flat.view(shape) if self.layout is None else flat.as_strided(shape, like.stride())
             self.absmax = torch.frombuffer(self.absbuf, dtype=torch.float32)
         self.tensor = self.local
+        self.local_absmax = self.absmax
+        if _is_dtensor(p):
+            from torch.distributed.tensor import DTensor
+
+            self.tensor = DTensor.from_local(
+                self.local, p.device_mesh, p.placements, run_check=False, shape=p.shape, stride=p.stride()
+            )
+            whole = -(-p.numel() // _Q8_BLOCK)
+            self.absmax = DTensor.from_local(
+                self.local_absmax, p.device_mesh, p.placements, run_check=False, shape=(whole,), stride=(1,)
+            )
 
     def load(self, codes: torch.Tensor, absmax: torch.Tensor) -> None:
-        """Copies checked (``_check_q8``) codes and scales in: codes in the parameter's memory
-        order (the blocks are runs of 256 elements in that order)."""
+        """Copies checked (``_check_q8``) codes and scales in (this rank's part, from
+        ``_q8_values``): codes in the parameter's memory order (the blocks are runs of 256
+        elements in that order)."""
         if self.numel:
             if self.layout is None:
                 self.local.copy_(codes.detach().reshape(self.local.shape))
             else:
                 self.local.copy_(codes.detach())
-            self.absmax.copy_(absmax.detach().reshape(-1))
+            self.local_absmax.copy_(absmax.detach().reshape(-1))
 
 
 def _is_q8_state(s: Dict[str, Any]) -> bool:
@@ -270,15 +287,14 @@ def _check_q8(codes: Any, absmax: Any, p: torch.Tensor, where: str) -> None:
     number of elements (and, for a parameter not in C order, its shape and memory layout: blocks
     follow memory order), ``absmax`` a float32 tensor of ``ceil(numel / 256)`` elements."""
     if _is_dtensor(p):
-        raise ValueError(
-            f"{where}: 8-bit momentum (momentum_dtype='q8') is not supported for DTensor parameters "
-            "(FSDP2); use a float momentum_dtype for them"
-        )
+        _q8_placements(p, where)
     for key, t, dtype in (("exp_avg_codes", codes, torch.uint8), ("exp_avg_absmax", absmax, torch.float32)):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{where} has no {key} tensor (got {type(t).__name__})")
-        if _is_dtensor(t):
+        if _is_dtensor(t) and not _is_dtensor(p):
             raise ValueError(f"{where}: {key} is a DTensor, the parameter a plain tensor")
+        if _is_dtensor(t) and t.device_mesh != p.device_mesh:
+            raise ValueError(f"{where}: {key} is a DTensor on another device mesh than its parameter's")
         if t.dtype != dtype:
             raise TypeError(f"{where}: {key} has dtype {t.dtype}; it must be {dtype}")
         if t.layout != torch.strided:
@@ -295,8 +311,13 @@ def _check_q8(codes: Any, absmax: Any, p: torch.Tensor, where: str) -> None:
             f"{where}: exp_avg_absmax has shape {tuple(absmax.shape)}; a parameter of {n} elements "
             f"needs ({blocks},): one scale per block of {_Q8_BLOCK}"
         )
-    layout = _layout(p) if n else None
-    if layout is not None and (tuple(codes.shape) != tuple(p.shape) or _layout(codes) != layout):
+    layout = _layout(_local(p)) if n else None
+    if _is_dtensor(p):
+        if tuple(codes.shape) != tuple(p.shape):
+            raise ValueError(
+                f"{where}: exp_avg_codes has shape {tuple(codes.shape)}, the parameter {tuple(p.shape)}"
+            )
+    elif layout is not None and (tuple(codes.shape) != tuple(p.shape) or _layout(codes) != layout):
         raise ValueError(
             f"{where}: exp_avg_codes has shape {tuple(codes.shape)} and strides {tuple(codes.stride())}, "
             f"the parameter shape {tuple(p.shape)} and strides {tuple(p.stride())}: 8-bit momentum's "
@@ -470,17 +491,91 @@ def to_bitsandbytes(state_dict: Dict[str, Any]) -> Dict[str, Any]:
     return {"state": state, "param_groups": groups}
 
 
-def _refuse_q8_dtensors(tensors: List[torch.Tensor], labels: List[str], md: Any) -> None:
-    """8-bit momentum is refused for ``DTensor`` parameters (at construction and
-    ``add_param_group``, before anything is stored)."""
+def _check_q8_dtensors(tensors: List[torch.Tensor], labels: List[str], md: Any) -> None:
+    """8-bit momentum of ``DTensor`` parameters: checked where their group asks for it (at
+    construction, ``add_param_group`` and state creation, before anything is stored)."""
     if md != _Q8:
         return
     for t, label in zip(tensors, labels):
         if _is_dtensor(t):
+            _q8_placements(t, label)
+
+
+def _chunks(size: int, parts: List[Tuple[int, int]]) -> Tuple[int, int]:
+    """Where the shard at mesh coordinates ``parts`` (``(coordinate, mesh size)`` per ``Shard(0)``
+    mesh dimension, in mesh order) lies in ``[0, size)``: nested ``torch.chunk`` s, as
+    ``DTensor`` places ``Shard(0)``."""
+    lo, hi = 0, size
+    for c, n in parts:
+        chunk = -(-(hi - lo) // n)
+        lo, hi = min(lo + c * chunk, hi), min(lo + (c + 1) * chunk, hi)
+    return lo, hi
+
+
+def _q8_placements(p: torch.Tensor, label: str) -> None:
+    """8-bit momentum of a ``DTensor`` parameter: its blocks of 256 elements are those of the
+    whole tensor, so every rank's shard must be whole blocks of it, and the scales (one per
+    block, a ``DTensor`` sharded like the parameter on dimension 0) must fall to each rank as
+    its blocks do. That holds for ``Replicate`` and ``Shard(0)`` placements whose shards start at
+    multiples of 256 elements (FSDP2's row shards of matrices whose rows hold a multiple of 256
+    elements, for one) and whose block counts split as ``torch.chunk`` splits the scales;
+    checked here for every rank (so every rank raises alike), raising otherwise."""
+    from torch.distributed.tensor import Replicate, Shard
+
+    placements = tuple(p.placements)
+    sharded = [i for i, pl in enumerate(placements) if type(pl) is Shard]
+    if not all(type(pl) in (Shard, Replicate) for pl in placements) or any(placements[i].dim != 0 for i in sharded):
+        raise ValueError(
+            f"{label}: 8-bit momentum (momentum_dtype='q8') of a DTensor needs Shard(0) and "
+            f"Replicate placements, not {placements}; use a float momentum_dtype for its param group"
+        )
+    numel = p.numel()
+    row = numel // p.shape[0] if p.dim() and p.shape[0] else 0
+    blocks = -(-numel // _Q8_BLOCK)
+    sizes = [p.device_mesh.size(i) for i in sharded]
+    for coords in itertools.product(*(range(n) for n in sizes)):
+        parts = list(zip(coords, sizes))
+        lo, hi = (r * row for r in _chunks(p.shape[0], parts)) if p.dim() else (0, numel)
+        b_lo, b_hi = _chunks(blocks, parts)
+        if hi > lo and (lo % _Q8_BLOCK or (lo // _Q8_BLOCK, -(-hi // _Q8_BLOCK)) != (b_lo, b_hi)):
             raise ValueError(
-                f"{label}: 8-bit momentum (momentum_dtype='q8') is not supported for DTensor "
-                "parameters (FSDP2); use a float momentum_dtype for their param group"
+                f"{label}: 8-bit momentum (momentum_dtype='q8') of a DTensor needs every shard to "
+                f"be whole blocks of {_Q8_BLOCK} elements of the whole tensor, split as its "
+                f"{blocks} block scales split; the shard at mesh coordinates {coords} is elements "
+                f"[{lo}, {hi}) of {numel}; use a float momentum_dtype for its param group"
             )
+
+
+def _q8_values(codes: torch.Tensor, absmax: torch.Tensor, p: torch.Tensor, where: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """This rank's codes and scales of checked (``_check_q8``) 8-bit momentum of ``p``: the
+    tensors themselves for a plain parameter; for a ``DTensor`` parameter the local shards of
+    ``DTensor`` codes and scales (redistributed to the parameter's placements if they differ: a
+    collective, as every rank loads together), or this rank's part of whole plain tensors."""
+    if not _is_dtensor(p):
+        return codes, absmax
+    local = _local(p)
+    shape, offset = _local_box(p, where)
+    if _is_dtensor(codes):
+        if tuple(codes.placements) != tuple(p.placements):
+            codes = codes.redistribute(p.device_mesh, p.placements)
+        codes = codes.detach().to_local()
+    else:
+        box = tuple(slice(o, o + n) for o, n in zip(offset, shape))
+        codes = codes.detach().reshape(p.shape)[box]
+    first = (offset[0] * (p.numel() // p.shape[0]) if p.dim() and p.shape[0] else 0) // _Q8_BLOCK
+    count = -(-local.numel() // _Q8_BLOCK)
+    if _is_dtensor(absmax):
+        if tuple(absmax.placements) != tuple(p.placements):
+            absmax = absmax.redistribute(p.device_mesh, p.placements)
+        absmax = absmax.detach().to_local()
+    else:
+        absmax = absmax.detach().reshape(-1)[first : first + count]
+    if tuple(codes.shape) != tuple(local.shape) or absmax.numel() != count:
+        raise ValueError(
+            f"{where}: this rank's part of the 8-bit momentum is {tuple(codes.shape)} codes and "
+            f"{absmax.numel()} scales, its parameter shard needs {tuple(local.shape)} and {count}"
+        )
+    return codes, absmax
 
 
 # ------------------------------------------------------------------------------------------
@@ -707,9 +802,15 @@ class Lion(torch.optim.Optimizer):
     that the codes are laid out as it; a parameter whose memory layout changes after its 8-bit
     state exists, ``model.to(memory_format=...)``, is refused at the step, since re-laying out
     blocks would need a requantization). A state's kind follows its keys, not the group's
-    ``momentum_dtype`` (as an ``exp_avg`` keeps its dtype). Not supported for ``DTensor``
-    parameters (FSDP2): refused with ``ValueError`` when the optimizer is made (or at the first
-    step, if a group is switched to ``"q8"`` later).
+    ``momentum_dtype`` (as an ``exp_avg`` keeps its dtype). For ``DTensor`` parameters (FSDP2)
+    the codes and scales are ``DTensor`` s too (the codes placed as the parameter, the scales
+    sharded like it on dimension 0), and the step gives the bytes of one process, when every
+    rank's shard is whole blocks of 256 elements of the whole tensor (``Shard(0)`` and
+    ``Replicate`` placements; FSDP2's row shards of matrices whose rows hold a multiple of 256
+    elements, say); other layouts (a bias of 384 elements on two ranks, ``Shard(1)``) are
+    refused with ``ValueError`` naming the parameter when the optimizer is made (or at the
+    first step, if a group is switched to ``"q8"`` later): give them a float ``momentum_dtype``
+    in a param group of their own.
 
     Parameters whose ``grad`` is None are skipped. Parameters, gradients and momentum may be
     float32, bfloat16 or float16, each (any mix). Parameters must be CPU tensors, dense: in C
@@ -787,7 +888,7 @@ class Lion(torch.optim.Optimizer):
                 tensors += t
                 labels += lab
                 md = g.get("momentum_dtype", momentum_dtype) if isinstance(g, dict) else momentum_dtype
-                _refuse_q8_dtensors(t, lab, md)
+                _check_q8_dtensors(t, lab, md)
             _check_new_params(tensors, labels)
             params = groups
         self._constructing = True
@@ -815,7 +916,7 @@ class Lion(torch.optim.Optimizer):
                 _normalize_params(param_group)
                 start = sum(len(g["params"]) for g in self.param_groups)
                 tensors, labels = _tensors_and_labels(param_group, start, gi, gi > 0)
-                _refuse_q8_dtensors(tensors, labels, merged.get("momentum_dtype"))
+                _check_q8_dtensors(tensors, labels, merged.get("momentum_dtype"))
                 _check_new_params(tensors, labels)
         super().add_param_group(param_group)
         self._invalidate()
@@ -922,7 +1023,8 @@ class Lion(torch.optim.Optimizer):
                 _check_q8(codes, absmax, p, where)
                 if "exp_avg_qmap" in value:
                     _check_qmap(value["exp_avg_qmap"], "exp_avg_qmap", where)
-                loaded[sid] = (_Q8, (codes, absmax), _step_count(value.get("step", 0), where))
+                values = _q8_values(codes, absmax, p, where)
+                loaded[sid] = (_Q8, values, _step_count(value.get("step", 0), where))
                 continue
             ea = value.get("exp_avg")
             _check_momentum(ea, p, where)
@@ -1035,7 +1137,7 @@ class Lion(torch.optim.Optimizer):
         dtypes = [self.param_groups[self._plan_groups[k]]["momentum_dtype"] for k in positions]
         labels = self._labels()
         for k, md in zip(positions, dtypes):
-            _refuse_q8_dtensors([self._plan_params[k]], [labels[k]], md)
+            _check_q8_dtensors([self._plan_params[k]], [labels[k]], md)
         for k, md in zip(positions, dtypes):
             p = self._plan_params[k]
             if md == _Q8:
@@ -1120,8 +1222,8 @@ class Lion(torch.optim.Optimizer):
                 q8_source: Any = None
                 if not isinstance(q8, _Q8Home) or q8.tensor is not codes or q8.absmax is not absmax:
                     _check_q8(codes, absmax, p, where)
-                    q8, q8_source = None, (codes, absmax)
-                elif q8.layout != _layout(p) or q8.numel != p.numel():
+                    q8, q8_source = None, _q8_values(codes, absmax, p, where)
+                elif q8.layout != _layout(_local(p)) or q8.numel != _local(p).numel():
                     raise ValueError(
                         f"{where}: the parameter's memory layout changed since its 8-bit momentum "
                         "was laid out (its blocks are runs of 256 elements in memory order); "
