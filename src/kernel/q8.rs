@@ -7,10 +7,12 @@
 //! another: the value's exponent and top six mantissa bits pick a bucket of the threshold table
 //! that holds at most one threshold (`dtype::q8::NEAREST_BUCKETS`), and one comparison with it
 //! finishes the count of thresholds below the value — exact, and proved so over every f32 in
-//! `[-1, 1]` by the exhaustive test. An instruction set whose gathers are slow and whose
-//! registers can hold the tables (`Simd::Q8_BLOCKWISE`: AVX-512) decodes and encodes a whole
-//! block at a time instead (`Simd::q8_decode`, `Simd::q8_nearest`, through `new`), with the same
-//! results (the same tests; the exhaustive one runs on the widest instruction set).
+//! `[-1, 1]` by the exhaustive test. Rounding to nearest encodes a whole block in one call
+//! (`Simd::q8_nearest`: by default this quantizer a vector at a time; AVX2 packs four vectors'
+//! codes at once; AVX-512, whose registers can hold the tables, looks them up by permutations).
+//! An instruction set whose gathers are slow (`Simd::Q8_BLOCKWISE`: AVX-512) also decodes a
+//! whole block at a time (`Simd::q8_decode`, into `new`). Every path has the same results (the
+//! same tests; the exhaustive one runs on the widest instruction set).
 
 use super::{Lanes, agreement, gradient, interpolation, momentum_math, param_math};
 use super::{ahead, last_byte, reduce::lane_sum};
@@ -200,7 +202,7 @@ fn block<
         codes.fill(127);
         return;
     }
-    if S::Q8_BLOCKWISE && !STOCHASTIC {
+    if !STOCHASTIC {
         s.q8_nearest(&new, 1.0 / scale, codes);
         *absmax = scale;
         return;

@@ -117,9 +117,10 @@ pub trait Simd<const N: usize>: Copy {
         lanes.iter().map(|x| x.to_bits()).max().unwrap_or(0)
     }
 
-    /// Whether this instruction set decodes and round-to-nearest-encodes the 8-bit momentum a
-    /// whole block at a time ([`q8_decode`](Self::q8_decode), [`q8_nearest`](Self::q8_nearest):
-    /// table lookups by permuting registers, on AVX-512) rather than by a gather per vector.
+    /// Whether this instruction set decodes the 8-bit momentum a whole block at a time
+    /// ([`q8_decode`](Self::q8_decode): table lookups by permuting registers, on AVX-512) rather
+    /// than by a gather per vector. (Round-to-nearest encoding is always a block at a time,
+    /// [`q8_nearest`](Self::q8_nearest).)
     const Q8_BLOCKWISE: bool = false;
     /// `out[i] = Q8_MAP[codes[i]]` for one block of 8-bit momentum codes. Default: a gather per
     /// vector.
