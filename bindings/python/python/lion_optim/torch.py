@@ -64,11 +64,47 @@ def assign_streams(params: Iterable[torch.Tensor], start: int = 0) -> None:
         setattr(p, _STREAM_ATTR, int(i))
 
 
-def _bump(changes: List[int]) -> None:
-    changes[0] += 1
+class _Counted:
+    """The mutating methods of a dict, each counting the change in ``self._changes[0]`` (a
+    counter shared by an optimizer's state and its per-parameter dicts) before it is made."""
+
+    __slots__ = ()
+    _changes: List[int]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._changes[0] += 1
+        super().__setitem__(key, value)  # type: ignore[misc]
+
+    def __delitem__(self, key: Any) -> None:
+        self._changes[0] += 1
+        super().__delitem__(key)  # type: ignore[misc]
+
+    def clear(self) -> None:
+        self._changes[0] += 1
+        super().clear()  # type: ignore[misc]
+
+    def pop(self, *args: Any) -> Any:
+        self._changes[0] += 1
+        return super().pop(*args)  # type: ignore[misc]
+
+    def popitem(self) -> Any:
+        self._changes[0] += 1
+        return super().popitem()  # type: ignore[misc]
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        self._changes[0] += 1
+        return super().setdefault(key, default)  # type: ignore[misc]
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self._changes[0] += 1
+        super().update(*args, **kwargs)  # type: ignore[misc]
+
+    def __ior__(self, other: Any) -> Any:
+        self._changes[0] += 1
+        return super().__ior__(other)  # type: ignore[misc]
 
 
-class _State(collections.defaultdict):
+class _State(_Counted, collections.defaultdict):
     """``Optimizer.state`` that counts its changes, and the changes of the per-parameter dicts
     it holds, in one shared counter: ``Lion`` re-reads the state only when something
     (``load_state_dict``, ``ZeroRedundancyOptimizer``, the user) changed an entry."""
@@ -86,40 +122,8 @@ class _State(collections.defaultdict):
     def __reduce__(self) -> Any:
         return (collections.defaultdict, (dict, {k: dict(v) for k, v in self.items()}))
 
-    def __setitem__(self, key: Any, value: Any) -> None:
-        _bump(self._changes)
-        super().__setitem__(key, value)
 
-    def __delitem__(self, key: Any) -> None:
-        _bump(self._changes)
-        super().__delitem__(key)
-
-    def clear(self) -> None:
-        _bump(self._changes)
-        super().clear()
-
-    def pop(self, *args: Any) -> Any:
-        _bump(self._changes)
-        return super().pop(*args)
-
-    def popitem(self) -> Any:
-        _bump(self._changes)
-        return super().popitem()
-
-    def setdefault(self, key: Any, default: Any = None) -> Any:
-        _bump(self._changes)
-        return super().setdefault(key, default)
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        _bump(self._changes)
-        super().update(*args, **kwargs)
-
-    def __ior__(self, other: Any) -> "_State":
-        _bump(self._changes)
-        return super().__ior__(other)
-
-
-class _ParamState(dict):
+class _ParamState(_Counted, dict):
     """One parameter's state (``step``, ``exp_avg``), counting its changes in its optimizer's
     counter. Pickles, copies and ``state_dict()``s as a plain dict."""
 
@@ -131,38 +135,6 @@ class _ParamState(dict):
 
     def __reduce__(self) -> Any:
         return (dict, (dict(self),))
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        _bump(self._changes)
-        super().__setitem__(key, value)
-
-    def __delitem__(self, key: Any) -> None:
-        _bump(self._changes)
-        super().__delitem__(key)
-
-    def clear(self) -> None:
-        _bump(self._changes)
-        super().clear()
-
-    def pop(self, *args: Any) -> Any:
-        _bump(self._changes)
-        return super().pop(*args)
-
-    def popitem(self) -> Any:
-        _bump(self._changes)
-        return super().popitem()
-
-    def setdefault(self, key: Any, default: Any = None) -> Any:
-        _bump(self._changes)
-        return super().setdefault(key, default)
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        _bump(self._changes)
-        super().update(*args, **kwargs)
-
-    def __ior__(self, other: Any) -> "_ParamState":
-        _bump(self._changes)
-        return super().__ior__(other)
 
 
 # ------------------------------------------------------------------------------------------
