@@ -247,7 +247,9 @@ def _check_fsdp_q8(rank):
 
     mesh = init_device_mesh("cpu", (WORLD,))
     torch.manual_seed(1)
-    single = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.GELU(), torch.nn.Linear(512, 256))
+    # The second weight has 3 rows of 2 blocks: its scales, a row per row, split as its rows (2
+    # and 1), which one scale per block (3 and 3) would not.
+    single = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.GELU(), torch.nn.Linear(512, 3))
     model = fully_shard(copy.deepcopy(single), mesh=mesh)
 
     def groups(m):
@@ -258,6 +260,7 @@ def _check_fsdp_q8(rank):
     opt, ref = Lion(groups(model), **opts), Lion(groups(single), **opts)
     gen = torch.Generator().manual_seed(4)
     xs = [torch.randn(8, 256, generator=gen) for _ in range(STEPS + 1)]
+    flat = lambda t: _full(t).reshape(-1)  # noqa: E731  (scales: a row per row, or one per block)
 
     def step(m, o, x):
         m.zero_grad(set_to_none=True)
@@ -274,14 +277,16 @@ def _check_fsdp_q8(rank):
             s, r = opt.state[p], ref.state[q]
             assert type(s["exp_avg_codes"]).__name__ == "DTensor"
             assert torch.equal(_full(s["exp_avg_codes"]), r["exp_avg_codes"]), f"codes of parameter {i}"
-            assert torch.equal(_full(s["exp_avg_absmax"]), r["exp_avg_absmax"]), f"scales of parameter {i}"
+            assert torch.equal(flat(s["exp_avg_absmax"]), r["exp_avg_absmax"]), f"scales of parameter {i}"
+            assert tuple(s["exp_avg_absmax"].shape) == (q.shape[0], q.shape[1] // 256)
             assert (r["exp_avg_codes"] != 127).any()
     sharded = copy.deepcopy(get_optimizer_state_dict(model, opt))
     full = get_optimizer_state_dict(model, opt, options=StateDictOptions(full_state_dict=True))
     mine = ref.state_dict()["state"]
     names = [n for n, _ in single.named_parameters()]
-    for key in ("exp_avg_codes", "exp_avg_absmax"):
-        assert torch.equal(full["state"][names[0]][key], mine[0][key]), key
+    for k, sid in ((0, 0), (2, 1)):  # (the state dict's ids follow the groups: weights first)
+        for key in ("exp_avg_codes", "exp_avg_absmax"):
+            assert torch.equal(flat(full["state"][names[k]][key]), flat(mine[sid][key])), key
     for options, sd in ((None, sharded), (StateDictOptions(full_state_dict=True), full)):
         model2 = fully_shard(copy.deepcopy(single), mesh=mesh)
         model2.load_state_dict(model.state_dict())
@@ -301,7 +306,15 @@ def _check_fsdp_q8(rank):
     for i, (p, q) in enumerate(zip(model.parameters(), single.parameters())):
         for key in ("exp_avg_codes", "exp_avg_absmax") if i in (0, 2) else ("exp_avg",):
             got = opt4.state[p][key]
-            assert type(got).__name__ == "DTensor" and torch.equal(_full(got), ref.state[q][key]), f"{key} of {i}"
+            assert type(got).__name__ == "DTensor" and torch.equal(flat(got), flat(ref.state[q][key])), f"{key} of {i}"
+    # The gathered state dict loads into one process's optimizer (scales a row per row).
+    single5 = copy.deepcopy(single)
+    opt5 = Lion(groups(single5), **opts)
+    opt5.load_state_dict(copy.deepcopy(full))
+    for k in (0, 2):
+        p5, q = list(single5.parameters())[k], list(single.parameters())[k]
+        for key in ("exp_avg_codes", "exp_avg_absmax"):
+            assert torch.equal(opt5.state[p5][key], ref.state[q][key]), f"{key} of parameter {k}"
     # Refused on every rank, naming the parameter: shards that split blocks, inner shards.
     for shape, pl, why in (((256,), Shard(0), r"elements \[128, 256\) of 256"),
                            ((6, 512), Shard(1), r"needs Shard\(0\) and Replicate placements")):

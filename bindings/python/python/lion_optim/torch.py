@@ -203,7 +203,7 @@ class _Q8Home:
     For a ``DTensor`` parameter (placed as ``_q8_placements`` allows) the buffers hold its local
     shard's codes and blocks (``local``, ``local_absmax``), and ``tensor`` and ``absmax`` are
     ``DTensor`` s over them: the codes placed as the parameter, the scales (of the whole
-    tensor's blocks) sharded the same way on dimension 0."""
+    tensor's blocks, shaped by ``_q8_scales_shape``) sharded the same way on dimension 0."""
 
     __slots__ = ("tensor", "local", "buf", "absbuf", "absmax", "local_absmax", "code", "numel", "layout")
 
@@ -232,9 +232,10 @@ class _Q8Home:
             self.tensor = DTensor.from_local(
                 self.local, p.device_mesh, p.placements, run_check=False, shape=p.shape, stride=p.stride()
             )
-            whole = -(-p.numel() // _Q8_BLOCK)
+            scales = _q8_scales_shape(p)
             self.absmax = DTensor.from_local(
-                self.local_absmax, p.device_mesh, p.placements, run_check=False, shape=(whole,), stride=(1,)
+                self.local_absmax.view(-1, *scales[1:]), p.device_mesh, p.placements, run_check=False,
+                shape=scales, stride=tuple(math.prod(scales[i + 1 :]) for i in range(len(scales))),
             )
 
     def load(self, codes: torch.Tensor, absmax: torch.Tensor) -> None:
@@ -278,7 +279,7 @@ def _check_q8(codes: Any, absmax: Any, p: torch.Tensor, where: str) -> None:
             f"the parameter {n} (shape {tuple(p.shape)})"
         )
     blocks = -(-n // _Q8_BLOCK)
-    if absmax.numel() != blocks or absmax.dim() > 1:
+    if absmax.numel() != blocks or (absmax.dim() > 1 and tuple(absmax.shape) != _q8_scales_shape(p)):
         raise ValueError(
             f"{where}: exp_avg_absmax has shape {tuple(absmax.shape)}; a parameter of {n} elements "
             f"needs ({blocks},): one scale per block of {_Q8_BLOCK}"
@@ -484,13 +485,26 @@ def _chunks(size: int, parts: List[Tuple[int, int]]) -> Tuple[int, int]:
     return lo, hi
 
 
+def _q8_scales_shape(p: torch.Tensor) -> Tuple[int, ...]:
+    """The shape of the block scales of a ``DTensor`` parameter's 8-bit momentum (a whole state
+    dict may hold them so too): a row of scales per row of the parameter where its rows are whole
+    blocks (so that ``Shard(0)`` splits the scales exactly as the rows, whatever their count),
+    else one scale per block."""
+    numel = p.numel()
+    row = numel // p.shape[0] if p.dim() >= 2 and p.shape[0] else 0
+    if row and row % _Q8_BLOCK == 0:
+        return (p.shape[0], row // _Q8_BLOCK)
+    return (-(-numel // _Q8_BLOCK),)
+
+
 def _q8_placements(p: torch.Tensor, label: str) -> None:
     """8-bit momentum of a ``DTensor`` parameter: its blocks of 256 elements are those of the
     whole tensor, so every rank's shard must be whole blocks of it, and the scales (one per
     block, a ``DTensor`` sharded like the parameter on dimension 0) must fall to each rank as
     its blocks do. That holds for ``Replicate`` and ``Shard(0)`` placements whose shards start at
-    multiples of 256 elements (FSDP2's row shards of matrices whose rows hold a multiple of 256
-    elements, for one) and whose block counts split as ``torch.chunk`` splits the scales;
+    multiples of 256 elements: FSDP2's row shards of matrices whose rows hold a multiple of 256
+    elements (their scales a row per row, ``_q8_scales_shape``: split as the rows), and other
+    shards whose block counts split as ``torch.chunk`` splits the scales (one per block);
     checked here for every rank (so every rank raises alike), raising otherwise."""
     from torch.distributed.tensor import Replicate, Shard
 
@@ -501,6 +515,8 @@ def _q8_placements(p: torch.Tensor, label: str) -> None:
             f"{label}: 8-bit momentum (momentum_dtype='q8') of a DTensor needs Shard(0) and "
             f"Replicate placements, not {placements}; use a float momentum_dtype for its param group"
         )
+    if len(_q8_scales_shape(p)) == 2:
+        return  # (rows of whole blocks, split as their rows of scales)
     numel = p.numel()
     row = numel // p.shape[0] if p.dim() and p.shape[0] else 0
     blocks = -(-numel // _Q8_BLOCK)
@@ -539,7 +555,7 @@ def _q8_values(codes: torch.Tensor, absmax: torch.Tensor, p: torch.Tensor, where
     if _is_dtensor(absmax):
         if tuple(absmax.placements) != tuple(p.placements):
             absmax = absmax.redistribute(p.device_mesh, p.placements)
-        absmax = absmax.detach().to_local()
+        absmax = absmax.detach().to_local().reshape(-1)
     else:
         absmax = absmax.detach().reshape(-1)[first : first + count]
     if tuple(codes.shape) != tuple(local.shape) or absmax.numel() != count:
@@ -762,7 +778,8 @@ class Lion(torch.optim.Optimizer):
     ``exp_avg``, the state holds ``exp_avg_codes`` (``torch.uint8``, the parameter's shape and
     memory layout: one code per element into bitsandbytes' signed dynamic map) and
     ``exp_avg_absmax`` (``torch.float32`` of shape ``(ceil(numel / 256),)``: one scale per block
-    of 256 elements in memory order); element ``i`` of the momentum is
+    of 256 elements in memory order; for a ``DTensor`` whose rows are whole blocks, a row of
+    scales per row); element ``i`` of the momentum is
     ``Q8_MAP[codes[i]] * absmax[i // 256]``, as bitsandbytes' ``Lion8bit`` (its ``state1`` and
     ``absmax1``) and ``dequantize_blockwise`` (blocksize 256). New momentum is zero (code 127,
     scale 0). The Rust core steps both in place (dequantize, Lion step, requantize per block, in
