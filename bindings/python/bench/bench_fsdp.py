@@ -9,6 +9,8 @@ Implementations:
 
 * ``lion_optim``  -- ``lion_optim.torch.Lion`` over the DTensor parameters (this package: each
   local shard stepped in place, with its global element offset)
+* ``lion_optim_q8`` -- the same with 8-bit momentum for the matrices (rows of whole 256-element
+  blocks: every one of GPT-2's), the vectors (biases, norms) in a param group of float momentum
 * ``adamw_fused`` -- ``torch.optim.AdamW(fused=True)`` over the DTensor parameters
 * ``compiled``    -- the reference Lion step of one tensor, ``torch.compile``d (dynamic shapes),
   called on every local shard (``torch.compile`` over the DTensor subclass itself is not what a
@@ -41,8 +43,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import BETAS, LR, WD, _lion_step, gpt2_shapes, machine  # noqa: E402
 
 WORLD = 2
-IMPLS = ["lion_optim", "adamw_fused", "compiled"]
-LABELS = {"lion_optim": "lion_optim.torch.Lion", "adamw_fused": "AdamW(fused=True)", "compiled": "torch.compile Lion"}
+IMPLS = ["lion_optim", "lion_optim_q8", "adamw_fused", "compiled"]
+LABELS = {
+    "lion_optim": "lion_optim.torch.Lion",
+    "lion_optim_q8": "lion_optim, 8-bit momentum",
+    "adamw_fused": "AdamW(fused=True)",
+    "compiled": "torch.compile Lion",
+}
 
 
 class Unit(torch.nn.Module):
@@ -91,6 +98,17 @@ def make(impl, params):
         from lion_optim.torch import Lion
 
         return Lion(params, lr=LR, betas=BETAS, weight_decay=WD, num_threads=1)
+    if impl == "lion_optim_q8":
+        from lion_optim.torch import Lion
+
+        def blocks(p):  # a matrix whose rows are whole 256-element blocks
+            return p.dim() >= 2 and (p.numel() // p.shape[0]) % 256 == 0
+
+        groups = [
+            {"params": [p for p in params if blocks(p)], "momentum_dtype": "q8"},
+            {"params": [p for p in params if not blocks(p)]},
+        ]
+        return Lion(groups, lr=LR, betas=BETAS, weight_decay=WD, num_threads=1)
     if impl == "adamw_fused":
         return torch.optim.AdamW(params, lr=LR, weight_decay=WD, fused=True)
     if impl == "compiled":
