@@ -1,12 +1,13 @@
 //! The implementations of a step ("backends") and the per-backend layer of the API, for tests,
-//! benchmarks and the curious.
+//! benchmarks and the curious (the one-slice entries' twins, deprecated ones included, are declared
+//! with the free functions, in the crate root's `entries!`).
 
 use core::fmt;
 
 use crate::arch::{Isa, portable};
 use crate::dtype::Element;
-use crate::exec::{count_one, finite_one, step_one};
-use crate::{Error, Hyperparams, Outcome, StepOptions};
+use crate::exec::finite_one;
+use crate::{Error, Outcome, StepOptions};
 
 /// An implementation of the Lion step. All of them give **bit-identical** results.
 ///
@@ -126,79 +127,8 @@ impl Backend {
     }
 
     /// The instruction set of this backend, or [`Error::BackendUnavailable`].
-    fn isa(self) -> Result<Isa, Error> {
+    pub(crate) fn isa(self) -> Result<Isa, Error> {
         Isa::of(self).ok_or(Error::BackendUnavailable(self))
-    }
-
-    /// [`step_with`](crate::step_with) on this backend; [`Error::BackendUnavailable`] (and
-    /// nothing written) if it cannot run here.
-    ///
-    /// ```
-    /// use lion_optim::{Backend, Hyperparams, StepOptions};
-    ///
-    /// let (mut p, mut m) = ([1.0f32; 3], [0.0f32; 3]);
-    /// let opts = StepOptions { maximize: true, ..StepOptions::default() };
-    /// Backend::Portable.step_with(&mut p, &[1.0f32; 3], &mut m, &Hyperparams::default(), &opts)?;
-    /// assert_eq!(p, [1.0 + 1e-4f64 as f32; 3]);
-    /// # Ok::<(), lion_optim::Error>(())
-    /// ```
-    pub fn step_with<P: Element, G: Element, M: Element>(
-        self,
-        params: &mut [P],
-        grads: &[G],
-        momentum: &mut [M],
-        hp: &Hyperparams,
-        options: &StepOptions,
-    ) -> Result<Outcome, Error> {
-        step_one(self.isa()?, params, grads, momentum, hp, options, false)
-    }
-
-    /// [`par_step_with`](crate::par_step_with) on this backend.
-    ///
-    /// ```
-    /// use lion_optim::{Backend, Hyperparams, Rounding, StepOptions, bf16};
-    ///
-    /// let n = 1 << 19;
-    /// let opts = StepOptions { rounding: Rounding::Stochastic { seed: 3 }, ..StepOptions::default() };
-    /// let (p0, g) = (vec![bf16::from_f32(3.0); n], vec![1.0f32; n]);
-    /// let (mut p1, mut m1, mut p2, mut m2) = (p0.clone(), vec![0.0f32; n], p0, vec![0.0f32; n]);
-    /// let hp = Hyperparams { lr: 1e-3, ..Hyperparams::default() };
-    /// Backend::detect().par_step_with(&mut p1, &g, &mut m1, &hp, &opts)?;
-    /// Backend::detect().step_with(&mut p2, &g, &mut m2, &hp, &opts)?;
-    /// assert_eq!((p1, m1), (p2, m2));
-    /// # Ok::<(), lion_optim::Error>(())
-    /// ```
-    #[cfg(feature = "rayon")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
-    pub fn par_step_with<P: Element, G: Element, M: Element>(
-        self,
-        params: &mut [P],
-        grads: &[G],
-        momentum: &mut [M],
-        hp: &Hyperparams,
-        options: &StepOptions,
-    ) -> Result<Outcome, Error> {
-        step_one(self.isa()?, params, grads, momentum, hp, options, true)
-    }
-
-    /// [`cautious_count`](crate::cautious_count) on this backend.
-    ///
-    /// ```
-    /// use lion_optim::{Backend, Hyperparams, StepOptions};
-    ///
-    /// let (g, m) = ([1.0f32, -1.0, 1.0], [0.0f32, 0.0, -9.0]);
-    /// let (hp, opts) = (Hyperparams::default(), StepOptions::default());
-    /// assert_eq!(Backend::Portable.cautious_count(&g, &m, &hp, &opts)?, 2);
-    /// # Ok::<(), lion_optim::Error>(())
-    /// ```
-    pub fn cautious_count<G: Element, M: Element>(
-        self,
-        grads: &[G],
-        momentum: &[M],
-        hp: &Hyperparams,
-        options: &StepOptions,
-    ) -> Result<u64, Error> {
-        count_one(self.isa()?, grads, momentum, hp, options)
     }
 
     /// [`all_finite`](crate::all_finite) on this backend; `false` if it cannot run here.
@@ -230,60 +160,6 @@ impl Backend {
         groups: &[crate::Group],
     ) -> Result<Outcome, Error> {
         crate::optimizer::many::run(self.isa()?, updates, groups, false)
-    }
-
-    /// One Lion step on this backend.
-    #[deprecated(
-        since = "0.2.0",
-        note = "use `Backend::step_with` with `StepOptions::default()`"
-    )]
-    pub fn step<P: Element, G: Element, M: Element>(
-        self,
-        params: &mut [P],
-        grads: &[G],
-        momentum: &mut [M],
-        hp: &Hyperparams,
-    ) -> Result<(), Error> {
-        self.step_with(params, grads, momentum, hp, &StepOptions::default())
-            .map(|_| ())
-    }
-
-    /// [`step`](Self::step) split across rayon's thread pool.
-    #[cfg(feature = "rayon")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
-    #[deprecated(
-        since = "0.2.0",
-        note = "use `Backend::par_step_with` with `StepOptions::default()`"
-    )]
-    pub fn par_step<P: Element, G: Element, M: Element>(
-        self,
-        params: &mut [P],
-        grads: &[G],
-        momentum: &mut [M],
-        hp: &Hyperparams,
-    ) -> Result<(), Error> {
-        self.par_step_with(params, grads, momentum, hp, &StepOptions::default())
-            .map(|_| ())
-    }
-
-    /// A step that is skipped if a gradient is not finite.
-    #[deprecated(
-        since = "0.2.0",
-        note = "use `Backend::step_with` with `StepOptions { skip_non_finite: true, .. }`"
-    )]
-    pub fn step_guarded<P: Element, G: Element, M: Element>(
-        self,
-        params: &mut [P],
-        grads: &[G],
-        momentum: &mut [M],
-        hp: &Hyperparams,
-        options: &StepOptions,
-    ) -> Result<Outcome, Error> {
-        let options = StepOptions {
-            skip_non_finite: true,
-            ..*options
-        };
-        self.step_with(params, grads, momentum, hp, &options)
     }
 }
 

@@ -160,6 +160,8 @@ extern crate std;
 // The only module with `unsafe` code: the `#[target_feature]` instruction sets.
 #[allow(unsafe_code)]
 mod arch;
+#[macro_use]
+mod entries;
 mod backend;
 mod dtype;
 mod error;
@@ -200,139 +202,220 @@ use exec::{count_one, finite_one, step_one};
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
-/// One Lion step over `params` in place, with `grads`, updating `momentum` in place.
-///
-/// `params`, `grads` and `momentum` must have the same length; each may be `f32`,
-/// [`f16`](struct@f16) or [`bf16`]. Runs on the fastest available [`Backend`]; the result is
-/// bit-identical to [`reference::step`]. Returns an [`Error`], having written nothing, if the
-/// lengths differ or a hyperparameter is invalid. [`step_with`] takes options.
-///
-/// ```
-/// use lion_optim::{Hyperparams, f16};
-///
-/// let hp = Hyperparams { lr: 0.25, ..Hyperparams::default() };
-/// let mut params = [f16::from_f32(1.0); 5];
-/// let mut momentum = [f16::ZERO; 5];
-/// lion_optim::step(&mut params, &[1.0f32, -1.0, 0.0, 2.0, -0.5], &mut momentum, &hp)?;
-/// let moved: Vec<f32> = params.iter().map(|p| p.to_f32()).collect();
-/// assert_eq!(moved, [0.75, 1.25, 1.0, 0.75, 1.25]);
-/// # Ok::<(), lion_optim::Error>(())
-/// ```
-pub fn step<P: Element, G: Element, M: Element>(
-    params: &mut [P],
-    grads: &[G],
-    momentum: &mut [M],
-    hp: &Hyperparams,
-) -> Result<(), Error> {
-    step_one(
-        Isa::best(),
-        params,
-        grads,
-        momentum,
-        hp,
-        &StepOptions::default(),
-        false,
-    )
-    .map(|_| ())
-}
+entries! {
+    /// One Lion step over `params` in place, with `grads`, updating `momentum` in place.
+    ///
+    /// `params`, `grads` and `momentum` must have the same length; each may be `f32`,
+    /// [`f16`](struct@f16) or [`bf16`]. Runs on the fastest available [`Backend`]; the result is
+    /// bit-identical to [`reference::step`]. Returns an [`Error`], having written nothing, if the
+    /// lengths differ or a hyperparameter is invalid. [`step_with`] takes options.
+    ///
+    /// ```
+    /// use lion_optim::{Hyperparams, f16};
+    ///
+    /// let hp = Hyperparams { lr: 0.25, ..Hyperparams::default() };
+    /// let mut params = [f16::from_f32(1.0); 5];
+    /// let mut momentum = [f16::ZERO; 5];
+    /// lion_optim::step(&mut params, &[1.0f32, -1.0, 0.0, 2.0, -0.5], &mut momentum, &hp)?;
+    /// let moved: Vec<f32> = params.iter().map(|p| p.to_f32()).collect();
+    /// assert_eq!(moved, [0.75, 1.25, 1.0, 0.75, 1.25]);
+    /// # Ok::<(), lion_optim::Error>(())
+    /// ```
+    pub fn step<P: Element, G: Element, M: Element>(
+        params: &mut [P],
+        grads: &[G],
+        momentum: &mut [M],
+        hp: &Hyperparams,
+    ) -> Result<(), Error> = |isa| {
+        step_one(isa, params, grads, momentum, hp, &StepOptions::default(), false).map(|_| ())
+    };
+    impl Backend {
+        /// One Lion step on this backend.
+        #[deprecated(since = "0.2.0", note = "use `Backend::step_with` with `StepOptions::default()`")]
+    }
 
-/// One Lion step with per-call options (see [`StepOptions`]): gradient unscaling, maximize, the
-/// weight-decay variant, stochastic rounding, the cautious variant, a shard's offset, skipping
-/// steps with non-finite gradients. Bit-identical to [`reference::step_with`] with the same
-/// options; invalid options are an [`Error`], and nothing is written. Returns whether the step
-/// was applied ([`Outcome::SkippedNonFinite`] only with
-/// [`skip_non_finite`](StepOptions::skip_non_finite)).
-///
-/// ```
-/// use lion_optim::{Hyperparams, Outcome, StepOptions, WeightDecay};
-///
-/// let hp = Hyperparams { lr: 1e-3, weight_decay: 0.1, ..Hyperparams::default() };
-/// let opts = StepOptions {
-///     weight_decay: WeightDecay::FullyDecoupled { max_lr: 1e-2 },
-///     ..StepOptions::default()
-/// };
-/// let (mut p, mut m) = ([2.0f32], [0.0f32]);
-/// assert_eq!(lion_optim::step_with(&mut p, &[0.0f32], &mut m, &hp, &opts)?, Outcome::Applied);
-/// assert_eq!(p[0], 2.0 * (1.0f64 - 0.1 * 1e-3 / 1e-2) as f32); // decayed by 1%, not 0.01%
-/// # Ok::<(), lion_optim::Error>(())
-/// ```
-pub fn step_with<P: Element, G: Element, M: Element>(
-    params: &mut [P],
-    grads: &[G],
-    momentum: &mut [M],
-    hp: &Hyperparams,
-    options: &StepOptions,
-) -> Result<Outcome, Error> {
-    step_one(Isa::best(), params, grads, momentum, hp, options, false)
-}
+    /// One Lion step with per-call options (see [`StepOptions`]): gradient unscaling, maximize, the
+    /// weight-decay variant, stochastic rounding, the cautious variant, a shard's offset, skipping
+    /// steps with non-finite gradients. Bit-identical to [`reference::step_with`] with the same
+    /// options; invalid options are an [`Error`], and nothing is written. Returns whether the step
+    /// was applied ([`Outcome::SkippedNonFinite`] only with
+    /// [`skip_non_finite`](StepOptions::skip_non_finite)).
+    ///
+    /// ```
+    /// use lion_optim::{Hyperparams, Outcome, StepOptions, WeightDecay};
+    ///
+    /// let hp = Hyperparams { lr: 1e-3, weight_decay: 0.1, ..Hyperparams::default() };
+    /// let opts = StepOptions {
+    ///     weight_decay: WeightDecay::FullyDecoupled { max_lr: 1e-2 },
+    ///     ..StepOptions::default()
+    /// };
+    /// let (mut p, mut m) = ([2.0f32], [0.0f32]);
+    /// assert_eq!(lion_optim::step_with(&mut p, &[0.0f32], &mut m, &hp, &opts)?, Outcome::Applied);
+    /// assert_eq!(p[0], 2.0 * (1.0f64 - 0.1 * 1e-3 / 1e-2) as f32); // decayed by 1%, not 0.01%
+    /// # Ok::<(), lion_optim::Error>(())
+    /// ```
+    pub fn step_with<P: Element, G: Element, M: Element>(
+        params: &mut [P],
+        grads: &[G],
+        momentum: &mut [M],
+        hp: &Hyperparams,
+        options: &StepOptions,
+    ) -> Result<Outcome, Error> = |isa| step_one(isa, params, grads, momentum, hp, options, false);
+    impl Backend {
+        /// [`step_with`](crate::step_with) on this backend; [`Error::BackendUnavailable`] (and
+        /// nothing written) if it cannot run here.
+        ///
+        /// ```
+        /// use lion_optim::{Backend, Hyperparams, StepOptions};
+        ///
+        /// let (mut p, mut m) = ([1.0f32; 3], [0.0f32; 3]);
+        /// let opts = StepOptions { maximize: true, ..StepOptions::default() };
+        /// Backend::Portable.step_with(&mut p, &[1.0f32; 3], &mut m, &Hyperparams::default(), &opts)?;
+        /// assert_eq!(p, [1.0 + 1e-4f64 as f32; 3]);
+        /// # Ok::<(), lion_optim::Error>(())
+        /// ```
+    }
 
-/// [`step_with`] with slices of at least [`PAR_THRESHOLD`] elements split into blocks of
-/// [`PAR_BLOCK`] elements that rayon's thread pool updates in parallel; bit-identical to
-/// [`step_with`] (each block is updated with its own offset, so stochastic rounding too).
-///
-/// ```
-/// use lion_optim::{Hyperparams, StepOptions};
-///
-/// let n = 1 << 19;
-/// let (mut p, g, mut m) = (vec![1.0f32; n], vec![-1.0f32; n], vec![0.0f32; n]);
-/// let opts = StepOptions { maximize: true, ..StepOptions::default() };
-/// lion_optim::par_step_with(&mut p, &g, &mut m, &Hyperparams { lr: 0.5, ..Default::default() }, &opts)?;
-/// assert!(p.iter().all(|&x| x == 0.5));
-/// # Ok::<(), lion_optim::Error>(())
-/// ```
-#[cfg(feature = "rayon")]
-#[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
-pub fn par_step_with<P: Element, G: Element, M: Element>(
-    params: &mut [P],
-    grads: &[G],
-    momentum: &mut [M],
-    hp: &Hyperparams,
-    options: &StepOptions,
-) -> Result<Outcome, Error> {
-    step_one(Isa::best(), params, grads, momentum, hp, options, true)
-}
+    /// [`step_with`] with slices of at least [`PAR_THRESHOLD`] elements split into blocks of
+    /// [`PAR_BLOCK`] elements that rayon's thread pool updates in parallel; bit-identical to
+    /// [`step_with`] (each block is updated with its own offset, so stochastic rounding too).
+    ///
+    /// ```
+    /// use lion_optim::{Hyperparams, StepOptions};
+    ///
+    /// let n = 1 << 19;
+    /// let (mut p, g, mut m) = (vec![1.0f32; n], vec![-1.0f32; n], vec![0.0f32; n]);
+    /// let opts = StepOptions { maximize: true, ..StepOptions::default() };
+    /// lion_optim::par_step_with(&mut p, &g, &mut m, &Hyperparams { lr: 0.5, ..Default::default() }, &opts)?;
+    /// assert!(p.iter().all(|&x| x == 0.5));
+    /// # Ok::<(), lion_optim::Error>(())
+    /// ```
+    #[cfg(feature = "rayon")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
+    pub fn par_step_with<P: Element, G: Element, M: Element>(
+        params: &mut [P],
+        grads: &[G],
+        momentum: &mut [M],
+        hp: &Hyperparams,
+        options: &StepOptions,
+    ) -> Result<Outcome, Error> = |isa| step_one(isa, params, grads, momentum, hp, options, true);
+    impl Backend {
+        /// [`par_step_with`](crate::par_step_with) on this backend.
+        ///
+        /// ```
+        /// use lion_optim::{Backend, Hyperparams, Rounding, StepOptions, bf16};
+        ///
+        /// let n = 1 << 19;
+        /// let opts = StepOptions { rounding: Rounding::Stochastic { seed: 3 }, ..StepOptions::default() };
+        /// let (p0, g) = (vec![bf16::from_f32(3.0); n], vec![1.0f32; n]);
+        /// let (mut p1, mut m1, mut p2, mut m2) = (p0.clone(), vec![0.0f32; n], p0, vec![0.0f32; n]);
+        /// let hp = Hyperparams { lr: 1e-3, ..Hyperparams::default() };
+        /// Backend::detect().par_step_with(&mut p1, &g, &mut m1, &hp, &opts)?;
+        /// Backend::detect().step_with(&mut p2, &g, &mut m2, &hp, &opts)?;
+        /// assert_eq!((p1, m1), (p2, m2));
+        /// # Ok::<(), lion_optim::Error>(())
+        /// ```
+        #[cfg(feature = "rayon")]
+        #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
+    }
 
-/// The number of elements where the [cautious variant](Cautious) moves the parameter: where
-/// `sign(c) * g > 0`, with `c = m*b1 + g*omb1` and `g` as a step with `hp` and `options` computes
-/// them. One vectorized read-only pass over gradients and momentum; exact, and the same on every
-/// backend. ([`SliceRef::cautious_count`] for slices typed at run time.)
-///
-/// For a tensor stepped in pieces, add the pieces' counts and step each piece with
-/// [`Cautious::Shard`]: the result is the bytes of the whole tensor stepped with
-/// [`Cautious::Whole`]. Returns an [`Error`] if the lengths differ or `hp`/`options` are invalid.
-///
-/// ```
-/// use lion_optim::{Cautious, Hyperparams, StepOptions};
-///
-/// let hp = Hyperparams { lr: 0.1, ..Hyperparams::default() };
-/// let g: Vec<f32> = (0..1000).map(|i| (i as f32 - 300.0) / 1000.0).collect();
-/// let m: Vec<f32> = (0..1000).map(|i| if i % 3 == 0 { -0.5 } else { 0.5 }).collect();
-/// let opts = StepOptions::default();
-/// // Two shards, counted separately and stepped with the total: the bytes of one whole step.
-/// let agreeing = lion_optim::cautious_count(&g[..600], &m[..600], &hp, &opts)?
-///     + lion_optim::cautious_count(&g[600..], &m[600..], &hp, &opts)?;
-/// let (mut p1, mut m1) = (vec![1.0f32; 1000], m.clone());
-/// let whole = StepOptions { cautious: Cautious::Whole, ..opts };
-/// lion_optim::step_with(&mut p1, &g, &mut m1, &hp, &whole)?;
-/// let (mut p2, mut m2) = (vec![1.0f32; 1000], m.clone());
-/// for (start, end) in [(0, 600), (600, 1000)] {
-///     let shard = StepOptions {
-///         cautious: Cautious::Shard { agreeing, numel: 1000 },
-///         offset: start as u64,
-///         ..opts
-///     };
-///     lion_optim::step_with(&mut p2[start..end], &g[start..end], &mut m2[start..end], &hp, &shard)?;
-/// }
-/// assert_eq!((p1, m1), (p2, m2));
-/// # Ok::<(), lion_optim::Error>(())
-/// ```
-pub fn cautious_count<G: Element, M: Element>(
-    grads: &[G],
-    momentum: &[M],
-    hp: &Hyperparams,
-    options: &StepOptions,
-) -> Result<u64, Error> {
-    count_one(Isa::best(), grads, momentum, hp, options)
+    /// The number of elements where the [cautious variant](Cautious) moves the parameter: where
+    /// `sign(c) * g > 0`, with `c = m*b1 + g*omb1` and `g` as a step with `hp` and `options` computes
+    /// them. One vectorized read-only pass over gradients and momentum; exact, and the same on every
+    /// backend. ([`SliceRef::cautious_count`] for slices typed at run time.)
+    ///
+    /// For a tensor stepped in pieces, add the pieces' counts and step each piece with
+    /// [`Cautious::Shard`]: the result is the bytes of the whole tensor stepped with
+    /// [`Cautious::Whole`]. Returns an [`Error`] if the lengths differ or `hp`/`options` are invalid.
+    ///
+    /// ```
+    /// use lion_optim::{Cautious, Hyperparams, StepOptions};
+    ///
+    /// let hp = Hyperparams { lr: 0.1, ..Hyperparams::default() };
+    /// let g: Vec<f32> = (0..1000).map(|i| (i as f32 - 300.0) / 1000.0).collect();
+    /// let m: Vec<f32> = (0..1000).map(|i| if i % 3 == 0 { -0.5 } else { 0.5 }).collect();
+    /// let opts = StepOptions::default();
+    /// // Two shards, counted separately and stepped with the total: the bytes of one whole step.
+    /// let agreeing = lion_optim::cautious_count(&g[..600], &m[..600], &hp, &opts)?
+    ///     + lion_optim::cautious_count(&g[600..], &m[600..], &hp, &opts)?;
+    /// let (mut p1, mut m1) = (vec![1.0f32; 1000], m.clone());
+    /// let whole = StepOptions { cautious: Cautious::Whole, ..opts };
+    /// lion_optim::step_with(&mut p1, &g, &mut m1, &hp, &whole)?;
+    /// let (mut p2, mut m2) = (vec![1.0f32; 1000], m.clone());
+    /// for (start, end) in [(0, 600), (600, 1000)] {
+    ///     let shard = StepOptions {
+    ///         cautious: Cautious::Shard { agreeing, numel: 1000 },
+    ///         offset: start as u64,
+    ///         ..opts
+    ///     };
+    ///     lion_optim::step_with(&mut p2[start..end], &g[start..end], &mut m2[start..end], &hp, &shard)?;
+    /// }
+    /// assert_eq!((p1, m1), (p2, m2));
+    /// # Ok::<(), lion_optim::Error>(())
+    /// ```
+    pub fn cautious_count<G: Element, M: Element>(
+        grads: &[G],
+        momentum: &[M],
+        hp: &Hyperparams,
+        options: &StepOptions,
+    ) -> Result<u64, Error> = |isa| count_one(isa, grads, momentum, hp, options);
+    impl Backend {
+        /// [`cautious_count`](crate::cautious_count) on this backend.
+        ///
+        /// ```
+        /// use lion_optim::{Backend, Hyperparams, StepOptions};
+        ///
+        /// let (g, m) = ([1.0f32, -1.0, 1.0], [0.0f32, 0.0, -9.0]);
+        /// let (hp, opts) = (Hyperparams::default(), StepOptions::default());
+        /// assert_eq!(Backend::Portable.cautious_count(&g, &m, &hp, &opts)?, 2);
+        /// # Ok::<(), lion_optim::Error>(())
+        /// ```
+    }
+
+    /// [`step`] with large slices split across rayon's thread pool.
+    #[cfg(feature = "rayon")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
+    #[deprecated(since = "0.2.0", note = "use `par_step_with` with `StepOptions::default()`")]
+    pub fn par_step<P: Element, G: Element, M: Element>(
+        params: &mut [P],
+        grads: &[G],
+        momentum: &mut [M],
+        hp: &Hyperparams,
+    ) -> Result<(), Error> = |isa| {
+        step_one(isa, params, grads, momentum, hp, &StepOptions::default(), true).map(|_| ())
+    };
+    impl Backend {
+        /// [`step`](Self::step) split across rayon's thread pool.
+        #[cfg(feature = "rayon")]
+        #[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
+        #[deprecated(
+            since = "0.2.0",
+            note = "use `Backend::par_step_with` with `StepOptions::default()`"
+        )]
+    }
+
+    /// [`step_with`], unless a gradient (after unscaling) is infinite or NaN.
+    #[deprecated(
+        since = "0.2.0",
+        note = "use `step_with` with `StepOptions { skip_non_finite: true, .. }`"
+    )]
+    pub fn step_guarded<P: Element, G: Element, M: Element>(
+        params: &mut [P],
+        grads: &[G],
+        momentum: &mut [M],
+        hp: &Hyperparams,
+        options: &StepOptions,
+    ) -> Result<Outcome, Error> = |isa| {
+        let options = StepOptions { skip_non_finite: true, ..*options };
+        step_one(isa, params, grads, momentum, hp, &options, false)
+    };
+    impl Backend {
+        /// A step that is skipped if a gradient is not finite.
+        #[deprecated(
+            since = "0.2.0",
+            note = "use `Backend::step_with` with `StepOptions { skip_non_finite: true, .. }`"
+        )]
+    }
 }
 
 /// Whether every gradient, as a step with `options` would use it (after
@@ -354,41 +437,6 @@ pub fn cautious_count<G: Element, M: Element>(
 /// ```
 pub fn all_finite<G: Element>(grads: &[G], options: &StepOptions) -> bool {
     finite_one(Isa::best(), grads, options)
-}
-
-/// [`step`] with large slices split across rayon's thread pool.
-#[cfg(feature = "rayon")]
-#[cfg_attr(docsrs, doc(cfg(feature = "rayon")))]
-#[deprecated(
-    since = "0.2.0",
-    note = "use `par_step_with` with `StepOptions::default()`"
-)]
-pub fn par_step<P: Element, G: Element, M: Element>(
-    params: &mut [P],
-    grads: &[G],
-    momentum: &mut [M],
-    hp: &Hyperparams,
-) -> Result<(), Error> {
-    par_step_with(params, grads, momentum, hp, &StepOptions::default()).map(|_| ())
-}
-
-/// [`step_with`], unless a gradient (after unscaling) is infinite or NaN.
-#[deprecated(
-    since = "0.2.0",
-    note = "use `step_with` with `StepOptions { skip_non_finite: true, .. }`"
-)]
-pub fn step_guarded<P: Element, G: Element, M: Element>(
-    params: &mut [P],
-    grads: &[G],
-    momentum: &mut [M],
-    hp: &Hyperparams,
-    options: &StepOptions,
-) -> Result<Outcome, Error> {
-    let options = StepOptions {
-        skip_non_finite: true,
-        ..*options
-    };
-    step_with(params, grads, momentum, hp, &options)
 }
 
 impl SliceRef<'_> {

@@ -87,23 +87,44 @@ pub fn step_with<P: Element, G: Element, M: Element>(
     hp: &Hyperparams,
     options: &StepOptions,
 ) -> Result<Outcome, Error> {
-    let mut k = hp.constants_with(options, params.len())?;
-    check_lengths(params.len(), grads.len(), momentum.len())?;
+    let lens = (params.len(), momentum.len());
+    let agreeing = |k: &Consts| count(grads, momentum, k, options);
+    let Some(k) = settle(hp, options, lens, grads, false, agreeing)? else {
+        return Ok(Outcome::SkippedNonFinite);
+    };
+    lion(params, grads, momentum, &k, options);
+    Ok(Outcome::Applied)
+}
+
+/// What a step settles before its loop, in this order: the constants (an invalid hyperparameter
+/// or option is an [`Error`]), the lengths (`(params, momentum)` against the gradients'), for
+/// 8-bit momentum the offset, then `None` if the step skips (`skip_non_finite` and a non-finite
+/// unscaled gradient), else the constants with the cautious learning rate (`agreeing` counts
+/// on demand).
+fn settle<G: Element>(
+    hp: &Hyperparams,
+    options: &StepOptions,
+    (params, momentum): (usize, usize),
+    grads: &[G],
+    q8: bool,
+    agreeing: impl FnOnce(&Consts) -> u64,
+) -> Result<Option<Consts>, Error> {
+    let mut k = hp.constants_with(options, params)?;
+    check_lengths(params, grads.len(), momentum)?;
+    if q8 {
+        check_q8_offset(options)?;
+    }
     let finite = |g: &G| unscaled(*g, &k, options).is_finite();
     if options.skip_non_finite && !grads.iter().all(finite) {
-        return Ok(Outcome::SkippedNonFinite);
+        return Ok(None);
     }
     // lr_c = f32(lr) * f32(numel / (agreeing + 1))
     match options.cautious {
         Cautious::Off => {}
-        Cautious::Whole => {
-            let agreeing = count(grads, momentum, &k, options);
-            k.lr *= cautious_scale(agreeing, params.len() as u64);
-        }
+        Cautious::Whole => k.lr *= cautious_scale(agreeing(&k), params as u64),
         Cautious::Shard { agreeing, numel } => k.lr *= cautious_scale(agreeing, numel),
     }
-    lion(params, grads, momentum, &k, options);
-    Ok(Outcome::Applied)
+    Ok(Some(k))
 }
 
 /// The number of elements of these slices where a cautious step would move the parameter:
@@ -255,21 +276,11 @@ pub fn step_q8_with<P: Element, G: Element>(
     hp: &Hyperparams,
     options: &StepOptions,
 ) -> Result<Outcome, Error> {
-    let mut k = hp.constants_with(options, params.len())?;
-    check_lengths(params.len(), grads.len(), momentum.len())?;
-    check_q8_offset(options)?;
-    let finite = |g: &G| unscaled(*g, &k, options).is_finite();
-    if options.skip_non_finite && !grads.iter().all(finite) {
+    let lens = (params.len(), momentum.len());
+    let agreeing = |k: &Consts| count_q8(grads, momentum.as_ref(), k, options);
+    let Some(k) = settle(hp, options, lens, grads, true, agreeing)? else {
         return Ok(Outcome::SkippedNonFinite);
-    }
-    match options.cautious {
-        Cautious::Off => {}
-        Cautious::Whole => {
-            let agreeing = count_q8(grads, momentum.as_ref(), &k, options);
-            k.lr *= cautious_scale(agreeing, params.len() as u64);
-        }
-        Cautious::Shard { agreeing, numel } => k.lr *= cautious_scale(agreeing, numel),
-    }
+    };
     q8_lion(params, grads, momentum, &k, options);
     Ok(Outcome::Applied)
 }

@@ -74,16 +74,6 @@ impl Dtype {
             Dtype::Bf16 => "bf16",
         }
     }
-
-    /// The tag stored in checkpoints (0, 1, 2).
-    pub(crate) const fn tag(self) -> u8 {
-        self as u8
-    }
-
-    /// The dtype of a checkpoint tag.
-    pub(crate) fn from_tag(tag: u8) -> Option<Self> {
-        Self::ALL.get(usize::from(tag)).copied()
-    }
 }
 
 impl fmt::Display for Dtype {
@@ -233,63 +223,59 @@ impl private::Sealed for f32 {
     }
 }
 
-impl Element for f16 {
-    const DTYPE: Dtype = Dtype::F16;
-    #[inline]
-    fn to_f32_exact(self) -> f32 {
-        self.to_f32()
+/// [`Element::from_f32_stochastic`] of f16.
+fn f16_stochastic(x: f32, random: u16) -> f16 {
+    let (bits, random) = (x.to_bits(), u32::from(random));
+    let abs = bits & 0x7fff_ffff;
+    let sign = (bits >> 16) as u16 & 0x8000;
+    if abs >= 0x7f80_0000 {
+        return f16::from_f32(x); // infinity, NaN
     }
-    #[inline]
-    fn from_f32_rounded(x: f32) -> Self {
-        f16::from_f32(x)
-    }
-    fn from_f32_stochastic(x: f32, random: u16) -> Self {
-        let (bits, random) = (x.to_bits(), u32::from(random));
-        let abs = bits & 0x7fff_ffff;
-        let sign = (bits >> 16) as u16 & 0x8000;
-        if abs >= 0x7f80_0000 {
-            return f16::from_f32(x); // infinity, NaN
-        }
-        let magnitude = if abs >= 113 << 23 {
-            // |x| >= 2^-14: the f16 keeps the top 10 of f32's 23 mantissa bits.
-            let truncated = (abs + (random >> 3)) & !0x1fff;
-            f16::from_f32(f32::from_bits(truncated)).to_bits() // exact, or infinity
-        } else {
-            // f16 subnormals are multiples of 2^-24: count them with 16 fractional bits.
-            let fixed = (f32::from_bits(abs) * TWO_POW_40) as u32;
-            ((fixed + random) >> 16) as u16
-        };
-        f16::from_bits(sign | magnitude)
-    }
+    let magnitude = if abs >= 113 << 23 {
+        // |x| >= 2^-14: the f16 keeps the top 10 of f32's 23 mantissa bits.
+        let truncated = (abs + (random >> 3)) & !0x1fff;
+        f16::from_f32(f32::from_bits(truncated)).to_bits() // exact, or infinity
+    } else {
+        // f16 subnormals are multiples of 2^-24: count them with 16 fractional bits.
+        let fixed = (f32::from_bits(abs) * TWO_POW_40) as u32;
+        ((fixed + random) >> 16) as u16
+    };
+    f16::from_bits(sign | magnitude)
 }
 
 /// 2^40 (exact in f32).
 const TWO_POW_40: f32 = (1u64 << 40) as f32;
 
-impl Element for bf16 {
-    const DTYPE: Dtype = Dtype::Bf16;
-    #[inline]
-    fn to_f32_exact(self) -> f32 {
-        self.to_f32()
+/// [`Element::from_f32_stochastic`] of bf16.
+fn bf16_stochastic(x: f32, random: u16) -> bf16 {
+    if x.is_nan() {
+        return bf16::from_f32(x);
     }
-    #[inline]
-    fn from_f32_rounded(x: f32) -> Self {
-        bf16::from_f32(x)
-    }
-    fn from_f32_stochastic(x: f32, random: u16) -> Self {
-        if x.is_nan() {
-            return bf16::from_f32(x);
-        }
-        // The kept bits are bf16's; the dropped 16 bits plus `random` carry into them (an
-        // infinity's dropped bits are zero, so it stays infinite).
-        bf16::from_bits(((x.to_bits() + u32::from(random)) >> 16) as u16)
-    }
+    // The kept bits are bf16's; the dropped 16 bits plus `random` carry into them (an
+    // infinity's dropped bits are zero, so it stays infinite).
+    bf16::from_bits(((x.to_bits() + u32::from(random)) >> 16) as u16)
 }
 
-/// The kernel hooks of a 16-bit element type: its loads and stores are the instruction set's
-/// `$load`, `$store` and `$store_stochastic` over the bit patterns.
+/// A 16-bit element type: `half`'s conversions, its stochastic rounding `$stochastic`, and the
+/// kernel hooks, whose loads and stores are the instruction set's `$load`, `$store` and
+/// `$store_stochastic` over the bit patterns.
 macro_rules! half_element {
-    ($t:ident, $variant:ident, $load:ident, $store:ident, $store_stochastic:ident) => {
+    ($t:ident, $variant:ident, $stochastic:ident, $load:ident, $store:ident, $store_stochastic:ident) => {
+        impl Element for $t {
+            const DTYPE: Dtype = Dtype::$variant;
+            #[inline]
+            fn to_f32_exact(self) -> f32 {
+                self.to_f32()
+            }
+            #[inline]
+            fn from_f32_rounded(x: f32) -> Self {
+                $t::from_f32(x)
+            }
+            fn from_f32_stochastic(x: f32, random: u16) -> Self {
+                $stochastic(x, random)
+            }
+        }
+
         impl private::Sealed for $t {
             fn slice_mut(s: &mut [Self]) -> SliceMut<'_> {
                 SliceMut::$variant(s)
@@ -340,5 +326,19 @@ macro_rules! half_element {
         }
     };
 }
-half_element!(f16, F16, load_f16, store_f16, store_f16_stochastic);
-half_element!(bf16, Bf16, load_bf16, store_bf16, store_bf16_stochastic);
+half_element!(
+    f16,
+    F16,
+    f16_stochastic,
+    load_f16,
+    store_f16,
+    store_f16_stochastic
+);
+half_element!(
+    bf16,
+    Bf16,
+    bf16_stochastic,
+    load_bf16,
+    store_bf16,
+    store_bf16_stochastic
+);

@@ -126,7 +126,8 @@ impl MomentumDtype {
         }
     }
 
-    /// The tag stored in checkpoints: the element type's (0, 1, 2), or 3.
+    /// The tag stored in checkpoints (for momentum, and of an element type for parameters): the
+    /// element type's 0, 1, 2, or 3.
     pub(crate) const fn tag(self) -> u8 {
         self as u8
     }

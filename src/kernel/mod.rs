@@ -216,31 +216,8 @@ pub(crate) fn lion<S, const N: usize, P, G, M>(
     G: Element,
     M: Element,
 {
-    let stochastic = matches!(options.rounding, Rounding::Stochastic { .. });
     let args = (params, grads, momentum, k, options, key);
-    // Bare-metal targets (microcontrollers, wasm without an OS), where code size counts more than
-    // the last instructions per element: gradient unscaling and the cautious variant are decided
-    // at run time (unscaling by 1 when there is none, which is exact: `g * 1 == g`; an
-    // agreement mask of all ones when not cautious), so each dtype combination compiles two
-    // kernels instead of eight.
-    #[cfg(target_os = "none")]
-    match stochastic {
-        false => passes::<S, N, P, G, M, true, false, true>(s, args),
-        true => passes::<S, N, P, G, M, true, true, true>(s, args),
-    }
-    #[cfg(not(target_os = "none"))]
-    let cautious = options.cautious != Cautious::Off;
-    #[cfg(not(target_os = "none"))]
-    match (options.grad_unscale.is_some(), stochastic, cautious) {
-        (false, false, false) => passes::<S, N, P, G, M, false, false, false>(s, args),
-        (true, false, false) => passes::<S, N, P, G, M, true, false, false>(s, args),
-        (false, true, false) => passes::<S, N, P, G, M, false, true, false>(s, args),
-        (true, true, false) => passes::<S, N, P, G, M, true, true, false>(s, args),
-        (false, false, true) => passes::<S, N, P, G, M, false, false, true>(s, args),
-        (true, false, true) => passes::<S, N, P, G, M, true, false, true>(s, args),
-        (false, true, true) => passes::<S, N, P, G, M, false, true, true>(s, args),
-        (true, true, true) => passes::<S, N, P, G, M, true, true, true>(s, args),
-    }
+    in_mode(options, Passes::<S, N, P, G, M> { s, args });
 }
 
 /// How far ahead of the current chunk to prefetch: one page. Chosen on DRAM-bound steps (the
@@ -270,6 +247,61 @@ fn last_byte<T>(s: &[T]) -> *const u8 {
     start.wrapping_add(size_of_val(s).saturating_sub(1))
 }
 
+/// The options a pass is compiled for: each combination is an instantiation of the loops of
+/// its own, so that an option a step does not use costs nothing in its inner loop.
+pub(crate) trait Mode {
+    /// Gradients are multiplied by the inverse loss scale.
+    const UNSCALE: bool;
+    /// Parameters and momentum are rounded stochastically.
+    const STOCHASTIC: bool;
+    /// The update is zeroed where it disagrees with the gradient (the cautious variant).
+    const CAUTIOUS: bool;
+}
+
+/// The [`Mode`] of one combination of options.
+pub(crate) struct Flags<const UNSCALE: bool, const STOCHASTIC: bool, const CAUTIOUS: bool>;
+
+impl<const U: bool, const S: bool, const C: bool> Mode for Flags<U, S, C> {
+    const UNSCALE: bool = U;
+    const STOCHASTIC: bool = S;
+    const CAUTIOUS: bool = C;
+}
+
+/// A pass over slices, to run in some [`Mode`].
+pub(crate) trait Pass {
+    /// Runs the pass compiled for mode `F`.
+    fn run<F: Mode>(self);
+}
+
+/// Runs `pass` in the mode of `options`.
+#[inline(always)]
+pub(crate) fn in_mode(options: &StepOptions, pass: impl Pass) {
+    let stochastic = matches!(options.rounding, Rounding::Stochastic { .. });
+    // Bare-metal targets (microcontrollers, wasm without an OS), where code size counts more than
+    // the last instructions per element: gradient unscaling and the cautious variant are decided
+    // at run time (unscaling by 1 when there is none, which is exact: `g * 1 == g`; an
+    // agreement mask of all ones when not cautious), so each kernel compiles two modes instead
+    // of eight.
+    #[cfg(target_os = "none")]
+    match stochastic {
+        false => pass.run::<Flags<true, false, true>>(),
+        true => pass.run::<Flags<true, true, true>>(),
+    }
+    #[cfg(not(target_os = "none"))]
+    let cautious = options.cautious != Cautious::Off;
+    #[cfg(not(target_os = "none"))]
+    match (options.grad_unscale.is_some(), stochastic, cautious) {
+        (false, false, false) => pass.run::<Flags<false, false, false>>(),
+        (true, false, false) => pass.run::<Flags<true, false, false>>(),
+        (false, true, false) => pass.run::<Flags<false, true, false>>(),
+        (true, true, false) => pass.run::<Flags<true, true, false>>(),
+        (false, false, true) => pass.run::<Flags<false, false, true>>(),
+        (true, false, true) => pass.run::<Flags<true, false, true>>(),
+        (false, true, true) => pass.run::<Flags<false, true, true>>(),
+        (true, true, true) => pass.run::<Flags<true, true, true>>(),
+    }
+}
+
 type Args<'a, P, G, M> = (
     &'a mut [P],
     &'a [G],
@@ -279,18 +311,24 @@ type Args<'a, P, G, M> = (
     u32,
 );
 
-/// The pass over all elements, for one combination of options.
+/// The pass over all elements.
+struct Passes<'a, S, const N: usize, P, G, M> {
+    s: S,
+    args: Args<'a, P, G, M>,
+}
+
+impl<S: Simd<N>, const N: usize, P: Element, G: Element, M: Element> Pass
+    for Passes<'_, S, N, P, G, M>
+{
+    #[inline(always)]
+    fn run<F: Mode>(self) {
+        passes::<S, N, P, G, M, F>(self.s, self.args);
+    }
+}
+
+/// The pass over all elements, in mode `F`.
 #[inline(always)]
-fn passes<
-    S,
-    const N: usize,
-    P,
-    G,
-    M,
-    const UNSCALE: bool,
-    const STOCHASTIC: bool,
-    const CAUTIOUS: bool,
->(
+fn passes<S, const N: usize, P, G, M, F: Mode>(
     s: S,
     (params, grads, momentum, k, options, key): Args<'_, P, G, M>,
 ) where
@@ -308,14 +346,7 @@ fn passes<
     // `const` condition, so that other instantiations do not even compile the pair code.
     let len = params.len();
     let (head, end) = if const { S::PAIRS && pairs::all_bf16::<P, G, M>() } {
-        pairs::pairs::<S, N, P, G, M, UNSCALE, STOCHASTIC, CAUTIOUS>(
-            s,
-            &v,
-            params,
-            grads,
-            momentum,
-            options.offset,
-        )
+        pairs::pairs::<S, N, P, G, M, F>(s, &v, params, grads, momentum, options.offset)
     } else {
         (len, len)
     };
@@ -324,30 +355,14 @@ fn passes<
     for range in [0..head, end..len] {
         let index = s.add_u32(index, s.splat_u32(range.start as u32));
         let (p, g) = (&mut params[range.clone()], &grads[range.clone()]);
-        singles::<S, N, P, G, M, UNSCALE, STOCHASTIC, CAUTIOUS>(
-            s,
-            &v,
-            p,
-            g,
-            &mut momentum[range],
-            index,
-        );
+        singles::<S, N, P, G, M, F>(s, &v, p, g, &mut momentum[range], index);
     }
 }
 
 /// Single chunks and a zero-padded tail over equally long slices; lane `i` of `index` is the
 /// low 32 bits of the global index of element `i`.
 #[inline(always)]
-fn singles<
-    S,
-    const N: usize,
-    P,
-    G,
-    M,
-    const UNSCALE: bool,
-    const STOCHASTIC: bool,
-    const CAUTIOUS: bool,
->(
+fn singles<S, const N: usize, P, G, M, F: Mode>(
     s: S,
     v: &Lanes<S::F32, S::U32>,
     params: &mut [P],
@@ -371,7 +386,7 @@ fn singles<
         s.prefetch(ahead(&*p, last.0));
         s.prefetch(ahead(g, last.1));
         s.prefetch(ahead(&*m, last.2));
-        body::<S, N, P, G, M, UNSCALE, STOCHASTIC, CAUTIOUS>(s, v, p, g, m, index);
+        body::<S, N, P, G, M, F>(s, v, p, g, m, index);
         index = s.add_u32(index, stride);
     }
     let n = p_tail.len();
@@ -380,7 +395,7 @@ fn singles<
         p[..n].copy_from_slice(p_tail);
         g[..n].copy_from_slice(g_tail);
         m[..n].copy_from_slice(m_tail);
-        body::<S, N, P, G, M, UNSCALE, STOCHASTIC, CAUTIOUS>(s, v, &mut p, &g, &mut m, index);
+        body::<S, N, P, G, M, F>(s, v, &mut p, &g, &mut m, index);
         p_tail.copy_from_slice(&p[..n]);
         m_tail.copy_from_slice(&m[..n]);
     }
@@ -388,16 +403,7 @@ fn singles<
 
 /// Lion on `N` elements, in exactly the order of operations of `reference::step_with`.
 #[inline(always)]
-fn body<
-    S,
-    const N: usize,
-    P,
-    G,
-    M,
-    const UNSCALE: bool,
-    const STOCHASTIC: bool,
-    const CAUTIOUS: bool,
->(
+fn body<S, const N: usize, P, G, M, F: Mode>(
     s: S,
     k: &Lanes<S::F32, S::U32>,
     p: &mut [P; N],
@@ -410,9 +416,9 @@ fn body<
     G: Element,
     M: Element,
 {
-    let (c, new_mom) = momentum_math::<S, N, UNSCALE, CAUTIOUS>(s, k, G::load(s, g), M::load(s, m));
+    let (c, new_mom) = momentum_math::<S, N, F>(s, k, G::load(s, g), M::load(s, m));
     let new_param = param_math(s, k, P::load(s, p), c);
-    if STOCHASTIC {
+    if F::STOCHASTIC {
         let random = random_bits(s, k.key, index);
         P::store_stochastic(s, new_param, random, p);
         M::store_stochastic(s, new_mom, s.shr::<16>(random), m);
@@ -424,33 +430,35 @@ fn body<
 
 /// The momentum half of Lion's arithmetic on loaded lanes, in exactly the order of operations of
 /// `reference::step_with`: returns the interpolation `c` (which gives the update's sign) and the
-/// new momentum, unrounded. `CAUTIOUS`: `c` is zeroed where it does not agree with the gradient,
+/// new momentum, unrounded. `F::CAUTIOUS`: `c` is zeroed where it does not agree with the gradient,
 /// so that `param_math` leaves those parameters at their decayed value.
 #[inline(always)]
-fn momentum_math<S: Simd<N>, const N: usize, const UNSCALE: bool, const CAUTIOUS: bool>(
+fn momentum_math<S: Simd<N>, const N: usize, F: Mode>(
     s: S,
     k: &Lanes<S::F32, S::U32>,
     grad: S::F32,
     mom: S::F32,
 ) -> (S::F32, S::F32) {
-    let grad = gradient::<S, N, UNSCALE>(s, k, grad);
+    let grad = gradient(s, k, grad, F::UNSCALE);
     let c = interpolation(s, k, grad, mom);
     let new_mom = s.add(s.mul(mom, k.beta2), s.mul(grad, k.one_minus_beta2));
-    if CAUTIOUS {
+    if F::CAUTIOUS {
         let keep = s.or(agreement(s, k, c, grad), k.not_cautious);
         return (s.bits_to_f32(s.and(keep, s.to_bits(c))), new_mom);
     }
     (c, new_mom)
 }
 
-/// The gradient as the step uses it: times the inverse loss scale when `UNSCALE`.
+/// The gradient as the step uses it: times the inverse loss scale when `unscale` (a constant
+/// of the caller's instantiation: the test is compiled away).
 #[inline(always)]
-fn gradient<S: Simd<N>, const N: usize, const UNSCALE: bool>(
+fn gradient<S: Simd<N>, const N: usize>(
     s: S,
     k: &Lanes<S::F32, S::U32>,
     grad: S::F32,
+    unscale: bool,
 ) -> S::F32 {
-    if UNSCALE {
+    if unscale {
         s.mul(grad, k.inv_scale)
     } else {
         grad

@@ -2,7 +2,7 @@
 //! pairs (AVX2, AVX-512): the same arithmetic as the single chunks (`momentum_math`,
 //! `param_math`), other loads and stores, a cache line of each array per block.
 
-use super::{Lanes, ahead, last_byte, momentum_math, param_math};
+use super::{Lanes, Mode, ahead, last_byte, momentum_math, param_math};
 use crate::dtype::{Dtype, Element};
 use crate::simd::{Simd, random_bits};
 
@@ -17,16 +17,7 @@ pub(super) const fn all_bf16<P: Element, G: Element, M: Element>() -> bool {
 /// The pairs of chunks of an all-bf16 step: returns `(head, end)`, the elements `head..end`
 /// being done (the caller does the others with single chunks).
 #[inline(always)]
-pub(super) fn pairs<
-    S,
-    const N: usize,
-    P,
-    G,
-    M,
-    const UNSCALE: bool,
-    const STOCHASTIC: bool,
-    const CAUTIOUS: bool,
->(
+pub(super) fn pairs<S, const N: usize, P, G, M, F: Mode>(
     s: S,
     v: &Lanes<S::F32, S::U32>,
     params: &mut [P],
@@ -68,7 +59,7 @@ where
             s.prefetch(ahead(g, last.1).wrapping_add(line));
             s.prefetch(ahead(&*m, last.2).wrapping_add(line));
         }
-        block::<S, N, P, G, M, UNSCALE, STOCHASTIC, CAUTIOUS>(s, v, p, g, m, first);
+        block::<S, N, P, G, M, F>(s, v, p, g, m, first);
         first = s.add_u32(first, s.splat_u32((2 * N * BLOCK) as u32));
     }
     (head, end)
@@ -97,16 +88,7 @@ const BLOCK: usize = 2;
 /// arrays are interleaved chunk by chunk. In this order the step's time no longer depends on
 /// how the buffers were allocated (the `step` benchmark's all-bf16 group shows it).
 #[inline(always)]
-fn block<
-    S,
-    const N: usize,
-    P,
-    G,
-    M,
-    const UNSCALE: bool,
-    const STOCHASTIC: bool,
-    const CAUTIOUS: bool,
->(
+fn block<S, const N: usize, P, G, M, F: Mode>(
     s: S,
     k: &Lanes<S::F32, S::U32>,
     p: &mut [[[P; N]; 2]; BLOCK],
@@ -125,10 +107,10 @@ fn block<
     for i in 0..BLOCK {
         let [g0, g1] = G::load_pair(s, &g[i]);
         let [m0, m1] = M::load_pair(s, &m[i]);
-        let (c0, m0) = momentum_math::<S, N, UNSCALE, CAUTIOUS>(s, k, g0, m0);
-        let (c1, m1) = momentum_math::<S, N, UNSCALE, CAUTIOUS>(s, k, g1, m1);
+        let (c0, m0) = momentum_math::<S, N, F>(s, k, g0, m0);
+        let (c1, m1) = momentum_math::<S, N, F>(s, k, g1, m1);
         c[i] = [c0, c1];
-        if STOCHASTIC {
+        if F::STOCHASTIC {
             // The elements' indices in pair order: `2j` and `2j + 1` in lane `j` (even/odd),
             // or `j` and `N + j`.
             let pair_first = s.add_u32(first, s.splat_u32((2 * N * i) as u32));
@@ -157,7 +139,7 @@ fn block<
         let [p0, p1] = P::load_pair(s, &p[i]);
         let p0 = param_math(s, k, p0, c[i][0]);
         let p1 = param_math(s, k, p1, c[i][1]);
-        if STOCHASTIC {
+        if F::STOCHASTIC {
             P::store_pair_stochastic(s, [p0, p1], random_p[i], &mut p[i]);
         } else {
             P::store_pair(s, [p0, p1], &mut p[i]);

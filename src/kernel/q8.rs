@@ -14,8 +14,11 @@
 //! whole block at a time (`Simd::q8_decode`, into `new`). Every path has the same results (the
 //! same tests; the exhaustive one runs on the widest instruction set).
 
-use super::{Lanes, agreement, gradient, interpolation, momentum_math, param_math};
+use super::{
+    Lanes, Mode, Pass, agreement, gradient, in_mode, interpolation, momentum_math, param_math,
+};
 use super::{ahead, last_byte, reduce::lane_sum};
+use crate::StepOptions;
 use crate::dtype::Element;
 use crate::dtype::q8::{
     BUCKET_FIRST, BUCKET_SHIFT, BUCKETS, FLOOR_BUCKETS, MAP_BITS, NEAREST_BUCKETS, Q8_BLOCK,
@@ -23,7 +26,6 @@ use crate::dtype::q8::{
 };
 use crate::hyper::Consts;
 use crate::simd::{Simd, random_bits};
-use crate::{Rounding, StepOptions};
 
 /// One Lion step with 8-bit momentum over equally long slices (checked by the caller), `absmax`
 /// holding one scale per started block; the first element's global index is `options.offset`
@@ -45,27 +47,8 @@ pub(crate) fn lion_q8<S, const N: usize, P, G>(
     P: Element,
     G: Element,
 {
-    let stochastic = matches!(options.rounding, Rounding::Stochastic { .. });
     let args = (params, grads, codes, absmax, k, options, key);
-    // As `kernel::lion`: two kernels per dtype pair on bare-metal targets, eight elsewhere.
-    #[cfg(target_os = "none")]
-    match stochastic {
-        false => passes::<S, N, P, G, true, false, true>(s, args),
-        true => passes::<S, N, P, G, true, true, true>(s, args),
-    }
-    #[cfg(not(target_os = "none"))]
-    let cautious = options.cautious != crate::Cautious::Off;
-    #[cfg(not(target_os = "none"))]
-    match (options.grad_unscale.is_some(), stochastic, cautious) {
-        (false, false, false) => passes::<S, N, P, G, false, false, false>(s, args),
-        (true, false, false) => passes::<S, N, P, G, true, false, false>(s, args),
-        (false, true, false) => passes::<S, N, P, G, false, true, false>(s, args),
-        (true, true, false) => passes::<S, N, P, G, true, true, false>(s, args),
-        (false, false, true) => passes::<S, N, P, G, false, false, true>(s, args),
-        (true, false, true) => passes::<S, N, P, G, true, false, true>(s, args),
-        (false, true, true) => passes::<S, N, P, G, false, true, true>(s, args),
-        (true, true, true) => passes::<S, N, P, G, true, true, true>(s, args),
-    }
+    in_mode(options, Passes::<S, N, P, G> { s, args });
 }
 
 type Args<'a, P, G> = (
@@ -78,18 +61,23 @@ type Args<'a, P, G> = (
     u32,
 );
 
-/// The blocks: whole ones in place, the last partial one (if any) through padded copies (zero
-/// gradients and parameters, zero codes), so that it goes through the very same body.
+/// The pass over all blocks.
+struct Passes<'a, S, const N: usize, P, G> {
+    s: S,
+    args: Args<'a, P, G>,
+}
+
+impl<S: Simd<N>, const N: usize, P: Element, G: Element> Pass for Passes<'_, S, N, P, G> {
+    #[inline(always)]
+    fn run<F: Mode>(self) {
+        passes::<S, N, P, G, F>(self.s, self.args);
+    }
+}
+
+/// The blocks, in mode `F`: whole ones in place, the last partial one (if any) through padded
+/// copies (zero gradients and parameters, zero codes), so that it goes through the very same body.
 #[inline(always)]
-fn passes<
-    S,
-    const N: usize,
-    P,
-    G,
-    const UNSCALE: bool,
-    const STOCHASTIC: bool,
-    const CAUTIOUS: bool,
->(
+fn passes<S, const N: usize, P, G, F: Mode>(
     s: S,
     (params, grads, codes, absmax, k, options, key): Args<'_, P, G>,
 ) where
@@ -111,7 +99,7 @@ fn passes<
         for line in (0..Q8_BLOCK).step_by(64) {
             s.prefetch(ahead(c, last.2).wrapping_add(line));
         }
-        block::<S, N, P, G, UNSCALE, STOCHASTIC, CAUTIOUS>(s, &v, p, g, c, scale, first, last);
+        block::<S, N, P, G, F>(s, &v, p, g, c, scale, first, last);
         first = first.wrapping_add(Q8_BLOCK as u32);
     }
     let n = p_tail.len();
@@ -124,9 +112,7 @@ fn passes<
         g[..n].copy_from_slice(g_tail);
         c[..n].copy_from_slice(c_tail);
         let last = (last_byte(&p), last_byte(&g), last_byte(&c));
-        block::<S, N, P, G, UNSCALE, STOCHASTIC, CAUTIOUS>(
-            s, &v, &mut p, &g, &mut c, scale, first, last,
-        );
+        block::<S, N, P, G, F>(s, &v, &mut p, &g, &mut c, scale, first, last);
         p_tail.copy_from_slice(&p[..n]);
         c_tail.copy_from_slice(&c[..n]);
     }
@@ -136,15 +122,7 @@ fn passes<
 /// and the new codes (see `reference::step_q8_with`).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn block<
-    S,
-    const N: usize,
-    P,
-    G,
-    const UNSCALE: bool,
-    const STOCHASTIC: bool,
-    const CAUTIOUS: bool,
->(
+fn block<S, const N: usize, P, G, F: Mode>(
     s: S,
     v: &Lanes<S::F32, S::U32>,
     p: &mut [P; Q8_BLOCK],
@@ -183,9 +161,9 @@ fn block<
                 s.bits_to_f32(s.gather(&MAP_BITS, s.load_u8(c)))
             };
             let old = s.mul(decoded, old_scale);
-            let (c, m) = momentum_math::<S, N, UNSCALE, CAUTIOUS>(s, v, G::load(s, g), old);
+            let (c, m) = momentum_math::<S, N, F>(s, v, G::load(s, g), old);
             let param = param_math(s, v, P::load(s, p), c);
-            if STOCHASTIC {
+            if F::STOCHASTIC {
                 P::store_stochastic(s, param, random_bits(s, v.key, index), p);
             } else {
                 P::store(s, param, p);
@@ -202,7 +180,7 @@ fn block<
         codes.fill(127);
         return;
     }
-    if !STOCHASTIC {
+    if !F::STOCHASTIC {
         s.q8_nearest(&new, 1.0 / scale, codes);
         *absmax = scale;
         return;
@@ -216,7 +194,7 @@ fn block<
         .zip(new.as_chunks::<N>().0)
     {
         let x = s.mul(s.load_f32(m), inv);
-        let code = if STOCHASTIC {
+        let code = if F::STOCHASTIC {
             let random = s.shr::<16>(random_bits(s, v.key, index));
             stochastic(s, x, random)
         } else {
@@ -350,7 +328,7 @@ where
         let mut lanes = s.splat_u32(0);
         for (g, c) in g.as_chunks::<N>().0.iter().zip(c.as_chunks::<N>().0) {
             let old = s.mul(s.bits_to_f32(s.gather(&MAP_BITS, s.load_u8(c))), scale);
-            let grad = gradient::<S, N, UNSCALE>(s, v, G::load(s, g));
+            let grad = gradient(s, v, G::load(s, g), UNSCALE);
             let agrees = agreement(s, v, interpolation(s, v, grad, old), grad);
             lanes = s.sub_u32(lanes, agrees); // all ones: -1
         }

@@ -76,7 +76,7 @@ fn agree<S: Simd<N>, const N: usize, G: Element, M: Element, const UNSCALE: bool
     g: &[G; N],
     m: &[M; N],
 ) -> S::U32 {
-    let grad = gradient::<S, N, UNSCALE>(s, v, G::load(s, g));
+    let grad = gradient(s, v, G::load(s, g), UNSCALE);
     agreement(s, v, interpolation(s, v, grad, M::load(s, m)), grad)
 }
 

@@ -4,7 +4,7 @@
 use super::{GroupFields, check_lr_scale, crc32c, fill_momentum, momentum_le_bytes};
 use crate::error::CheckpointError;
 use crate::optimizer::{GroupState, Lion, MomentumStore, TensorId};
-use crate::{Dtype, Error, MomentumDtype, MomentumRef};
+use crate::{Error, MomentumDtype, MomentumRef};
 
 /// The magic bytes of this version of the format (3: per-group skip flags, a checksum). It
 /// differs from the earlier ones in four bytes, so no single damaged byte turns a file of one
@@ -119,7 +119,9 @@ impl<B: MomentumStore> Lion<B> {
             w.u64(m.len() as u64);
             w.put(&[m.dtype().tag()]);
             w.u64(meta.group as u64);
-            w.put(&[meta.params.map_or(ANY_DTYPE, Dtype::tag)]);
+            w.put(&[meta
+                .params
+                .map_or(ANY_DTYPE, |d| MomentumDtype::from(d).tag())]);
             w.u64(meta.stream);
             match self.name_of(i) {
                 Some(name) => {
@@ -287,7 +289,11 @@ impl<B: MomentumStore> Lion<B> {
         let group = r.u64()?;
         let params = match r.take(1)?[0] {
             ANY_DTYPE => None,
-            tag => Some(Dtype::from_tag(tag).ok_or(CheckpointError::UnknownDtype(tag))?),
+            tag => Some(
+                MomentumDtype::from_tag(tag)
+                    .and_then(MomentumDtype::element)
+                    .ok_or(CheckpointError::UnknownDtype(tag))?,
+            ),
         };
         let stream = r.u64()?;
         let name_len = u32::from_le_bytes(r.array()?);
