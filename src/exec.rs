@@ -577,24 +577,6 @@ pub(crate) fn step_one<P: Element, G: Element, M: Element>(
     Ok(execute(isa, Job::new(slices, k, *options, 0), spread))
 }
 
-/// The cautious count over typed slices on `isa`, validated.
-pub(crate) fn count_one<G: Element, M: Element>(
-    isa: Isa,
-    grads: &[G],
-    momentum: &[M],
-    hp: &Hyperparams,
-    options: &StepOptions,
-) -> Result<u64, Error> {
-    let k = hp.constants_with(options, grads.len())?;
-    check_lengths(grads.len(), grads.len(), momentum.len())?;
-    Ok(isa.run(Count {
-        grads,
-        momentum,
-        k: &k,
-        options,
-    }))
-}
-
 /// Whether every gradient (after the options' unscaling) is finite, on `isa`; `false` if the
 /// options are invalid.
 pub(crate) fn finite_one<G: Element>(isa: Isa, grads: &[G], options: &StepOptions) -> bool {

@@ -66,6 +66,18 @@ impl Hyperparams {
         self.constants_with(&StepOptions::default(), 0)
     }
 
+    /// The constants of a cautious count over `grads` and `momentum` elements: the options
+    /// validated as [`constants_with`](Self::constants_with) does, then the lengths.
+    pub(crate) fn count_constants(
+        &self,
+        opts: &StepOptions,
+        (grads, momentum): (usize, usize),
+    ) -> Result<Consts, Error> {
+        let k = self.constants_with(opts, grads)?;
+        crate::error::check_lengths(grads, grads, momentum)?;
+        Ok(k)
+    }
+
     /// Validates hyperparameters and options (for slices of `len` elements) and computes the
     /// per-step f32 constants.
     #[inline(always)]

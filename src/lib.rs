@@ -195,7 +195,7 @@ pub use optimizer::{
 pub use options::{Cautious, Outcome, Rounding, StepOptions, WeightDecay};
 
 use arch::Isa;
-use exec::{count_one, finite_one, step_one};
+use exec::{finite_one, step_one};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
@@ -358,7 +358,10 @@ entries! {
         momentum: &[M],
         hp: &Hyperparams,
         options: &StepOptions,
-    ) -> Result<u64, Error> = |isa| count_one(isa, grads, momentum, hp, options);
+    ) -> Result<u64, Error> = |isa| {
+        let k = hp.count_constants(options, (grads.len(), momentum.len()))?;
+        Ok(isa.run(kernel::Count { grads, momentum, k: &k, options }))
+    };
     impl Backend {
         /// [`cautious_count`](crate::cautious_count) on this backend.
         ///

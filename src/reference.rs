@@ -147,8 +147,7 @@ pub fn cautious_count<G: Element, M: Element>(
     hp: &Hyperparams,
     options: &StepOptions,
 ) -> Result<u64, Error> {
-    let k = hp.constants_with(options, grads.len())?;
-    check_lengths(grads.len(), grads.len(), momentum.len())?;
+    let k = hp.count_constants(options, (grads.len(), momentum.len()))?;
     Ok(count(grads, momentum, &k, options))
 }
 

@@ -22,14 +22,17 @@ use crate::simd::{Simd, random_bits};
 use crate::{Cautious, Rounding, StepOptions, reference};
 
 /// The Lion step over equally long slices (checked by the caller) with validated constants and
-/// options (see [`lion`]); the scalar form is [`reference::step_with`]'s element loop.
+/// options, whose first element has the global index `options.offset` (the low 32 bits index
+/// the random bits; the caller splits calls so that the high bits are the same for every
+/// element, and folds them into `key`); the scalar form is [`reference::step_with`]'s element
+/// loop.
 pub(crate) struct Step<'a, P, G, M> {
     pub(crate) params: &'a mut [P],
     pub(crate) grads: &'a [G],
     pub(crate) momentum: &'a mut [M],
     pub(crate) k: &'a Consts,
     pub(crate) options: &'a StepOptions,
-    /// The key of the random bits (see [`lion`]).
+    /// The key of the random bits (see [`Step`]).
     pub(crate) key: u32,
 }
 
@@ -37,15 +40,7 @@ impl<P: Element, G: Element, M: Element> Op for Step<'_, P, G, M> {
     type Output = ();
     #[inline(always)]
     fn simd<S: Simd<N>, const N: usize>(self, s: S) {
-        let Self {
-            params,
-            grads,
-            momentum,
-            k,
-            options,
-            key,
-        } = self;
-        lion(s, params, grads, momentum, k, options, key)
+        in_mode(self.options, Passes::<S, N, P, G, M> { s, step: self });
     }
     fn scalar(self) {
         reference::lion(self.params, self.grads, self.momentum, self.k, self.options)
@@ -64,7 +59,7 @@ impl<G: Element, M: Element> Op for Count<'_, G, M> {
     type Output = u64;
     #[inline(always)]
     fn simd<S: Simd<N>, const N: usize>(self, s: S) -> u64 {
-        cautious_count(s, self.grads, self.momentum, self.k, self.options)
+        cautious_count(s, self)
     }
     fn scalar(self) -> u64 {
         reference::count(self.grads, self.momentum, self.k, self.options)
@@ -72,15 +67,15 @@ impl<G: Element, M: Element> Op for Count<'_, G, M> {
 }
 
 /// The Lion step with 8-bit momentum over equally long slices (checked by the caller), with
-/// validated constants and options (see `q8::lion_q8`); the scalar form is
-/// `reference::step_q8_with`'s block loop.
+/// validated constants and options (the offset a multiple of 256, the key as in [`Step`]); the
+/// scalar form is `reference::step_q8_with`'s block loop.
 pub(crate) struct StepQ8<'a, P, G> {
     pub(crate) params: &'a mut [P],
     pub(crate) grads: &'a [G],
     pub(crate) momentum: Q8Mut<'a>,
     pub(crate) k: &'a Consts,
     pub(crate) options: &'a StepOptions,
-    /// The key of the random bits (see [`lion`]).
+    /// The key of the random bits (see [`Step`]).
     pub(crate) key: u32,
 }
 
@@ -88,17 +83,7 @@ impl<P: Element, G: Element> Op for StepQ8<'_, P, G> {
     type Output = ();
     #[inline(always)]
     fn simd<S: Simd<N>, const N: usize>(self, s: S) {
-        let (codes, absmax) = (self.momentum.codes, self.momentum.absmax);
-        q8::lion_q8(
-            s,
-            self.params,
-            self.grads,
-            codes,
-            absmax,
-            self.k,
-            self.options,
-            self.key,
-        )
+        in_mode(self.options, q8::Passes::<S, N, P, G> { s, step: self });
     }
     fn scalar(self) {
         reference::q8_lion(self.params, self.grads, self.momentum, self.k, self.options)
@@ -117,8 +102,7 @@ impl<G: Element> Op for CountQ8<'_, G> {
     type Output = u64;
     #[inline(always)]
     fn simd<S: Simd<N>, const N: usize>(self, s: S) -> u64 {
-        let Q8Ref { codes, absmax } = self.momentum;
-        q8::cautious_count_q8(s, self.grads, codes, absmax, self.k, self.options)
+        q8::cautious_count_q8(s, self)
     }
     fn scalar(self) -> u64 {
         reference::count_q8(self.grads, self.momentum, self.k, self.options)
@@ -164,7 +148,7 @@ pub(super) struct Lanes<F, U> {
     /// of the reference's `c`.
     direction_bit: U,
     /// All ones when the step is not cautious: the agreement mask then keeps every lane (for
-    /// the instantiations that decide this at run time, see `lion`).
+    /// the instantiations that decide this at run time, see [`in_mode`]).
     not_cautious: U,
 }
 
@@ -196,28 +180,6 @@ impl<F: Copy, U: Copy> Lanes<F, U> {
             }),
         }
     }
-}
-
-/// Runs one Lion step with `options` over equally long slices (checked by the caller), whose
-/// first element has the global index `index0` (low 32 bits; the caller splits calls so the high
-/// bits are the same for every element, and folds them into `key`).
-#[inline(always)]
-pub(crate) fn lion<S, const N: usize, P, G, M>(
-    s: S,
-    params: &mut [P],
-    grads: &[G],
-    momentum: &mut [M],
-    k: &Consts,
-    options: &StepOptions,
-    key: u32,
-) where
-    S: Simd<N>,
-    P: Element,
-    G: Element,
-    M: Element,
-{
-    let args = (params, grads, momentum, k, options, key);
-    in_mode(options, Passes::<S, N, P, G, M> { s, args });
 }
 
 /// How far ahead of the current chunk to prefetch: one page. Chosen on DRAM-bound steps (the
@@ -302,19 +264,10 @@ pub(crate) fn in_mode(options: &StepOptions, pass: impl Pass) {
     }
 }
 
-type Args<'a, P, G, M> = (
-    &'a mut [P],
-    &'a [G],
-    &'a mut [M],
-    &'a Consts,
-    &'a StepOptions,
-    u32,
-);
-
 /// The pass over all elements.
 struct Passes<'a, S, const N: usize, P, G, M> {
     s: S,
-    args: Args<'a, P, G, M>,
+    step: Step<'a, P, G, M>,
 }
 
 impl<S: Simd<N>, const N: usize, P: Element, G: Element, M: Element> Pass
@@ -322,21 +275,27 @@ impl<S: Simd<N>, const N: usize, P: Element, G: Element, M: Element> Pass
 {
     #[inline(always)]
     fn run<F: Mode>(self) {
-        passes::<S, N, P, G, M, F>(self.s, self.args);
+        passes::<S, N, P, G, M, F>(self.s, self.step);
     }
 }
 
 /// The pass over all elements, in mode `F`.
 #[inline(always)]
-fn passes<S, const N: usize, P, G, M, F: Mode>(
-    s: S,
-    (params, grads, momentum, k, options, key): Args<'_, P, G, M>,
-) where
+fn passes<S, const N: usize, P, G, M, F: Mode>(s: S, step: Step<'_, P, G, M>)
+where
     S: Simd<N>,
     P: Element,
     G: Element,
     M: Element,
 {
+    let Step {
+        params,
+        grads,
+        momentum,
+        k,
+        options,
+        key,
+    } = step;
     debug_assert!(params.len() == grads.len() && params.len() == momentum.len());
     let v = Lanes::new(s, k, options, key);
     // Lane i of `index` is the low 32 bits of its element's global index.

@@ -14,77 +14,45 @@
 //! whole block at a time (`Simd::q8_decode`, into `new`). Every path has the same results (the
 //! same tests; the exhaustive one runs on the widest instruction set).
 
-use super::{
-    Lanes, Mode, Pass, agreement, gradient, in_mode, interpolation, momentum_math, param_math,
-};
-use super::{ahead, last_byte, reduce::lane_sum};
-use crate::StepOptions;
-use crate::dtype::Element;
+use super::{CountQ8, Lanes, Mode, Pass, StepQ8, agreement, gradient, interpolation};
+use super::{ahead, last_byte, momentum_math, param_math, reduce::lane_sum};
 use crate::dtype::q8::{
     BUCKET_FIRST, BUCKET_SHIFT, BUCKETS, FLOOR_BUCKETS, MAP_BITS, NEAREST_BUCKETS, Q8_BLOCK,
     RECIP_GAP_BITS,
 };
-use crate::hyper::Consts;
+use crate::dtype::{Element, Q8Mut, Q8Ref};
 use crate::simd::{Simd, random_bits};
 
-/// One Lion step with 8-bit momentum over equally long slices (checked by the caller), `absmax`
-/// holding one scale per started block; the first element's global index is `options.offset`
-/// (a multiple of 256; its low 32 bits are the index of the random bits, the high ones folded
-/// into `key`, as in `kernel::lion`).
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn lion_q8<S, const N: usize, P, G>(
-    s: S,
-    params: &mut [P],
-    grads: &[G],
-    codes: &mut [u8],
-    absmax: &mut [f32],
-    k: &Consts,
-    options: &StepOptions,
-    key: u32,
-) where
-    S: Simd<N>,
-    P: Element,
-    G: Element,
-{
-    let args = (params, grads, codes, absmax, k, options, key);
-    in_mode(options, Passes::<S, N, P, G> { s, args });
-}
-
-type Args<'a, P, G> = (
-    &'a mut [P],
-    &'a [G],
-    &'a mut [u8],
-    &'a mut [f32],
-    &'a Consts,
-    &'a StepOptions,
-    u32,
-);
-
 /// The pass over all blocks.
-struct Passes<'a, S, const N: usize, P, G> {
-    s: S,
-    args: Args<'a, P, G>,
+pub(super) struct Passes<'a, S, const N: usize, P, G> {
+    pub(super) s: S,
+    pub(super) step: StepQ8<'a, P, G>,
 }
 
 impl<S: Simd<N>, const N: usize, P: Element, G: Element> Pass for Passes<'_, S, N, P, G> {
     #[inline(always)]
     fn run<F: Mode>(self) {
-        passes::<S, N, P, G, F>(self.s, self.args);
+        passes::<S, N, P, G, F>(self.s, self.step);
     }
 }
 
 /// The blocks, in mode `F`: whole ones in place, the last partial one (if any) through padded
 /// copies (zero gradients and parameters, zero codes), so that it goes through the very same body.
 #[inline(always)]
-fn passes<S, const N: usize, P, G, F: Mode>(
-    s: S,
-    (params, grads, codes, absmax, k, options, key): Args<'_, P, G>,
-) where
+fn passes<S, const N: usize, P, G, F: Mode>(s: S, step: StepQ8<'_, P, G>)
+where
     S: Simd<N>,
     P: Element,
     G: Element,
 {
+    let StepQ8 {
+        params,
+        grads,
+        momentum: Q8Mut { codes, absmax },
+        k,
+        options,
+        key,
+    } = step;
     let v = Lanes::new(s, k, options, key);
     let last = (last_byte(params), last_byte(grads), last_byte(codes));
     let (p_blocks, p_tail) = params.as_chunks_mut::<Q8_BLOCK>();
@@ -279,18 +247,16 @@ fn stochastic<S: Simd<N>, const N: usize>(s: S, x: S::F32, random: S::U32) -> S:
 
 /// The cautious count with 8-bit momentum (see `kernel::cautious_count`).
 #[inline(always)]
-pub(crate) fn cautious_count_q8<S, const N: usize, G>(
+pub(crate) fn cautious_count_q8<S: Simd<N>, const N: usize, G: Element>(
     s: S,
-    grads: &[G],
-    codes: &[u8],
-    absmax: &[f32],
-    k: &Consts,
-    options: &StepOptions,
-) -> u64
-where
-    S: Simd<N>,
-    G: Element,
-{
+    count: CountQ8<'_, G>,
+) -> u64 {
+    let CountQ8 {
+        grads,
+        momentum: Q8Ref { codes, absmax },
+        k,
+        options,
+    } = count;
     let v = Lanes::new(s, k, options, 0);
     match options.grad_unscale.is_some() {
         false => count_pass::<S, N, G, false>(s, &v, grads, codes, absmax),

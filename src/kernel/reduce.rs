@@ -1,26 +1,22 @@
 //! The read-only passes: the cautious variant's count and the finiteness check of gradients.
 
-use super::{Lanes, agreement, ahead, gradient, interpolation, last_byte};
-use crate::StepOptions;
+use super::{Count, Lanes, agreement, ahead, gradient, interpolation, last_byte};
 use crate::dtype::Element;
-use crate::hyper::Consts;
 use crate::simd::Simd;
 
 /// The number of elements where `sign(c) * g > 0` (the cautious variant's read-only counting
 /// pass), over equally long slices (checked by the caller).
 #[inline(always)]
-pub(crate) fn cautious_count<S, const N: usize, G, M>(
+pub(crate) fn cautious_count<S: Simd<N>, const N: usize, G: Element, M: Element>(
     s: S,
-    grads: &[G],
-    momentum: &[M],
-    k: &Consts,
-    options: &StepOptions,
-) -> u64
-where
-    S: Simd<N>,
-    G: Element,
-    M: Element,
-{
+    count: Count<'_, G, M>,
+) -> u64 {
+    let Count {
+        grads,
+        momentum,
+        k,
+        options,
+    } = count;
     let v = Lanes::new(s, k, options, 0);
     match options.grad_unscale.is_some() {
         false => count_pass::<S, N, G, M, false>(s, &v, grads, momentum),

@@ -25,6 +25,31 @@ impl Lion<Vec<Buffer>> {
     }
 }
 
+/// For each field of group 0: the deprecated getter and setter that `group(GroupId::DEFAULT)`
+/// and `set_group` replaced.
+macro_rules! group0_field {
+    ($($what:literal $field:ident: $ty:ty, $get:ident, $set:ident, $note:literal;)*) => {$(
+        #[doc = concat!("The ", $what, " of group 0.")]
+        #[deprecated(since = "0.2.0", note = $note)]
+        pub fn $get(&self) -> &$ty {
+            &self.groups[0].group.$field
+        }
+
+        #[doc = concat!("Replaces the ", $what, " of group 0.")]
+        #[deprecated(
+            since = "0.2.0",
+            note = "use `set_group(GroupId::DEFAULT, ..)` or `update_groups`"
+        )]
+        pub fn $set(&mut self, $field: $ty) -> Result<(), Error> {
+            let group = Group {
+                $field,
+                ..self.groups[0].group
+            };
+            self.set_group(GroupId::DEFAULT, group)
+        }
+    )*};
+}
+
 #[allow(clippy::missing_errors_doc)]
 impl<B: MomentumStore> Lion<B> {
     /// Sets the learning rate of group `id`.
@@ -44,42 +69,11 @@ impl<B: MomentumStore> Lion<B> {
         self.update_groups(|_, g| g.hp.lr = lr)
     }
 
-    /// The hyperparameters of group 0.
-    #[deprecated(since = "0.2.0", note = "use `group(GroupId::DEFAULT)?.hp`")]
-    pub fn hyperparams(&self) -> &Hyperparams {
-        &self.groups[0].group.hp
-    }
-
-    /// Replaces the hyperparameters of group 0.
-    #[deprecated(
-        since = "0.2.0",
-        note = "use `set_group(GroupId::DEFAULT, ..)` or `update_groups`"
-    )]
-    pub fn set_hyperparams(&mut self, hp: Hyperparams) -> Result<(), Error> {
-        let group = Group {
-            hp,
-            ..self.groups[0].group
-        };
-        self.set_group(GroupId::DEFAULT, group)
-    }
-
-    /// The options of group 0.
-    #[deprecated(since = "0.2.0", note = "use `group(GroupId::DEFAULT)?.options`")]
-    pub fn options(&self) -> &StepOptions {
-        &self.groups[0].group.options
-    }
-
-    /// Sets the options of group 0.
-    #[deprecated(
-        since = "0.2.0",
-        note = "use `set_group(GroupId::DEFAULT, ..)` or `update_groups`"
-    )]
-    pub fn set_options(&mut self, options: StepOptions) -> Result<(), Error> {
-        let group = Group {
-            options,
-            ..self.groups[0].group
-        };
-        self.set_group(GroupId::DEFAULT, group)
+    group0_field! {
+        "hyperparameters" hp: Hyperparams, hyperparams, set_hyperparams,
+            "use `group(GroupId::DEFAULT)?.hp`";
+        "options" options: StepOptions, options, set_options,
+            "use `group(GroupId::DEFAULT)?.options`";
     }
 
     /// Sets the inverse loss scale of every group's gradients.

@@ -45,8 +45,9 @@ fn features() -> u8 {
     }
     match FEATURES.load(Ordering::Relaxed) {
         0 => {
-            let avx512 = if has_avx512() { HAS_AVX512 } else { 0 };
-            let probed = PROBED | known | u8::from(has_avx2()) | avx512;
+            let Probe { avx2, avx512 } = probe();
+            let avx512 = if avx512 { HAS_AVX512 } else { 0 };
+            let probed = PROBED | known | u8::from(avx2) | avx512;
             FEATURES.store(probed, Ordering::Relaxed);
             probed
         }
@@ -63,22 +64,18 @@ pub(crate) fn best() -> Option<Isa> {
     }
 }
 
-/// AVX2 and F16C, with OS support for the YMM state.
-fn has_avx2() -> bool {
+/// What this CPU and OS support: AVX2 and F16C with OS support for the YMM state; AVX-512 F and
+/// BW with OS support for the ZMM and opmask state.
+fn probe() -> Probe {
     #[cfg(feature = "std")]
-    return std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("f16c");
+    return Probe {
+        avx2: std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("f16c"),
+        avx512: std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw"),
+    };
     #[cfg(not(feature = "std"))]
-    return cpuid_probe().avx2;
-}
-
-/// AVX-512 F and BW, with OS support for the ZMM and opmask state.
-fn has_avx512() -> bool {
-    #[cfg(feature = "std")]
-    return std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512bw");
-    #[cfg(not(feature = "std"))]
-    return cpuid_probe().avx512;
+    return cpuid_probe();
 }
 
 /// What CPUID and XCR0 report (the checks `is_x86_feature_detected!` makes).
@@ -139,13 +136,6 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "CPUID is inline assembly, which Miri cannot run")]
     fn no_std_probe_agrees_with_std_detection() {
-        let probe = super::cpuid_probe();
-        assert_eq!(
-            probe,
-            super::Probe {
-                avx2: super::has_avx2(),
-                avx512: super::has_avx512()
-            }
-        );
+        assert_eq!(super::cpuid_probe(), super::probe());
     }
 }
