@@ -151,33 +151,23 @@ const fn buckets(t: &[f32]) -> [u32; BUCKETS] {
     table
 }
 
-/// The last 128 thresholds (`T[127..]`, all positive), for round-to-nearest.
-const fn positive_thresholds() -> [f32; 128] {
+/// The last 128 entries of `table`, its positive ones: the thresholds `T[127..]` (for rounding
+/// to nearest), the codes `Q8_MAP[128..]` (for the floor index of stochastic rounding).
+const fn last_128<const L: usize>(table: &[f32; L]) -> [f32; 128] {
     let mut t = [0.0f32; 128];
     let mut k = 0;
     while k < 128 {
-        t[k] = THRESHOLDS[127 + k];
-        k += 1;
-    }
-    t
-}
-
-/// The positive codes (`Q8_MAP[128..]`), for the floor index of stochastic rounding.
-const fn positive_codes() -> [f32; 128] {
-    let mut t = [0.0f32; 128];
-    let mut k = 0;
-    while k < 128 {
-        t[k] = Q8_MAP[128 + k];
+        t[k] = table[L - 128 + k];
         k += 1;
     }
     t
 }
 
 /// Buckets of the positive thresholds: `n + (a > t)` counts the thresholds below `a`.
-pub(crate) const NEAREST_BUCKETS: [u32; BUCKETS] = buckets(&positive_thresholds());
+pub(crate) const NEAREST_BUCKETS: [u32; BUCKETS] = buckets(&last_128(&THRESHOLDS));
 
 /// Buckets of the positive codes: `n + (a >= t)` counts the positive codes at most `a`.
-pub(crate) const FLOOR_BUCKETS: [u32; BUCKETS] = buckets(&positive_codes());
+pub(crate) const FLOOR_BUCKETS: [u32; BUCKETS] = buckets(&last_128(&Q8_MAP));
 
 /// The high halves (bits 16..32) of [`MAP_BITS`]: a table of 16-bit words, for instruction
 /// sets that look codes up by permuting words in registers (AVX-512 BW) instead of gathering.
@@ -201,7 +191,7 @@ const _: () = {
 /// The positive thresholds of round-to-nearest (`T[127..]`) as bits.
 #[cfg(target_arch = "x86_64")]
 const NEAREST_BITS: [u32; 128] = {
-    let t = positive_thresholds();
+    let t = last_128(&THRESHOLDS);
     let mut b = [0u32; 128];
     let mut k = 0;
     while k < 128 {
@@ -272,29 +262,26 @@ const BINADE_BITS: [u16; BINADES] = {
 /// Per binade (32 words, the first [`BINADES`] used): the index of its first bucket. A value's
 /// bucket is `NEAREST_BASE[e] + ((h & 0x7f) >> NEAREST_SHIFT[e])`.
 #[cfg(target_arch = "x86_64")]
-pub(crate) const NEAREST_BASE: [u16; 32] = {
-    let mut base = [0u16; 32];
+pub(crate) const NEAREST_BASE: [u16; 32] = BINADE_TABLES.0;
+
+/// Per binade: how far its mantissa bits are shifted down (`7 - ` its bits).
+#[cfg(target_arch = "x86_64")]
+pub(crate) const NEAREST_SHIFT: [u16; 32] = BINADE_TABLES.1;
+
+/// [`NEAREST_BASE`] and [`NEAREST_SHIFT`], from [`BINADE_BITS`].
+#[cfg(target_arch = "x86_64")]
+const BINADE_TABLES: ([u16; 32], [u16; 32]) = {
+    let (mut base, mut shift) = ([0u16; 32], [7u16; 32]);
     let mut at = 0u16;
     let mut e = 0;
     while e < BINADES {
         base[e] = at;
+        shift[e] = 7 - BINADE_BITS[e];
         at += 1 << BINADE_BITS[e];
         e += 1;
     }
     assert!(at as usize <= 256, "more than 256 buckets");
-    base
-};
-
-/// Per binade: how far its mantissa bits are shifted down (`7 - ` its bits).
-#[cfg(target_arch = "x86_64")]
-pub(crate) const NEAREST_SHIFT: [u16; 32] = {
-    let mut shift = [7u16; 32];
-    let mut e = 0;
-    while e < BINADES {
-        shift[e] = 7 - BINADE_BITS[e];
-        e += 1;
-    }
-    shift
+    (base, shift)
 };
 
 /// Per bucket (256 words): the count of positive thresholds whose high half is below the
@@ -382,28 +369,37 @@ fn check_blocks(codes: usize, absmax: usize) -> Result<(), Error> {
     Ok(())
 }
 
+/// What [`Q8Mut`] and [`Q8Ref`] have alike: the view of codes and scales, the length.
+macro_rules! q8_common {
+    ($t:ident, $empty:literal, $($mut:tt)?) => {
+        impl<'a> $t<'a> {
+            /// Views `codes` and `absmax` as 8-bit momentum; `absmax` must have
+            /// `codes.len().div_ceil(256)` elements ([`Error::LengthMismatch`] otherwise).
+            pub fn new(codes: &'a $($mut)? [u8], absmax: &'a $($mut)? [f32]) -> Result<Self, Error> {
+                check_blocks(codes.len(), absmax.len())?;
+                Ok(Self { codes, absmax })
+            }
+
+            /// The number of elements.
+            pub fn len(&self) -> usize {
+                self.codes.len()
+            }
+
+            /// Whether there are no elements.
+            ///
+            /// ```
+            #[doc = concat!("assert!(lion_optim::", stringify!($t), "::new(", $empty, ").unwrap().is_empty());")]
+            /// ```
+            pub fn is_empty(&self) -> bool {
+                self.codes.is_empty()
+            }
+        }
+    };
+}
+q8_common!(Q8Mut, "&mut [], &mut []", mut);
+q8_common!(Q8Ref, "&[], &[]",);
+
 impl<'a> Q8Mut<'a> {
-    /// Views `codes` and `absmax` as 8-bit momentum; `absmax` must have
-    /// `codes.len().div_ceil(256)` elements ([`Error::LengthMismatch`] otherwise).
-    pub fn new(codes: &'a mut [u8], absmax: &'a mut [f32]) -> Result<Self, Error> {
-        check_blocks(codes.len(), absmax.len())?;
-        Ok(Self { codes, absmax })
-    }
-
-    /// The number of elements.
-    pub fn len(&self) -> usize {
-        self.codes.len()
-    }
-
-    /// Whether there are no elements.
-    ///
-    /// ```
-    /// assert!(lion_optim::Q8Mut::new(&mut [], &mut []).unwrap().is_empty());
-    /// ```
-    pub fn is_empty(&self) -> bool {
-        self.codes.is_empty()
-    }
-
     /// The codes and the block scales.
     pub fn parts(&mut self) -> (&mut [u8], &mut [f32]) {
         (self.codes, self.absmax)
@@ -452,22 +448,6 @@ impl<'a> Q8Mut<'a> {
 }
 
 impl<'a> Q8Ref<'a> {
-    /// Views `codes` and `absmax` as 8-bit momentum (see [`Q8Mut::new`]).
-    pub fn new(codes: &'a [u8], absmax: &'a [f32]) -> Result<Self, Error> {
-        check_blocks(codes.len(), absmax.len())?;
-        Ok(Self { codes, absmax })
-    }
-
-    /// The number of elements.
-    pub fn len(&self) -> usize {
-        self.codes.len()
-    }
-
-    /// Whether there are no elements.
-    pub fn is_empty(&self) -> bool {
-        self.codes.is_empty()
-    }
-
     /// The codes.
     pub fn codes(&self) -> &'a [u8] {
         self.codes
@@ -530,7 +510,7 @@ mod tests {
 
     #[test]
     fn buckets_hold_one() {
-        for t in [&positive_thresholds()[..], &positive_codes()[..]] {
+        for t in [&last_128(&THRESHOLDS)[..], &last_128(&Q8_MAP)[..]] {
             for w in t.windows(2) {
                 assert!(w[0] < w[1]);
                 // Two values in one bucket would share the bits above BUCKET_SHIFT.

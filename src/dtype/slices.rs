@@ -46,9 +46,28 @@ pub enum SliceRef<'a> {
     Bf16(&'a [bf16]),
 }
 
+/// What [`SliceMut`] and [`SliceRef`] have alike: the element type, the length, the split.
 macro_rules! slice_common {
-    ($t:ident, $empty:literal) => {
-        impl $t<'_> {
+    ($t:ident, $empty:literal, $split:ident) => {
+        impl<'a> $t<'a> {
+            /// The elements `..mid` and `mid..`, `mid` clamped to the length.
+            pub(crate) fn split_clamped(self, mid: usize) -> ($t<'a>, $t<'a>) {
+                match self {
+                    Self::F32(s) => {
+                        let (a, b) = s.$split(mid.min(s.len()));
+                        (a.into(), b.into())
+                    }
+                    Self::F16(s) => {
+                        let (a, b) = s.$split(mid.min(s.len()));
+                        (a.into(), b.into())
+                    }
+                    Self::Bf16(s) => {
+                        let (a, b) = s.$split(mid.min(s.len()));
+                        (a.into(), b.into())
+                    }
+                }
+            }
+
             /// The element type (see the type's example).
             pub fn dtype(&self) -> Dtype {
                 match self {
@@ -76,8 +95,8 @@ macro_rules! slice_common {
         }
     };
 }
-slice_common!(SliceMut, "&mut [0.0f32; 0][..]");
-slice_common!(SliceRef, "&[0.0f32; 0][..]");
+slice_common!(SliceMut, "&mut [0.0f32; 0][..]", split_at_mut);
+slice_common!(SliceRef, "&[0.0f32; 0][..]", split_at);
 
 impl<'a, T: Element> From<&'a mut [T]> for SliceMut<'a> {
     fn from(s: &'a mut [T]) -> Self {
@@ -92,24 +111,6 @@ impl<'a, T: Element> From<&'a [T]> for SliceRef<'a> {
 }
 
 impl<'a> SliceMut<'a> {
-    /// The elements `..mid` and `mid..`, `mid` clamped to the length.
-    pub(crate) fn split_clamped(self, mid: usize) -> (SliceMut<'a>, SliceMut<'a>) {
-        match self {
-            Self::F32(s) => {
-                let (a, b) = s.split_at_mut(mid.min(s.len()));
-                (a.into(), b.into())
-            }
-            Self::F16(s) => {
-                let (a, b) = s.split_at_mut(mid.min(s.len()));
-                (a.into(), b.into())
-            }
-            Self::Bf16(s) => {
-                let (a, b) = s.split_at_mut(mid.min(s.len()));
-                (a.into(), b.into())
-            }
-        }
-    }
-
     /// A shorter-lived mutable view of the same slice.
     ///
     /// ```
@@ -160,24 +161,6 @@ impl<'a> SliceMut<'a> {
 }
 
 impl<'a> SliceRef<'a> {
-    /// The elements `..mid` and `mid..`, `mid` clamped to the length.
-    pub(crate) fn split_clamped(self, mid: usize) -> (SliceRef<'a>, SliceRef<'a>) {
-        match self {
-            Self::F32(s) => {
-                let (a, b) = s.split_at(mid.min(s.len()));
-                (a.into(), b.into())
-            }
-            Self::F16(s) => {
-                let (a, b) = s.split_at(mid.min(s.len()));
-                (a.into(), b.into())
-            }
-            Self::Bf16(s) => {
-                let (a, b) = s.split_at(mid.min(s.len()));
-                (a.into(), b.into())
-            }
-        }
-    }
-
     /// The elements `..mid` and `mid..`, or `None` if `mid > len`.
     ///
     /// ```

@@ -196,20 +196,47 @@ fn bucket<S: Simd<N>, const N: usize>(s: S, table: &[u32; BUCKETS], a: S::U32) -
     )
 }
 
+/// Finite lanes `x` against the 128 positive values of a bucket table.
+struct Counts<U> {
+    /// The bits of `|x|`.
+    abs: U,
+    /// All ones where `x` is negative.
+    negative: U,
+    /// How many of the values are below `|x|`.
+    under: U,
+    /// How many of the values are at most `|x|`.
+    not_over: U,
+}
+
+/// The [`Counts`] of `x` against the values of `table`.
+#[inline(always)]
+fn counts<S: Simd<N>, const N: usize>(s: S, table: &[u32; BUCKETS], x: S::F32) -> Counts<S::U32> {
+    let bits = s.to_bits(x);
+    let abs = s.and(bits, s.splat_u32(0x7fff_ffff));
+    let (below, t) = bucket(s, table, abs);
+    let above = s.gt_i32(abs, t);
+    let at_or_above = s.or(above, s.eq_u32(abs, t));
+    // (A mask is all ones: subtracting it adds one.)
+    Counts {
+        abs,
+        negative: s.gt_i32(s.splat_u32(0), bits),
+        under: s.sub_u32(below, above),
+        not_over: s.sub_u32(below, at_or_above),
+    }
+}
+
 /// `reference::q8_quantize` of finite lanes: `#{k : T[k] < x}`, counted on `|x|` with the
 /// positive thresholds (the negative ones are their mirror image).
 #[inline(always)]
 pub(crate) fn nearest<S: Simd<N>, const N: usize>(s: S, x: S::F32) -> S::U32 {
     let u = |x| s.splat_u32(x);
-    let bits = s.to_bits(x);
-    let a = s.and(bits, u(0x7fff_ffff));
-    let negative = s.gt_i32(u(0), bits);
-    let (below, t) = bucket(s, &NEAREST_BUCKETS, a);
-    let above = s.gt_i32(a, t);
-    let at_or_above = s.or(above, s.eq_u32(a, t));
-    // (A mask is all ones: subtracting it adds one.)
-    let under = s.sub_u32(below, above); // positive thresholds < |x|
-    let not_over = s.min_u32(s.sub_u32(below, at_or_above), u(127)); // <= |x|, of T[127..254]
+    let Counts {
+        negative,
+        under,
+        not_over,
+        ..
+    } = counts(s, &NEAREST_BUCKETS, x);
+    let not_over = s.min_u32(not_over, u(127)); // thresholds <= |x|, of T[127..254]
     s.select(
         negative,
         s.sub_u32(u(127), not_over),
@@ -221,14 +248,13 @@ pub(crate) fn nearest<S: Simd<N>, const N: usize>(s: S, x: S::F32) -> S::U32 {
 #[inline(always)]
 fn stochastic<S: Simd<N>, const N: usize>(s: S, x: S::F32, random: S::U32) -> S::U32 {
     let u = |x| s.splat_u32(x);
-    let bits = s.to_bits(x);
-    let a = s.and(bits, u(0x7fff_ffff));
-    let negative = s.gt_i32(u(0), bits);
-    let (below, t) = bucket(s, &FLOOR_BUCKETS, a);
-    let above = s.gt_i32(a, t);
-    let at_or_above = s.or(above, s.eq_u32(a, t));
-    let not_over = s.sub_u32(below, at_or_above); // positive codes <= |x|
-    let under = s.min_u32(s.sub_u32(below, above), u(127)); // codes of 128..254 < |x|
+    let Counts {
+        abs,
+        negative,
+        under,
+        not_over,
+    } = counts(s, &FLOOR_BUCKETS, x);
+    let under = s.min_u32(under, u(127)); // codes of 128..254 < |x|
     // The largest code at most x (u32::MAX: none, below the lowest code).
     let k = s.select(
         negative,
@@ -242,7 +268,7 @@ fn stochastic<S: Simd<N>, const N: usize>(s: S, x: S::F32, random: S::U32) -> S:
     let code = s.sub_u32(k, up);
     let code = s.select(s.eq_u32(k, u(255)), u(255), code);
     let code = s.select(s.eq_u32(k, u(u32::MAX)), u(0), code);
-    s.select(s.eq_u32(a, u(0)), u(127), code)
+    s.select(s.eq_u32(abs, u(0)), u(127), code)
 }
 
 /// The cautious count with 8-bit momentum (see `kernel::cautious_count`).

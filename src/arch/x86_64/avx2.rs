@@ -51,25 +51,11 @@ impl Simd<8> for Avx2 {
     const PAIRS: bool = true;
     const BF16_PAIR_EVEN_ODD: bool = true;
 
-    #[inline(always)]
-    fn splat(self, x: f32) -> __m256 {
-        // SAFETY: see the impl comment (AVX2 available).
-        unsafe { _mm256_set1_ps(x) }
-    }
-    #[inline(always)]
-    fn add(self, a: __m256, b: __m256) -> __m256 {
-        // SAFETY: see the impl comment (AVX2 available).
-        unsafe { _mm256_add_ps(a, b) }
-    }
-    #[inline(always)]
-    fn sub(self, a: __m256, b: __m256) -> __m256 {
-        // SAFETY: see the impl comment (AVX2 available).
-        unsafe { _mm256_sub_ps(a, b) }
-    }
-    #[inline(always)]
-    fn mul(self, a: __m256, b: __m256) -> __m256 {
-        // SAFETY: see the impl comment (AVX2 available).
-        unsafe { _mm256_mul_ps(a, b) }
+    one_intrinsic! {
+        fn splat(x: f32) -> __m256 = _mm256_set1_ps(x);
+        fn add(a: __m256, b: __m256) -> __m256 = _mm256_add_ps(a, b);
+        fn sub(a: __m256, b: __m256) -> __m256 = _mm256_sub_ps(a, b);
+        fn mul(a: __m256, b: __m256) -> __m256 = _mm256_mul_ps(a, b);
     }
     #[inline(always)]
     fn signed(self, x: __m256, c: __m256) -> __m256 {
@@ -83,86 +69,24 @@ impl Simd<8> for Avx2 {
             _mm256_and_ps(with_sign, nonzero)
         }
     }
-    #[inline(always)]
-    fn trunc_u32(self, x: __m256) -> __m256i {
-        // SAFETY: see the impl comment (AVX2 available).
-        unsafe { _mm256_cvttps_epi32(x) }
-    }
-    #[inline(always)]
-    fn to_f32(self, u: __m256i) -> __m256 {
-        // SAFETY: see the impl comment (AVX2 available).
-        unsafe { _mm256_cvtepi32_ps(u) }
-    }
-    #[inline(always)]
-    fn gt(self, a: __m256, b: __m256) -> __m256i {
-        // SAFETY: see the impl comment (AVX2 available).
-        unsafe { _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GT_OQ>(a, b)) }
-    }
-    #[inline(always)]
-    fn is_nan(self, x: __m256) -> __m256i {
-        // SAFETY: see the impl comment (AVX2 available).
-        unsafe { _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(x, x)) }
-    }
-
-    #[inline(always)]
-    fn to_bits(self, x: __m256) -> __m256i {
-        // SAFETY: see the impl comment (AVX2 available).
-        unsafe { _mm256_castps_si256(x) }
-    }
-    #[inline(always)]
-    fn bits_to_f32(self, u: __m256i) -> __m256 {
-        // SAFETY: see the impl comment (AVX2 available).
-        unsafe { _mm256_castsi256_ps(u) }
-    }
-    #[inline(always)]
-    fn splat_u32(self, x: u32) -> __m256i {
-        // SAFETY: see the impl comment (AVX2 available).
-        unsafe { _mm256_set1_epi32(x as i32) }
-    }
-    #[inline(always)]
-    fn add_u32(self, a: __m256i, b: __m256i) -> __m256i {
-        // SAFETY: see the impl comment (AVX2 available).
-        unsafe { _mm256_add_epi32(a, b) }
-    }
-    #[inline(always)]
-    fn sub_u32(self, a: __m256i, b: __m256i) -> __m256i {
-        // SAFETY: see the impl comment (AVX2 available).
-        unsafe { _mm256_sub_epi32(a, b) }
-    }
-    #[inline(always)]
-    fn mul_u32(self, a: __m256i, b: __m256i) -> __m256i {
-        // SAFETY: see the impl comment (AVX2 available).
-        unsafe { _mm256_mullo_epi32(a, b) }
-    }
-    #[inline(always)]
-    fn lane_indices(self) -> __m256i {
-        // SAFETY: see the impl comment (AVX2 available).
-        unsafe { _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7) }
-    }
-    #[inline(always)]
-    fn any(self, mask: __m256i) -> bool {
-        // SAFETY: see the impl comment (AVX2 available).
-        unsafe { _mm256_movemask_epi8(mask) != 0 }
-    }
-    #[inline(always)]
-    fn and(self, a: __m256i, b: __m256i) -> __m256i {
-        // SAFETY: see the impl comment (AVX2 available).
-        unsafe { _mm256_and_si256(a, b) }
-    }
-    #[inline(always)]
-    fn andnot(self, mask: __m256i, a: __m256i) -> __m256i {
-        // SAFETY: see the impl comment (AVX2 available).
-        unsafe { _mm256_andnot_si256(mask, a) }
-    }
-    #[inline(always)]
-    fn or(self, a: __m256i, b: __m256i) -> __m256i {
-        // SAFETY: see the impl comment (AVX2 available).
-        unsafe { _mm256_or_si256(a, b) }
-    }
-    #[inline(always)]
-    fn xor(self, a: __m256i, b: __m256i) -> __m256i {
-        // SAFETY: see the impl comment (AVX2 available).
-        unsafe { _mm256_xor_si256(a, b) }
+    one_intrinsic! {
+        fn trunc_u32(x: __m256) -> __m256i = _mm256_cvttps_epi32(x);
+        fn to_f32(u: __m256i) -> __m256 = _mm256_cvtepi32_ps(u);
+        fn gt(a: __m256, b: __m256) -> __m256i =
+            _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GT_OQ>(a, b));
+        fn is_nan(x: __m256) -> __m256i = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(x, x));
+        fn to_bits(x: __m256) -> __m256i = _mm256_castps_si256(x);
+        fn bits_to_f32(u: __m256i) -> __m256 = _mm256_castsi256_ps(u);
+        fn splat_u32(x: u32) -> __m256i = _mm256_set1_epi32(x as i32);
+        fn add_u32(a: __m256i, b: __m256i) -> __m256i = _mm256_add_epi32(a, b);
+        fn sub_u32(a: __m256i, b: __m256i) -> __m256i = _mm256_sub_epi32(a, b);
+        fn mul_u32(a: __m256i, b: __m256i) -> __m256i = _mm256_mullo_epi32(a, b);
+        fn lane_indices() -> __m256i = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        fn any(mask: __m256i) -> bool = _mm256_movemask_epi8(mask) != 0;
+        fn and(a: __m256i, b: __m256i) -> __m256i = _mm256_and_si256(a, b);
+        fn andnot(mask: __m256i, a: __m256i) -> __m256i = _mm256_andnot_si256(mask, a);
+        fn or(a: __m256i, b: __m256i) -> __m256i = _mm256_or_si256(a, b);
+        fn xor(a: __m256i, b: __m256i) -> __m256i = _mm256_xor_si256(a, b);
     }
     #[inline(always)]
     fn shl<const S: i32>(self, a: __m256i) -> __m256i {
@@ -174,30 +98,13 @@ impl Simd<8> for Avx2 {
         // SAFETY: see the impl comment (AVX2 available).
         unsafe { _mm256_srli_epi32::<S>(a) }
     }
-    #[inline(always)]
-    fn gt_i32(self, a: __m256i, b: __m256i) -> __m256i {
-        // SAFETY: see the impl comment (AVX2 available).
-        unsafe { _mm256_cmpgt_epi32(a, b) }
-    }
-    #[inline(always)]
-    fn eq_u32(self, a: __m256i, b: __m256i) -> __m256i {
-        // SAFETY: see the impl comment (AVX2 available).
-        unsafe { _mm256_cmpeq_epi32(a, b) }
-    }
-    #[inline(always)]
-    fn select(self, mask: __m256i, a: __m256i, b: __m256i) -> __m256i {
-        // SAFETY: see the impl comment (AVX2 available).
-        unsafe { _mm256_blendv_epi8(b, a, mask) }
-    }
-    #[inline(always)]
-    fn max_u32(self, a: __m256i, b: __m256i) -> __m256i {
-        // SAFETY: see the impl comment (AVX2 available).
-        unsafe { _mm256_max_epu32(a, b) }
-    }
-    #[inline(always)]
-    fn min_u32(self, a: __m256i, b: __m256i) -> __m256i {
-        // SAFETY: see the impl comment (AVX2 available).
-        unsafe { _mm256_min_epu32(a, b) }
+    one_intrinsic! {
+        fn gt_i32(a: __m256i, b: __m256i) -> __m256i = _mm256_cmpgt_epi32(a, b);
+        fn eq_u32(a: __m256i, b: __m256i) -> __m256i = _mm256_cmpeq_epi32(a, b);
+        fn select(mask: __m256i, a: __m256i, b: __m256i) -> __m256i =
+            _mm256_blendv_epi8(b, a, mask);
+        fn max_u32(a: __m256i, b: __m256i) -> __m256i = _mm256_max_epu32(a, b);
+        fn min_u32(a: __m256i, b: __m256i) -> __m256i = _mm256_min_epu32(a, b);
     }
     /// One `vpgatherdd` on clamped indices.
     #[inline(always)]

@@ -138,25 +138,11 @@ impl Simd<16> for Avx512 {
     const PAIRS: bool = true;
     const BF16_PAIR_EVEN_ODD: bool = true;
 
-    #[inline(always)]
-    fn splat(self, x: f32) -> __m512 {
-        // SAFETY: see the impl comment (AVX-512 available).
-        unsafe { _mm512_set1_ps(x) }
-    }
-    #[inline(always)]
-    fn add(self, a: __m512, b: __m512) -> __m512 {
-        // SAFETY: see the impl comment (AVX-512 available).
-        unsafe { _mm512_add_ps(a, b) }
-    }
-    #[inline(always)]
-    fn sub(self, a: __m512, b: __m512) -> __m512 {
-        // SAFETY: see the impl comment (AVX-512 available).
-        unsafe { _mm512_sub_ps(a, b) }
-    }
-    #[inline(always)]
-    fn mul(self, a: __m512, b: __m512) -> __m512 {
-        // SAFETY: see the impl comment (AVX-512 available).
-        unsafe { _mm512_mul_ps(a, b) }
+    one_intrinsic! {
+        fn splat(x: f32) -> __m512 = _mm512_set1_ps(x);
+        fn add(a: __m512, b: __m512) -> __m512 = _mm512_add_ps(a, b);
+        fn sub(a: __m512, b: __m512) -> __m512 = _mm512_sub_ps(a, b);
+        fn mul(a: __m512, b: __m512) -> __m512 = _mm512_mul_ps(a, b);
     }
     /// Two instructions, no compare into a mask register (compares run on one port only): x
     /// with the sign of c (one ternary-logic op), then `vfixupimmps` classifies c and puts `+0`
@@ -174,86 +160,26 @@ impl Simd<16> for Avx512 {
             _mm512_fixupimm_ps::<0>(with_sign, c, table)
         }
     }
-    #[inline(always)]
-    fn gt(self, a: __m512, b: __m512) -> __m512i {
-        // SAFETY: see the impl comment (AVX-512 available).
-        unsafe { _mm512_maskz_set1_epi32(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, b), -1) }
-    }
-    #[inline(always)]
-    fn is_nan(self, x: __m512) -> __m512i {
-        // SAFETY: see the impl comment (AVX-512 available).
-        unsafe { _mm512_maskz_set1_epi32(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x), -1) }
-    }
-    #[inline(always)]
-    fn trunc_u32(self, x: __m512) -> __m512i {
-        // SAFETY: see the impl comment (AVX-512 available).
-        unsafe { _mm512_cvttps_epi32(x) }
-    }
-    #[inline(always)]
-    fn to_f32(self, u: __m512i) -> __m512 {
-        // SAFETY: see the impl comment (AVX-512 available).
-        unsafe { _mm512_cvtepi32_ps(u) }
-    }
-
-    #[inline(always)]
-    fn to_bits(self, x: __m512) -> __m512i {
-        // SAFETY: see the impl comment (AVX-512 available).
-        unsafe { _mm512_castps_si512(x) }
-    }
-    #[inline(always)]
-    fn bits_to_f32(self, u: __m512i) -> __m512 {
-        // SAFETY: see the impl comment (AVX-512 available).
-        unsafe { _mm512_castsi512_ps(u) }
-    }
-    #[inline(always)]
-    fn splat_u32(self, x: u32) -> __m512i {
-        // SAFETY: see the impl comment (AVX-512 available).
-        unsafe { _mm512_set1_epi32(x as i32) }
-    }
-    #[inline(always)]
-    fn add_u32(self, a: __m512i, b: __m512i) -> __m512i {
-        // SAFETY: see the impl comment (AVX-512 available).
-        unsafe { _mm512_add_epi32(a, b) }
-    }
-    #[inline(always)]
-    fn sub_u32(self, a: __m512i, b: __m512i) -> __m512i {
-        // SAFETY: see the impl comment (AVX-512 available).
-        unsafe { _mm512_sub_epi32(a, b) }
-    }
-    #[inline(always)]
-    fn mul_u32(self, a: __m512i, b: __m512i) -> __m512i {
-        // SAFETY: see the impl comment (AVX-512 available).
-        unsafe { _mm512_mullo_epi32(a, b) }
-    }
-    #[inline(always)]
-    fn lane_indices(self) -> __m512i {
-        // SAFETY: see the impl comment (AVX-512 available).
-        unsafe { _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15) }
-    }
-    #[inline(always)]
-    fn any(self, mask: __m512i) -> bool {
-        // SAFETY: see the impl comment (AVX-512 available).
-        unsafe { _mm512_test_epi32_mask(mask, mask) != 0 }
-    }
-    #[inline(always)]
-    fn and(self, a: __m512i, b: __m512i) -> __m512i {
-        // SAFETY: see the impl comment (AVX-512 available).
-        unsafe { _mm512_and_si512(a, b) }
-    }
-    #[inline(always)]
-    fn andnot(self, mask: __m512i, a: __m512i) -> __m512i {
-        // SAFETY: see the impl comment (AVX-512 available).
-        unsafe { _mm512_andnot_si512(mask, a) }
-    }
-    #[inline(always)]
-    fn or(self, a: __m512i, b: __m512i) -> __m512i {
-        // SAFETY: see the impl comment (AVX-512 available).
-        unsafe { _mm512_or_si512(a, b) }
-    }
-    #[inline(always)]
-    fn xor(self, a: __m512i, b: __m512i) -> __m512i {
-        // SAFETY: see the impl comment (AVX-512 available).
-        unsafe { _mm512_xor_si512(a, b) }
+    one_intrinsic! {
+        fn gt(a: __m512, b: __m512) -> __m512i =
+            _mm512_maskz_set1_epi32(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, b), -1);
+        fn is_nan(x: __m512) -> __m512i =
+            _mm512_maskz_set1_epi32(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x), -1);
+        fn trunc_u32(x: __m512) -> __m512i = _mm512_cvttps_epi32(x);
+        fn to_f32(u: __m512i) -> __m512 = _mm512_cvtepi32_ps(u);
+        fn to_bits(x: __m512) -> __m512i = _mm512_castps_si512(x);
+        fn bits_to_f32(u: __m512i) -> __m512 = _mm512_castsi512_ps(u);
+        fn splat_u32(x: u32) -> __m512i = _mm512_set1_epi32(x as i32);
+        fn add_u32(a: __m512i, b: __m512i) -> __m512i = _mm512_add_epi32(a, b);
+        fn sub_u32(a: __m512i, b: __m512i) -> __m512i = _mm512_sub_epi32(a, b);
+        fn mul_u32(a: __m512i, b: __m512i) -> __m512i = _mm512_mullo_epi32(a, b);
+        fn lane_indices() -> __m512i =
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        fn any(mask: __m512i) -> bool = _mm512_test_epi32_mask(mask, mask) != 0;
+        fn and(a: __m512i, b: __m512i) -> __m512i = _mm512_and_si512(a, b);
+        fn andnot(mask: __m512i, a: __m512i) -> __m512i = _mm512_andnot_si512(mask, a);
+        fn or(a: __m512i, b: __m512i) -> __m512i = _mm512_or_si512(a, b);
+        fn xor(a: __m512i, b: __m512i) -> __m512i = _mm512_xor_si512(a, b);
     }
     #[inline(always)]
     fn shl<const S: i32>(self, a: __m512i) -> __m512i {
@@ -266,30 +192,15 @@ impl Simd<16> for Avx512 {
         // SAFETY: see the impl comment (AVX-512 available).
         unsafe { _mm512_srl_epi32(a, _mm_cvtsi32_si128(S)) }
     }
-    #[inline(always)]
-    fn gt_i32(self, a: __m512i, b: __m512i) -> __m512i {
-        // SAFETY: see the impl comment (AVX-512 available).
-        unsafe { _mm512_maskz_set1_epi32(_mm512_cmpgt_epi32_mask(a, b), -1) }
-    }
-    #[inline(always)]
-    fn eq_u32(self, a: __m512i, b: __m512i) -> __m512i {
-        // SAFETY: see the impl comment (AVX-512 available).
-        unsafe { _mm512_maskz_set1_epi32(_mm512_cmpeq_epi32_mask(a, b), -1) }
-    }
-    #[inline(always)]
-    fn select(self, mask: __m512i, a: __m512i, b: __m512i) -> __m512i {
-        // SAFETY: see the impl comment (AVX-512 available).
-        unsafe { _mm512_ternarylogic_epi32::<A_SELECTS_B_ELSE_C>(mask, a, b) }
-    }
-    #[inline(always)]
-    fn max_u32(self, a: __m512i, b: __m512i) -> __m512i {
-        // SAFETY: see the impl comment (AVX-512 available).
-        unsafe { _mm512_max_epu32(a, b) }
-    }
-    #[inline(always)]
-    fn min_u32(self, a: __m512i, b: __m512i) -> __m512i {
-        // SAFETY: see the impl comment (AVX-512 available).
-        unsafe { _mm512_min_epu32(a, b) }
+    one_intrinsic! {
+        fn gt_i32(a: __m512i, b: __m512i) -> __m512i =
+            _mm512_maskz_set1_epi32(_mm512_cmpgt_epi32_mask(a, b), -1);
+        fn eq_u32(a: __m512i, b: __m512i) -> __m512i =
+            _mm512_maskz_set1_epi32(_mm512_cmpeq_epi32_mask(a, b), -1);
+        fn select(mask: __m512i, a: __m512i, b: __m512i) -> __m512i =
+            _mm512_ternarylogic_epi32::<A_SELECTS_B_ELSE_C>(mask, a, b);
+        fn max_u32(a: __m512i, b: __m512i) -> __m512i = _mm512_max_epu32(a, b);
+        fn min_u32(a: __m512i, b: __m512i) -> __m512i = _mm512_min_epu32(a, b);
     }
     /// One `vpgatherdd` on clamped indices.
     #[inline(always)]
