@@ -11,6 +11,36 @@
 //! with its token (implementing [`Simd`] and one `#[target_feature]` entry generic over [`Op`])
 //! and one arm of [`Isa`] and [`Backend`](crate::Backend).
 
+/// Methods of a `Simd` impl that are one expression each: `fn name(args) -> T = expr;` is an
+/// always-inlined method that evaluates `expr`. After `unsafe;`, in an `unsafe` block: for the
+/// x86_64 instruction sets, whose every method is one intrinsic call or more.
+macro_rules! one_line {
+    (@body [] $e:expr) => {
+        $e
+    };
+    (@body [unsafe] $e:expr) => {
+        // SAFETY: see the impl comment: `self` is a token of the impl's instruction set, which
+        // exists only where it is available (the module invariant).
+        unsafe { $e }
+    };
+    (@methods $kind:tt $(
+        $(#[doc = $doc:literal])*
+        fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $e:expr;
+    )*) => {$(
+        $(#[doc = $doc])*
+        #[inline(always)]
+        fn $name(self, $($arg: $ty),*) -> $ret {
+            one_line!(@body $kind $e)
+        }
+    )*};
+    (unsafe; $($methods:tt)*) => {
+        one_line!(@methods [unsafe] $($methods)*);
+    };
+    ($($methods:tt)*) => {
+        one_line!(@methods [] $($methods)*);
+    };
+}
+
 pub(crate) mod portable;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_64;

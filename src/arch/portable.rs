@@ -39,21 +39,11 @@ impl Simd<8> for Portable {
     type F32 = f32x8;
     type U32 = u32x8;
 
-    #[inline(always)]
-    fn splat(self, x: f32) -> f32x8 {
-        f32x8::splat(x)
-    }
-    #[inline(always)]
-    fn add(self, a: f32x8, b: f32x8) -> f32x8 {
-        a + b
-    }
-    #[inline(always)]
-    fn sub(self, a: f32x8, b: f32x8) -> f32x8 {
-        a - b
-    }
-    #[inline(always)]
-    fn mul(self, a: f32x8, b: f32x8) -> f32x8 {
-        a * b
+    one_line! {
+        fn splat(x: f32) -> f32x8 = f32x8::splat(x);
+        fn add(a: f32x8, b: f32x8) -> f32x8 = a + b;
+        fn sub(a: f32x8, b: f32x8) -> f32x8 = a - b;
+        fn mul(a: f32x8, b: f32x8) -> f32x8 = a * b;
     }
     #[inline(always)]
     fn signed(self, x: f32x8, c: f32x8) -> f32x8 {
@@ -62,17 +52,10 @@ impl Simd<8> for Portable {
         let with_sign = x | (c & f32x8::splat(-0.0));
         with_sign & nonzero(c)
     }
-    #[inline(always)]
-    fn gt(self, a: f32x8, b: f32x8) -> u32x8 {
-        bytemuck::must_cast(a.simd_gt(b))
-    }
-    #[inline(always)]
-    fn is_nan(self, x: f32x8) -> u32x8 {
-        bytemuck::must_cast(x.is_nan())
-    }
-    #[inline(always)]
-    fn trunc_u32(self, x: f32x8) -> u32x8 {
-        bytemuck::must_cast(x.fast_trunc_int())
+    one_line! {
+        fn gt(a: f32x8, b: f32x8) -> u32x8 = bytemuck::must_cast(a.simd_gt(b));
+        fn is_nan(x: f32x8) -> u32x8 = bytemuck::must_cast(x.is_nan());
+        fn trunc_u32(x: f32x8) -> u32x8 = bytemuck::must_cast(x.fast_trunc_int());
     }
     #[inline(always)]
     fn to_f32(self, u: u32x8) -> f32x8 {
@@ -80,53 +63,19 @@ impl Simd<8> for Portable {
         i.round_float()
     }
 
-    #[inline(always)]
-    fn to_bits(self, x: f32x8) -> u32x8 {
-        bytemuck::must_cast(x)
-    }
-    #[inline(always)]
-    fn bits_to_f32(self, u: u32x8) -> f32x8 {
-        bytemuck::must_cast(u)
-    }
-    #[inline(always)]
-    fn splat_u32(self, x: u32) -> u32x8 {
-        u32x8::splat(x)
-    }
-    #[inline(always)]
-    fn add_u32(self, a: u32x8, b: u32x8) -> u32x8 {
-        a + b
-    }
-    #[inline(always)]
-    fn sub_u32(self, a: u32x8, b: u32x8) -> u32x8 {
-        a - b
-    }
-    #[inline(always)]
-    fn mul_u32(self, a: u32x8, b: u32x8) -> u32x8 {
-        a * b
-    }
-    #[inline(always)]
-    fn lane_indices(self) -> u32x8 {
-        u32x8::new([0, 1, 2, 3, 4, 5, 6, 7])
-    }
-    #[inline(always)]
-    fn any(self, mask: u32x8) -> bool {
-        mask.any()
-    }
-    #[inline(always)]
-    fn and(self, a: u32x8, b: u32x8) -> u32x8 {
-        a & b
-    }
-    #[inline(always)]
-    fn andnot(self, mask: u32x8, a: u32x8) -> u32x8 {
-        a & !mask
-    }
-    #[inline(always)]
-    fn or(self, a: u32x8, b: u32x8) -> u32x8 {
-        a | b
-    }
-    #[inline(always)]
-    fn xor(self, a: u32x8, b: u32x8) -> u32x8 {
-        a ^ b
+    one_line! {
+        fn to_bits(x: f32x8) -> u32x8 = bytemuck::must_cast(x);
+        fn bits_to_f32(u: u32x8) -> f32x8 = bytemuck::must_cast(u);
+        fn splat_u32(x: u32) -> u32x8 = u32x8::splat(x);
+        fn add_u32(a: u32x8, b: u32x8) -> u32x8 = a + b;
+        fn sub_u32(a: u32x8, b: u32x8) -> u32x8 = a - b;
+        fn mul_u32(a: u32x8, b: u32x8) -> u32x8 = a * b;
+        fn lane_indices() -> u32x8 = u32x8::new([0, 1, 2, 3, 4, 5, 6, 7]);
+        fn any(mask: u32x8) -> bool = mask.any();
+        fn and(a: u32x8, b: u32x8) -> u32x8 = a & b;
+        fn andnot(mask: u32x8, a: u32x8) -> u32x8 = a & !mask;
+        fn or(a: u32x8, b: u32x8) -> u32x8 = a | b;
+        fn xor(a: u32x8, b: u32x8) -> u32x8 = a ^ b;
     }
     #[inline(always)]
     fn shl<const S: i32>(self, a: u32x8) -> u32x8 {
@@ -141,26 +90,12 @@ impl Simd<8> for Portable {
         let (a, b): (i32x8, i32x8) = (bytemuck::must_cast(a), bytemuck::must_cast(b));
         bytemuck::must_cast(a.simd_gt(b))
     }
-    #[inline(always)]
-    fn eq_u32(self, a: u32x8, b: u32x8) -> u32x8 {
-        a.simd_eq(b)
-    }
-    #[inline(always)]
-    fn select(self, mask: u32x8, a: u32x8, b: u32x8) -> u32x8 {
-        mask.select(a, b)
-    }
-    #[inline(always)]
-    fn max_u32(self, a: u32x8, b: u32x8) -> u32x8 {
-        a.max(b)
-    }
-    #[inline(always)]
-    fn min_u32(self, a: u32x8, b: u32x8) -> u32x8 {
-        a.min(b)
-    }
-
-    #[inline(always)]
-    fn load_f32(self, src: &[f32; 8]) -> f32x8 {
-        f32x8::from(*src)
+    one_line! {
+        fn eq_u32(a: u32x8, b: u32x8) -> u32x8 = a.simd_eq(b);
+        fn select(mask: u32x8, a: u32x8, b: u32x8) -> u32x8 = mask.select(a, b);
+        fn max_u32(a: u32x8, b: u32x8) -> u32x8 = a.max(b);
+        fn min_u32(a: u32x8, b: u32x8) -> u32x8 = a.min(b);
+        fn load_f32(src: &[f32; 8]) -> f32x8 = f32x8::from(*src);
     }
     #[inline(always)]
     fn store_f32(self, v: f32x8, dst: &mut [f32; 8]) {

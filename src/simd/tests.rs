@@ -43,26 +43,23 @@ pub(crate) fn bf16_is_snan(h: u16) -> bool {
 pub(crate) fn widen_all<S: Simd<N>, const N: usize>(s: S) {
     let all: Vec<u16> = (0..=u16::MAX).collect();
     chunked::<u16, N>(&all, |c, _| {
-        let mut out = [0.0f32; N];
-        s.store_f32(s.load_f16(c), &mut out);
-        for (&h, o) in c.iter().zip(out) {
-            widened_as_half(
+        let f16_wide = |h| f16::from_bits(h).to_f32();
+        let bf16_wide = |h| bf16::from_bits(h).to_f32();
+        let widened = [
+            (
                 "f16 widening",
-                h,
-                f16_is_snan(h),
-                o,
-                f16::from_bits(h).to_f32(),
-            );
-        }
-        s.store_f32(s.load_bf16(c), &mut out);
-        for (&h, o) in c.iter().zip(out) {
-            widened_as_half(
-                "bf16 widening",
-                h,
-                bf16_is_snan(h),
-                o,
-                bf16::from_bits(h).to_f32(),
-            );
+                s.load_f16(c),
+                f16_is_snan as fn(u16) -> bool,
+                f16_wide as fn(u16) -> f32,
+            ),
+            ("bf16 widening", s.load_bf16(c), bf16_is_snan, bf16_wide),
+        ];
+        for (what, v, is_snan, half) in widened {
+            let mut out = [0.0f32; N];
+            s.store_f32(v, &mut out);
+            for (&h, o) in c.iter().zip(out) {
+                widened_as_half(what, h, is_snan(h), o, half(h));
+            }
         }
     });
 }

@@ -51,7 +51,8 @@ impl Simd<8> for Avx2 {
     const PAIRS: bool = true;
     const BF16_PAIR_EVEN_ODD: bool = true;
 
-    one_intrinsic! {
+    one_line! {
+        unsafe;
         fn splat(x: f32) -> __m256 = _mm256_set1_ps(x);
         fn add(a: __m256, b: __m256) -> __m256 = _mm256_add_ps(a, b);
         fn sub(a: __m256, b: __m256) -> __m256 = _mm256_sub_ps(a, b);
@@ -69,7 +70,8 @@ impl Simd<8> for Avx2 {
             _mm256_and_ps(with_sign, nonzero)
         }
     }
-    one_intrinsic! {
+    one_line! {
+        unsafe;
         fn trunc_u32(x: __m256) -> __m256i = _mm256_cvttps_epi32(x);
         fn to_f32(u: __m256i) -> __m256 = _mm256_cvtepi32_ps(u);
         fn gt(a: __m256, b: __m256) -> __m256i =
@@ -98,7 +100,8 @@ impl Simd<8> for Avx2 {
         // SAFETY: see the impl comment (AVX2 available).
         unsafe { _mm256_srli_epi32::<S>(a) }
     }
-    one_intrinsic! {
+    one_line! {
+        unsafe;
         fn gt_i32(a: __m256i, b: __m256i) -> __m256i = _mm256_cmpgt_epi32(a, b);
         fn eq_u32(a: __m256i, b: __m256i) -> __m256i = _mm256_cmpeq_epi32(a, b);
         fn select(mask: __m256i, a: __m256i, b: __m256i) -> __m256i =

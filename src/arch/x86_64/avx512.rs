@@ -138,7 +138,8 @@ impl Simd<16> for Avx512 {
     const PAIRS: bool = true;
     const BF16_PAIR_EVEN_ODD: bool = true;
 
-    one_intrinsic! {
+    one_line! {
+        unsafe;
         fn splat(x: f32) -> __m512 = _mm512_set1_ps(x);
         fn add(a: __m512, b: __m512) -> __m512 = _mm512_add_ps(a, b);
         fn sub(a: __m512, b: __m512) -> __m512 = _mm512_sub_ps(a, b);
@@ -160,7 +161,8 @@ impl Simd<16> for Avx512 {
             _mm512_fixupimm_ps::<0>(with_sign, c, table)
         }
     }
-    one_intrinsic! {
+    one_line! {
+        unsafe;
         fn gt(a: __m512, b: __m512) -> __m512i =
             _mm512_maskz_set1_epi32(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, b), -1);
         fn is_nan(x: __m512) -> __m512i =
@@ -192,7 +194,8 @@ impl Simd<16> for Avx512 {
         // SAFETY: see the impl comment (AVX-512 available).
         unsafe { _mm512_srl_epi32(a, _mm_cvtsi32_si128(S)) }
     }
-    one_intrinsic! {
+    one_line! {
+        unsafe;
         fn gt_i32(a: __m512i, b: __m512i) -> __m512i =
             _mm512_maskz_set1_epi32(_mm512_cmpgt_epi32_mask(a, b), -1);
         fn eq_u32(a: __m512i, b: __m512i) -> __m512i =

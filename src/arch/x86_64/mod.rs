@@ -9,20 +9,6 @@
 
 use core::sync::atomic::{AtomicU8, Ordering};
 
-/// Methods of a `Simd` impl that are one intrinsic call each: `fn name(args) -> T = call;` is
-/// an always-inlined method that evaluates `call`.
-macro_rules! one_intrinsic {
-    ($($(#[doc = $doc:literal])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $call:expr;)*) => {$(
-        $(#[doc = $doc])*
-        #[inline(always)]
-        fn $name(self, $($arg: $ty),*) -> $ret {
-            // SAFETY: see the impl comment: `self` is a token of the impl's instruction set,
-            // which exists only where it is available (the module invariant).
-            unsafe { $call }
-        }
-    )*};
-}
-
 pub(crate) mod avx2;
 pub(crate) mod avx512;
 
