@@ -6,7 +6,7 @@
 //! stored (2 writes). The tail (fewer than `N` elements) is copied into zero-padded chunks and
 //! goes through the very same body, so there is no second copy of the math to get wrong. Where
 //! an instruction set converts bf16 more cheaply two chunks at a time (AVX2), all-bf16 slices go
-//! through pairs of chunks: the same arithmetic (`momentum_math`, `param_math`), other loads and
+//! through pairs of chunks: the same arithmetic (`momentum_math`, `Lanes::param_math`), other loads and
 //! stores.
 
 mod pairs;
@@ -179,6 +179,52 @@ impl<F: Copy, U: Copy> Lanes<F, U> {
                 0
             }),
         }
+    }
+
+    /// The gradient as the step uses it: times the inverse loss scale when `unscale` (a constant
+    /// of the caller's instantiation: the test is compiled away).
+    #[inline(always)]
+    fn gradient<S: Simd<N, F32 = F, U32 = U>, const N: usize>(
+        &self,
+        s: S,
+        grad: F,
+        unscale: bool,
+    ) -> F {
+        if unscale {
+            s.mul(grad, self.inv_scale)
+        } else {
+            grad
+        }
+    }
+
+    /// `c = m*b1 + g*omb1` (negated to maximize, see `Lanes`).
+    #[inline(always)]
+    fn interpolation<S: Simd<N, F32 = F, U32 = U>, const N: usize>(
+        &self,
+        s: S,
+        grad: F,
+        mom: F,
+    ) -> F {
+        s.add(
+            s.mul(mom, self.c_beta1),
+            s.mul(grad, self.c_one_minus_beta1),
+        )
+    }
+
+    /// The mask of lanes where `sign(c) * g > 0` for the reference's `c` (the kernel's `c` times
+    /// the direction): exact, since `sign(c) * g` is `±g` or a zero (or NaN, which is not `> 0`).
+    #[inline(always)]
+    fn agreement<S: Simd<N, F32 = F, U32 = U>, const N: usize>(&self, s: S, c: F, grad: F) -> U {
+        let sign = s.xor(s.to_bits(s.signed(self.one, c)), self.direction_bit);
+        s.gt(s.mul(s.bits_to_f32(sign), grad), self.zero)
+    }
+
+    /// The parameter half of Lion's arithmetic, in exactly the order of operations of
+    /// `reference::step_with`: the decayed parameter moved by `lr * sign(c)`, unrounded.
+    #[inline(always)]
+    fn param_math<S: Simd<N, F32 = F, U32 = U>, const N: usize>(&self, s: S, param: F, c: F) -> F {
+        let decayed = s.mul(param, self.decay);
+        s.sub(decayed, s.signed(self.lr, c)) // lr * sign(c)
     }
 }
 
@@ -376,7 +422,7 @@ fn body<S, const N: usize, P, G, M, F: Mode>(
     M: Element,
 {
     let (c, new_mom) = momentum_math::<S, N, F>(s, k, G::load(s, g), M::load(s, m));
-    let new_param = param_math(s, k, P::load(s, p), c);
+    let new_param = k.param_math(s, P::load(s, p), c);
     if F::STOCHASTIC {
         let random = random_bits(s, k.key, index);
         P::store_stochastic(s, new_param, random, p);
@@ -390,7 +436,7 @@ fn body<S, const N: usize, P, G, M, F: Mode>(
 /// The momentum half of Lion's arithmetic on loaded lanes, in exactly the order of operations of
 /// `reference::step_with`: returns the interpolation `c` (which gives the update's sign) and the
 /// new momentum, unrounded. `F::CAUTIOUS`: `c` is zeroed where it does not agree with the gradient,
-/// so that `param_math` leaves those parameters at their decayed value.
+/// so that `Lanes::param_math` leaves those parameters at their decayed value.
 #[inline(always)]
 fn momentum_math<S: Simd<N>, const N: usize, F: Mode>(
     s: S,
@@ -398,65 +444,12 @@ fn momentum_math<S: Simd<N>, const N: usize, F: Mode>(
     grad: S::F32,
     mom: S::F32,
 ) -> (S::F32, S::F32) {
-    let grad = gradient(s, k, grad, F::UNSCALE);
-    let c = interpolation(s, k, grad, mom);
+    let grad = k.gradient(s, grad, F::UNSCALE);
+    let c = k.interpolation(s, grad, mom);
     let new_mom = s.add(s.mul(mom, k.beta2), s.mul(grad, k.one_minus_beta2));
     if F::CAUTIOUS {
-        let keep = s.or(agreement(s, k, c, grad), k.not_cautious);
+        let keep = s.or(k.agreement(s, c, grad), k.not_cautious);
         return (s.bits_to_f32(s.and(keep, s.to_bits(c))), new_mom);
     }
     (c, new_mom)
-}
-
-/// The gradient as the step uses it: times the inverse loss scale when `unscale` (a constant
-/// of the caller's instantiation: the test is compiled away).
-#[inline(always)]
-fn gradient<S: Simd<N>, const N: usize>(
-    s: S,
-    k: &Lanes<S::F32, S::U32>,
-    grad: S::F32,
-    unscale: bool,
-) -> S::F32 {
-    if unscale {
-        s.mul(grad, k.inv_scale)
-    } else {
-        grad
-    }
-}
-
-/// `c = m*b1 + g*omb1` (negated to maximize, see `Lanes`).
-#[inline(always)]
-fn interpolation<S: Simd<N>, const N: usize>(
-    s: S,
-    k: &Lanes<S::F32, S::U32>,
-    grad: S::F32,
-    mom: S::F32,
-) -> S::F32 {
-    s.add(s.mul(mom, k.c_beta1), s.mul(grad, k.c_one_minus_beta1))
-}
-
-/// The mask of lanes where `sign(c) * g > 0` for the reference's `c` (the kernel's `c` times
-/// the direction): exact, since `sign(c) * g` is `±g` or a zero (or NaN, which is not `> 0`).
-#[inline(always)]
-fn agreement<S: Simd<N>, const N: usize>(
-    s: S,
-    k: &Lanes<S::F32, S::U32>,
-    c: S::F32,
-    grad: S::F32,
-) -> S::U32 {
-    let sign = s.xor(s.to_bits(s.signed(k.one, c)), k.direction_bit);
-    s.gt(s.mul(s.bits_to_f32(sign), grad), k.zero)
-}
-
-/// The parameter half of Lion's arithmetic, in exactly the order of operations of
-/// `reference::step_with`: the decayed parameter moved by `lr * sign(c)`, unrounded.
-#[inline(always)]
-fn param_math<S: Simd<N>, const N: usize>(
-    s: S,
-    k: &Lanes<S::F32, S::U32>,
-    param: S::F32,
-    c: S::F32,
-) -> S::F32 {
-    let decayed = s.mul(param, k.decay);
-    s.sub(decayed, s.signed(k.lr, c)) // lr * sign(c)
 }

@@ -1,8 +1,8 @@
 //! All-bf16 steps two chunks at a time, where an instruction set converts bf16 more cheaply in
 //! pairs (AVX2, AVX-512): the same arithmetic as the single chunks (`momentum_math`,
-//! `param_math`), other loads and stores, a cache line of each array per block.
+//! `Lanes::param_math`), other loads and stores, a cache line of each array per block.
 
-use super::{Lanes, Mode, ahead, last_byte, momentum_math, param_math};
+use super::{Lanes, Mode, ahead, last_byte, momentum_math};
 use crate::dtype::{Dtype, Element};
 use crate::simd::{Simd, random_bits};
 
@@ -137,8 +137,8 @@ fn block<S, const N: usize, P, G, M, F: Mode>(
     }
     for i in 0..BLOCK {
         let [p0, p1] = P::load_pair(s, &p[i]);
-        let p0 = param_math(s, k, p0, c[i][0]);
-        let p1 = param_math(s, k, p1, c[i][1]);
+        let p0 = k.param_math(s, p0, c[i][0]);
+        let p1 = k.param_math(s, p1, c[i][1]);
         if F::STOCHASTIC {
             P::store_pair_stochastic(s, [p0, p1], random_p[i], &mut p[i]);
         } else {

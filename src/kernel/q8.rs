@@ -1,5 +1,5 @@
 //! The step with 8-bit momentum, fused: block by block (256 elements), the old momentum decoded
-//! from its codes, the element kernel's arithmetic (`momentum_math`, `param_math`), the new
+//! from its codes, the element kernel's arithmetic (`momentum_math`, `Lanes::param_math`), the new
 //! momentum kept in an L1 buffer while the block's scale is found, then encoded. One pass over
 //! memory; bit-identical to `reference::step_q8_with` on every instruction set.
 //!
@@ -14,8 +14,8 @@
 //! whole block at a time (`Simd::q8_decode`, into `new`). Every path has the same results (the
 //! same tests; the exhaustive one runs on the widest instruction set).
 
-use super::{CountQ8, Lanes, Mode, Pass, StepQ8, agreement, gradient, interpolation};
-use super::{ahead, last_byte, momentum_math, param_math, reduce::lane_sum};
+use super::{CountQ8, Lanes, Mode, Pass, StepQ8};
+use super::{ahead, last_byte, momentum_math, reduce::lane_sum};
 use crate::dtype::q8::{
     BUCKET_FIRST, BUCKET_SHIFT, BUCKETS, FLOOR_BUCKETS, MAP_BITS, NEAREST_BUCKETS, Q8_BLOCK,
     RECIP_GAP_BITS,
@@ -130,7 +130,7 @@ fn block<S, const N: usize, P, G, F: Mode>(
             };
             let old = s.mul(decoded, old_scale);
             let (c, m) = momentum_math::<S, N, F>(s, v, G::load(s, g), old);
-            let param = param_math(s, v, P::load(s, p), c);
+            let param = v.param_math(s, P::load(s, p), c);
             if F::STOCHASTIC {
                 P::store_stochastic(s, param, random_bits(s, v.key, index), p);
             } else {
@@ -320,8 +320,8 @@ where
         let mut lanes = s.splat_u32(0);
         for (g, c) in g.as_chunks::<N>().0.iter().zip(c.as_chunks::<N>().0) {
             let old = s.mul(s.bits_to_f32(s.gather(&MAP_BITS, s.load_u8(c))), scale);
-            let grad = gradient(s, v, G::load(s, g), UNSCALE);
-            let agrees = agreement(s, v, interpolation(s, v, grad, old), grad);
+            let grad = v.gradient(s, G::load(s, g), UNSCALE);
+            let agrees = v.agreement(s, v.interpolation(s, grad, old), grad);
             lanes = s.sub_u32(lanes, agrees); // all ones: -1
         }
         total += lane_sum(s, lanes);

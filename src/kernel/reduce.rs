@@ -1,6 +1,6 @@
 //! The read-only passes: the cautious variant's count and the finiteness check of gradients.
 
-use super::{Count, Lanes, agreement, ahead, gradient, interpolation, last_byte};
+use super::{Count, Lanes, ahead, last_byte};
 use crate::dtype::Element;
 use crate::simd::Simd;
 
@@ -64,7 +64,7 @@ where
     total + lane_sum(s, s.sub_u32(s.splat_u32(0), tail))
 }
 
-/// The agreement mask of one chunk (see `agreement`).
+/// The agreement mask of one chunk (see `Lanes::agreement`).
 #[inline(always)]
 fn agree<S: Simd<N>, const N: usize, G: Element, M: Element, const UNSCALE: bool>(
     s: S,
@@ -72,8 +72,8 @@ fn agree<S: Simd<N>, const N: usize, G: Element, M: Element, const UNSCALE: bool
     g: &[G; N],
     m: &[M; N],
 ) -> S::U32 {
-    let grad = gradient(s, v, G::load(s, g), UNSCALE);
-    agreement(s, v, interpolation(s, v, grad, M::load(s, m)), grad)
+    let grad = v.gradient(s, G::load(s, g), UNSCALE);
+    v.agreement(s, v.interpolation(s, grad, M::load(s, m)), grad)
 }
 
 /// The sum of the u32 lanes.
