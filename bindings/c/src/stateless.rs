@@ -8,7 +8,10 @@
 
 use core::ffi::{CStr, c_char, c_void};
 
-use lion::{Backend, Group, Hyperparams, Q8_BLOCK, Q8Mut, Q8Ref, SliceRef, Update};
+use lion::{
+    Backend, Dtype, Group, Hyperparams, MomentumMut, MomentumRef, Q8_BLOCK, Q8Mut, Q8Ref, SliceRef,
+    Update,
+};
 
 use crate::status::{self, Failure, LionStatus, Outcome, guard};
 use crate::types::{
@@ -137,6 +140,195 @@ fn run(update: Update<'_>, hp: Hyperparams, o: Options) -> Outcome {
     }
 }
 
+/// The momentum argument(s) of a stateless call, as the caller passed them.
+#[derive(Clone, Copy)]
+enum MomentumArg {
+    /// `len` elements of `m_dtype`; LION_DTYPE_Q8 there is refused with the message
+    /// "m_dtype is LION_DTYPE_Q8: {the third field}" (8-bit momentum has its own calls).
+    Typed(*mut c_void, DtypeArg, &'static str),
+    /// 8-bit momentum: `len` codes and one absmax per started block of 256 elements.
+    Q8(*mut u8, *mut f32),
+}
+
+/// The momentum of a stateless call with its type known.
+#[derive(Clone, Copy)]
+enum Momentum {
+    Typed(*mut c_void, Dtype),
+    Q8(*mut u8, *mut f32),
+}
+
+impl MomentumArg {
+    /// The momentum's type (`m_dtype` checked).
+    #[inline(always)]
+    fn typed(self) -> Result<Momentum, Failure> {
+        match self {
+            MomentumArg::Typed(m, m_dtype, q8_refusal) => {
+                match momentum_dtype(m_dtype, &"m_dtype")? {
+                    Some(md) => Ok(Momentum::Typed(m, md)),
+                    None => Err(Failure::new(
+                        LionStatus::InvalidEnum,
+                        format_args!("m_dtype is LION_DTYPE_Q8: {q8_refusal}"),
+                    )),
+                }
+            }
+            MomentumArg::Q8(codes, absmax) => Ok(Momentum::Q8(codes, absmax)),
+        }
+    }
+}
+
+impl Momentum {
+    /// The momentum buffer's name in messages ("momentum", or "codes" for 8-bit momentum).
+    fn name(self) -> &'static str {
+        match self {
+            Momentum::Typed(..) => "momentum",
+            Momentum::Q8(..) => "codes",
+        }
+    }
+
+    /// Checks the buffer(s) for `len` elements: the byte ranges of the momentum and of the
+    /// absmax (empty for typed momentum).
+    #[inline(always)]
+    fn check(self, len: usize) -> Result<[(usize, usize); 2], Failure> {
+        match self {
+            Momentum::Typed(m, md) => Ok([check_dtype(m, len, md, &"momentum")?, (0, 0)]),
+            Momentum::Q8(codes, absmax) => Ok([
+                check(codes.cast_const().cast(), len, 1, 1, &"codes")?,
+                check(
+                    absmax.cast_const().cast(),
+                    len.div_ceil(Q8_BLOCK),
+                    core::mem::size_of::<f32>(),
+                    core::mem::align_of::<f32>(),
+                    &"absmax",
+                )?,
+            ]),
+        }
+    }
+
+    /// Views the momentum of `len` elements, to be updated.
+    ///
+    /// # Safety
+    /// [`Momentum::check`] passed for `len`; the buffers are valid and unshared for the call,
+    /// and overlap no other buffer of it.
+    #[inline(always)]
+    unsafe fn view_mut<'a>(self, len: usize) -> Result<MomentumMut<'a>, Failure> {
+        // SAFETY (each view): checked for its length and type; valid and unshared for the call
+        // (the function's contract).
+        match self {
+            Momentum::Typed(m, md) => Ok(unsafe { slice_mut(m, len, md) }.into()),
+            Momentum::Q8(codes, absmax) => {
+                let (c, a) = unsafe {
+                    (
+                        raw_mut::<u8>(codes.cast(), len),
+                        raw_mut::<f32>(absmax.cast(), len.div_ceil(Q8_BLOCK)),
+                    )
+                };
+                Ok(Q8Mut::new(c, a).map_err(|e| Failure::plain(&e))?.into())
+            }
+        }
+    }
+
+    /// Views the momentum of `len` elements, read-only.
+    ///
+    /// # Safety
+    /// [`Momentum::check`] passed for `len`; the buffers are valid for the call and nothing
+    /// writes them during it.
+    #[inline(always)]
+    unsafe fn view_ref<'a>(self, len: usize) -> Result<MomentumRef<'a>, Failure> {
+        // SAFETY (each view): checked for its length and type; only read; valid for the call
+        // (the function's contract).
+        match self {
+            Momentum::Typed(m, md) => Ok(unsafe { slice_ref(m, len, md) }.into()),
+            Momentum::Q8(codes, absmax) => {
+                let (c, a) = unsafe {
+                    (
+                        raw_ref::<u8>(codes.cast_const().cast(), len),
+                        raw_ref::<f32>(absmax.cast_const().cast(), len.div_ceil(Q8_BLOCK)),
+                    )
+                };
+                Ok(Q8Ref::new(c, a).map_err(|e| Failure::plain(&e))?.into())
+            }
+        }
+    }
+}
+
+/// The body of `lion_step` and `lion_step_q8`: every argument checked in the order of the
+/// signature (settings, dtypes, buffers, overlaps), then one update.
+///
+/// # Safety
+/// The contract of `lion_step` (`lion_step_q8` for 8-bit momentum).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn step(
+    params: *mut c_void,
+    p_dtype: DtypeArg,
+    grads: *const c_void,
+    g_dtype: DtypeArg,
+    momentum: MomentumArg,
+    len: usize,
+    hp: *const LionHyperparams,
+    options: *const LionStepOptions,
+) -> Outcome {
+    // SAFETY: the function's contract for `hp` and `options`.
+    let (hp, o) = unsafe { (read_hp(hp)?, read_options(options)?) };
+    let pd = element_dtype(p_dtype, &"p_dtype")?;
+    let gd = element_dtype(g_dtype, &"g_dtype")?;
+    let m = momentum.typed()?;
+    let p_range = check_dtype(params, len, pd, &"params")?;
+    let g_range = check_dtype(grads, len, gd, &"grads")?;
+    let [m_range, a_range] = m.check(len)?;
+    let mut spans = [
+        span(p_range, Role::Params),
+        span(g_range, Role::Grads),
+        span(m_range, Role::Momentum),
+        span(a_range, Role::Absmax),
+    ];
+    no_overlap(&mut spans, m.name())?;
+    // SAFETY: each pointer was checked for `len` elements of its type (the absmax for its
+    // blocks), the written ones overlap nothing; valid and unshared for the call by the
+    // function's contract.
+    let (p, g, m) = unsafe {
+        (
+            slice_mut(params, len, pd),
+            slice_ref(grads, len, gd),
+            m.view_mut(len)?,
+        )
+    };
+    run(Update::from_slices(p, g, m), hp, o)
+}
+
+/// The body of `lion_cautious_count` and `lion_cautious_count_q8`.
+///
+/// # Safety
+/// The contract of `lion_cautious_count` (`lion_cautious_count_q8` for 8-bit momentum); the
+/// momentum is only read.
+#[inline(always)]
+unsafe fn cautious_count(
+    grads: *const c_void,
+    g_dtype: DtypeArg,
+    momentum: MomentumArg,
+    len: usize,
+    hp: *const LionHyperparams,
+    options: *const LionStepOptions,
+    count: *mut u64,
+) -> Outcome {
+    // SAFETY: the function's contract for `hp` and `options`.
+    let (hp, o) = unsafe { (read_hp(hp)?, read_options(options)?) };
+    let gd = element_dtype(g_dtype, &"g_dtype")?;
+    let m = momentum.typed()?;
+    check_dtype(grads, len, gd, &"grads")?;
+    m.check(len)?;
+    check_out(count, "count")?;
+    // SAFETY: checked for their lengths and types; only read (shared reads of the same memory
+    // are fine); valid for the call by the function's contract.
+    let (g, m) = unsafe { (slice_ref(grads, len, gd), m.view_ref(len)?) };
+    let n = g
+        .cautious_count(m, &hp, &o.options)
+        .map_err(|e| Failure::plain(&e))?;
+    // SAFETY: checked non-null and aligned; writable by the function's contract.
+    unsafe { count.write(n) };
+    Ok(LionStatus::Ok)
+}
+
 /// One Lion step over `len` elements, in place: `params` (F32, F16 or BF16) and `momentum`
 /// (F32, F16 or BF16; 8-bit momentum: `lion_step_q8`) are updated with `grads` (F32, F16 or
 /// BF16), any combination of types. Bit-identical to the crate's reference
@@ -165,36 +357,11 @@ pub unsafe extern "C" fn lion_step(
     hp: *const LionHyperparams,
     options: *const LionStepOptions,
 ) -> LionStatus {
+    let q8_refusal = "8-bit momentum has two buffers (codes and absmax): use lion_step_q8";
+    let m = MomentumArg::Typed(momentum, m_dtype, q8_refusal);
     guard("lion_step", || {
-        // SAFETY: the function's contract for `hp` and `options`.
-        let (hp, o) = unsafe { (read_hp(hp)?, read_options(options)?) };
-        let pd = element_dtype(p_dtype, &"p_dtype")?;
-        let gd = element_dtype(g_dtype, &"g_dtype")?;
-        let Some(md) = momentum_dtype(m_dtype, &"m_dtype")? else {
-            return Err(Failure::new(
-                LionStatus::InvalidEnum,
-                format_args!(
-                    "m_dtype is LION_DTYPE_Q8: 8-bit momentum has two buffers (codes and \
-                     absmax): use lion_step_q8"
-                ),
-            ));
-        };
-        let mut spans = [
-            span(check_dtype(params, len, pd, &"params")?, Role::Params),
-            span(check_dtype(grads, len, gd, &"grads")?, Role::Grads),
-            span(check_dtype(momentum, len, md, &"momentum")?, Role::Momentum),
-        ];
-        no_overlap(&mut spans, "momentum")?;
-        // SAFETY: each pointer was checked for `len` elements of its dtype, the written ones
-        // overlap nothing; valid and unshared for the call by the function's contract.
-        let (p, g, m) = unsafe {
-            (
-                slice_mut(params, len, pd),
-                slice_ref(grads, len, gd),
-                slice_mut(momentum, len, md),
-            )
-        };
-        run(Update::from_slices(p, g, m), hp, o)
+        // SAFETY: the function's contract.
+        unsafe { step(params, p_dtype, grads, g_dtype, m, len, hp, options) }
     })
 }
 
@@ -225,50 +392,11 @@ pub unsafe extern "C" fn lion_step_q8(
     hp: *const LionHyperparams,
     options: *const LionStepOptions,
 ) -> LionStatus {
+    let m = MomentumArg::Q8(codes, absmax);
     guard("lion_step_q8", || {
-        // SAFETY: the function's contract for `hp` and `options`.
-        let (hp, o) = unsafe { (read_hp(hp)?, read_options(options)?) };
-        let pd = element_dtype(p_dtype, &"p_dtype")?;
-        let gd = element_dtype(g_dtype, &"g_dtype")?;
-        let blocks = len.div_ceil(Q8_BLOCK);
-        let mut spans = [
-            span(check_dtype(params, len, pd, &"params")?, Role::Params),
-            span(check_dtype(grads, len, gd, &"grads")?, Role::Grads),
-            span(check_codes(codes.cast_const(), len)?, Role::Momentum),
-            span(check_absmax(absmax.cast_const(), blocks)?, Role::Absmax),
-        ];
-        no_overlap(&mut spans, "codes")?;
-        // SAFETY: each pointer was checked for its length and type (`len` elements, `len`
-        // codes, `blocks` floats), the written ones overlap nothing; valid and unshared for the
-        // call by the function's contract.
-        let (p, g, c, a) = unsafe {
-            (
-                slice_mut(params, len, pd),
-                slice_ref(grads, len, gd),
-                raw_mut::<u8>(codes.cast(), len),
-                raw_mut::<f32>(absmax.cast(), blocks),
-            )
-        };
-        let m = Q8Mut::new(c, a).map_err(|e| Failure::plain(&e))?;
-        run(Update::from_slices(p, g, m), hp, o)
+        // SAFETY: the function's contract.
+        unsafe { step(params, p_dtype, grads, g_dtype, m, len, hp, options) }
     })
-}
-
-/// Checks 8-bit codes: `len` bytes (named "codes").
-fn check_codes(codes: *const u8, len: usize) -> Result<(usize, usize), Failure> {
-    check(codes.cast(), len, 1, 1, &"codes")
-}
-
-/// Checks the blocks' scales: `blocks` floats (named "absmax").
-fn check_absmax(absmax: *const f32, blocks: usize) -> Result<(usize, usize), Failure> {
-    let size = core::mem::size_of::<f32>();
-    check(
-        absmax.cast(),
-        blocks,
-        size,
-        core::mem::align_of::<f32>(),
-        &"absmax",
-    )
 }
 
 /// The number of elements where the cautious variant would move the parameters: where
@@ -289,28 +417,10 @@ pub unsafe extern "C" fn lion_cautious_count(
     options: *const LionStepOptions,
     count: *mut u64,
 ) -> LionStatus {
+    let m = MomentumArg::Typed(momentum.cast_mut(), m_dtype, "use lion_cautious_count_q8");
     guard("lion_cautious_count", || {
-        // SAFETY: the function's contract for `hp` and `options`.
-        let (hp, o) = unsafe { (read_hp(hp)?, read_options(options)?) };
-        let gd = element_dtype(g_dtype, &"g_dtype")?;
-        let Some(md) = momentum_dtype(m_dtype, &"m_dtype")? else {
-            return Err(Failure::new(
-                LionStatus::InvalidEnum,
-                format_args!("m_dtype is LION_DTYPE_Q8: use lion_cautious_count_q8"),
-            ));
-        };
-        check_dtype(grads, len, gd, &"grads")?;
-        check_dtype(momentum.cast_mut(), len, md, &"momentum")?;
-        check_out(count, "count")?;
-        // SAFETY: checked for `len` elements of their dtypes; only read (shared reads of the
-        // same memory are fine); valid for the call by the function's contract.
-        let (g, m) = unsafe { (slice_ref(grads, len, gd), slice_ref(momentum, len, md)) };
-        let n = g
-            .cautious_count(m, &hp, &o.options)
-            .map_err(|e| Failure::plain(&e))?;
-        // SAFETY: checked non-null and aligned; writable by the function's contract.
-        unsafe { count.write(n) };
-        Ok(LionStatus::Ok)
+        // SAFETY: the function's contract.
+        unsafe { cautious_count(grads, g_dtype, m, len, hp, options, count) }
     })
 }
 
@@ -330,31 +440,10 @@ pub unsafe extern "C" fn lion_cautious_count_q8(
     options: *const LionStepOptions,
     count: *mut u64,
 ) -> LionStatus {
+    let m = MomentumArg::Q8(codes.cast_mut(), absmax.cast_mut());
     guard("lion_cautious_count_q8", || {
-        // SAFETY: the function's contract for `hp` and `options`.
-        let (hp, o) = unsafe { (read_hp(hp)?, read_options(options)?) };
-        let gd = element_dtype(g_dtype, &"g_dtype")?;
-        let blocks = len.div_ceil(Q8_BLOCK);
-        check_dtype(grads, len, gd, &"grads")?;
-        check_codes(codes, len)?;
-        check_absmax(absmax, blocks)?;
-        check_out(count, "count")?;
-        // SAFETY: checked for their lengths and types; only read (shared reads of the same
-        // memory are fine); valid for the call by the function's contract.
-        let (g, c, a) = unsafe {
-            (
-                slice_ref(grads, len, gd),
-                raw_ref::<u8>(codes.cast(), len),
-                raw_ref::<f32>(absmax.cast(), blocks),
-            )
-        };
-        let m = Q8Ref::new(c, a).map_err(|e| Failure::plain(&e))?;
-        let n = g
-            .cautious_count(m, &hp, &o.options)
-            .map_err(|e| Failure::plain(&e))?;
-        // SAFETY: checked non-null and aligned; writable by the function's contract.
-        unsafe { count.write(n) };
-        Ok(LionStatus::Ok)
+        // SAFETY: the function's contract.
+        unsafe { cautious_count(grads, g_dtype, m, len, hp, options, count) }
     })
 }
 
