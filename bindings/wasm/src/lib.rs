@@ -162,6 +162,21 @@ fn absmax_address(m: MomentumRef<'_>) -> u32 {
     }
 }
 
+/// `address` of tensor `handle` (0 if the handle is not live).
+fn tensor_address(handle: i32, address: fn(MomentumRef<'_>) -> u32) -> u32 {
+    with(|s| s.tensors.get(handle).map_or(0, |b| address(b.as_slice())))
+}
+
+/// `address` of the momentum of tensor `id` of optimizer `handle` (0 if there is no such
+/// tensor).
+fn opt_momentum_address(handle: i32, id: u32, address: fn(MomentumRef<'_>) -> u32) -> u32 {
+    with(|s| {
+        let opt = s.optimizers.get(handle).ok();
+        opt.and_then(|o| o.momentum(TensorId::new(id as usize)).ok())
+            .map_or(0, address)
+    })
+}
+
 /// Bits of a handle that hold the slot index + 1.
 const INDEX_BITS: u32 = 20;
 /// The generations a slot goes through before its handles repeat.
@@ -480,6 +495,15 @@ fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
 /// The result of an export: a non-negative value, or an error.
 type Res = Result<i32, (Kind, i32, String)>;
 
+/// Runs an export that can fail on the module's state: its value, or `-kind` with the message
+/// in the out block (`State::finish`).
+fn call(f: impl FnOnce(&mut State) -> Res) -> i32 {
+    with(|s| {
+        let r = f(s);
+        s.finish(r)
+    })
+}
+
 fn err(kind: Kind, index: i32, message: impl fmt::Display) -> (Kind, i32, String) {
     (kind, index, message.to_string())
 }
@@ -494,6 +518,11 @@ fn fault_err(fault: Fault, what: &str, index: i32) -> (Kind, i32, String) {
         Fault::Freed => err(Kind::Freed, index, format!("{what} was freed")),
         Fault::Duplicate => err(Kind::Type, index, format!("{what} is passed twice")),
     }
+}
+
+/// The object of a handle (`what`: "the tensor", "the optimizer"), or why it is not live.
+fn live<T>(r: Result<T, Fault>, what: &str) -> Result<T, (Kind, i32, String)> {
+    r.map_err(|f| fault_err(f, what, -1))
 }
 
 fn dtype_of(tag: u32) -> Result<Dtype, (Kind, i32, String)> {
@@ -514,6 +543,12 @@ fn momentum_of(tag: u32) -> Result<MomentumDtype, (Kind, i32, String)> {
         TAG_Q8 => Ok(MomentumDtype::Q8),
         tag => dtype_of(tag).map(MomentumDtype::from),
     }
+}
+
+/// Empties the out block and reserves `bytes` in it.
+fn empty_out(out: &mut Vec<u8>, bytes: usize) -> Result<(), (Kind, i32, String)> {
+    out.clear();
+    out.try_reserve_exact(bytes).map_err(|_| oom(bytes))
 }
 
 fn oom(bytes: usize) -> (Kind, i32, String) {
@@ -554,10 +589,7 @@ impl State {
     }
 
     fn tensor_from_f32(&mut self, handle: i32, start: u32, count: u32) -> Res {
-        let data = self
-            .tensors
-            .get_mut(handle)
-            .map_err(|f| fault_err(f, "the tensor", -1))?;
+        let data = live(self.tensors.get_mut(handle), "the tensor")?;
         let (start, count) = (start as usize, count as usize);
         let data = data
             .elements_mut()
@@ -584,15 +616,9 @@ impl State {
     }
 
     fn tensor_to_f32(&mut self, handle: i32) -> Res {
-        let data = self
-            .tensors
-            .get(handle)
-            .map_err(|f| fault_err(f, "the tensor", -1))?;
+        let data = live(self.tensors.get(handle), "the tensor")?;
         let m = data.as_slice();
-        self.out.clear();
-        self.out
-            .try_reserve_exact(m.len() * 4)
-            .map_err(|_| oom(m.len() * 4))?;
+        empty_out(&mut self.out, m.len() * 4)?;
         match m.as_slice_ref() {
             Some(SliceRef::F32(v)) => widen_into(&mut self.out, v),
             Some(SliceRef::F16(v)) => widen_into(&mut self.out, v),
@@ -646,9 +672,7 @@ impl State {
     }
 
     fn optimizer(&mut self, handle: i32) -> Result<&mut Lion<Vec<Buffer>>, (Kind, i32, String)> {
-        self.optimizers
-            .get_mut(handle)
-            .map_err(|f| fault_err(f, "the optimizer", -1))
+        live(self.optimizers.get_mut(handle), "the optimizer")
     }
 
     fn opt_new(&mut self) -> Res {
@@ -725,10 +749,7 @@ impl State {
             handles.push(r.i32().ok_or_else(short)?);
             handles.push(r.i32().ok_or_else(short)?);
         }
-        let opt = self
-            .optimizers
-            .get_mut(handle)
-            .map_err(|f| fault_err(f, "the optimizer", -1))?;
+        let opt = live(self.optimizers.get_mut(handle), "the optimizer")?;
         let data = self.tensors.get_many_mut(&handles).map_err(|(at, f)| {
             let id = ids[at / 2].index();
             let what = format!("the {} tensor of tensor {id}", ROLES[at % 2]);
@@ -756,23 +777,16 @@ impl State {
     }
 
     fn opt_save(&mut self, handle: i32) -> Res {
-        let opt = self
-            .optimizers
-            .get(handle)
-            .map_err(|f| fault_err(f, "the optimizer", -1))?;
+        let opt = live(self.optimizers.get(handle), "the optimizer")?;
         let len = opt.state_len();
-        self.out.clear();
-        self.out.try_reserve_exact(len).map_err(|_| oom(len))?;
+        empty_out(&mut self.out, len)?;
         self.out.resize(len, 0);
         let written = opt.save_state(&mut self.out).map_err(core_err)?;
         i32::try_from(written).map_err(|_| err(Kind::Memory, -1, "checkpoint over 2 GiB"))
     }
 
     fn opt_load(&mut self, handle: i32, len: u32) -> Res {
-        let opt = self
-            .optimizers
-            .get_mut(handle)
-            .map_err(|f| fault_err(f, "the optimizer", -1))?;
+        let opt = live(self.optimizers.get_mut(handle), "the optimizer")?;
         let bytes = self.args.get(..len as usize).ok_or_else(|| {
             err(
                 Kind::Type,
@@ -840,64 +854,40 @@ pub extern "C" fn lion_err_index() -> i32 {
 /// A new tensor of `len` zeros of dtype `dtype` (0 f32, 1 f16, 2 bf16): its handle.
 #[unsafe(no_mangle)]
 pub extern "C" fn lion_tensor_new(dtype: u32, len: u32) -> i32 {
-    with(|s| {
-        let r = s.tensor_new(dtype, len);
-        s.finish(r)
-    })
+    call(|s| s.tensor_new(dtype, len))
 }
 
 /// Frees a tensor; its handle is invalid from now on.
 #[unsafe(no_mangle)]
 pub extern "C" fn lion_tensor_free(handle: i32) -> i32 {
-    with(|s| {
-        let r = s
-            .tensors
-            .remove(handle)
-            .map(|_| 0)
-            .map_err(|f| fault_err(f, "the tensor", -1));
-        s.finish(r)
-    })
+    call(|s| live(s.tensors.remove(handle), "the tensor").map(|_| 0))
 }
 
 /// The address of a tensor's first element, or of its codes if it is 8-bit momentum (0 if the
 /// handle is not live).
 #[unsafe(no_mangle)]
 pub extern "C" fn lion_tensor_ptr(handle: i32) -> u32 {
-    with(|s| {
-        s.tensors
-            .get(handle)
-            .map_or(0, |b| momentum_address(b.as_slice()))
-    })
+    tensor_address(handle, momentum_address)
 }
 
 /// The address of the block scales (f32, one per 256 elements) of an 8-bit tensor (0 if it is
 /// not one, or the handle is not live).
 #[unsafe(no_mangle)]
 pub extern "C" fn lion_tensor_absmax(handle: i32) -> u32 {
-    with(|s| {
-        s.tensors
-            .get(handle)
-            .map_or(0, |b| absmax_address(b.as_slice()))
-    })
+    tensor_address(handle, absmax_address)
 }
 
 /// Sets `count` elements from index `start` to the f32 values in the args block, rounded to the
 /// tensor's dtype as a step rounds (to nearest, ties to even).
 #[unsafe(no_mangle)]
 pub extern "C" fn lion_tensor_from_f32(handle: i32, start: u32, count: u32) -> i32 {
-    with(|s| {
-        let r = s.tensor_from_f32(handle, start, count);
-        s.finish(r)
-    })
+    call(|s| s.tensor_from_f32(handle, start, count))
 }
 
 /// Writes the tensor's elements widened to f32 (exactly) into the out block; returns the count.
 #[unsafe(no_mangle)]
 pub extern "C" fn lion_tensor_to_f32(handle: i32) -> i32 {
-    with(|s| {
-        let r = s.tensor_to_f32(handle);
-        s.finish(r)
-    })
+    call(|s| s.tensor_to_f32(handle))
 }
 
 /// One Lion step over `count` updates with one group's settings (`lion_optim::step_many`):
@@ -906,85 +896,63 @@ pub extern "C" fn lion_tensor_to_f32(handle: i32) -> i32 {
 /// (applied) or 1 (skipped: a non-finite gradient with `skip_non_finite`).
 #[unsafe(no_mangle)]
 pub extern "C" fn lion_step(count: u32) -> i32 {
-    with(|s| {
-        let r = s.step(count);
-        s.finish(r)
-    })
+    call(|s| s.step(count))
 }
 
 /// A new optimizer (`Lion::new`) whose group 0 has the settings of the group block in the args.
 #[unsafe(no_mangle)]
 pub extern "C" fn lion_opt_new() -> i32 {
-    with(|s| {
-        let r = s.opt_new();
-        s.finish(r)
-    })
+    call(|s| s.opt_new())
 }
 
 /// Frees an optimizer and its momentum.
 #[unsafe(no_mangle)]
 pub extern "C" fn lion_opt_free(handle: i32) -> i32 {
-    with(|s| {
-        let r = s
-            .optimizers
-            .remove(handle)
-            .map(|_| 0)
-            .map_err(|f| fault_err(f, "the optimizer", -1));
-        s.finish(r)
-    })
+    call(|s| live(s.optimizers.remove(handle), "the optimizer").map(|_| 0))
 }
 
 /// Adds a parameter group (the group block in the args); returns its id.
 #[unsafe(no_mangle)]
 pub extern "C" fn lion_opt_add_group(handle: i32) -> i32 {
-    with(|s| {
-        let r = s.group_arg().and_then(|g| {
-            let id = s.optimizer(handle)?.add_group(g).map_err(core_err)?;
-            Ok(id.index() as i32)
-        });
-        s.finish(r)
+    call(|s| {
+        let g = s.group_arg()?;
+        let id = s.optimizer(handle)?.add_group(g).map_err(core_err)?;
+        Ok(id.index() as i32)
     })
 }
 
 /// Replaces the settings of group `group` with the group block in the args.
 #[unsafe(no_mangle)]
 pub extern "C" fn lion_opt_set_group(handle: i32, group: u32) -> i32 {
-    with(|s| {
-        let r = s.group_arg().and_then(|g| {
-            let opt = s.optimizer(handle)?;
-            opt.set_group(GroupId::new(group as usize), g)
-                .map_err(core_err)?;
-            Ok(0)
-        });
-        s.finish(r)
+    call(|s| {
+        let g = s.group_arg()?;
+        let opt = s.optimizer(handle)?;
+        opt.set_group(GroupId::new(group as usize), g)
+            .map_err(core_err)?;
+        Ok(0)
     })
 }
 
 /// Writes the settings of group `group` as a group block into the out block.
 #[unsafe(no_mangle)]
 pub extern "C" fn lion_opt_group(handle: i32, group: u32) -> i32 {
-    with(|s| {
-        let r = s.optimizer(handle).and_then(|opt| {
-            let g = *opt.group(GroupId::new(group as usize)).map_err(core_err)?;
-            Ok(g)
-        });
-        let r = r.map(|g| {
-            s.out.clear();
-            GroupBlock::write(&g, &mut s.out);
-            0
-        });
-        s.finish(r)
+    call(|s| {
+        let g = *s
+            .optimizer(handle)?
+            .group(GroupId::new(group as usize))
+            .map_err(core_err)?;
+        s.out.clear();
+        GroupBlock::write(&g, &mut s.out);
+        Ok(0)
     })
 }
 
 /// Sets the learning-rate scale of every group (`Lion::set_lr_scale`).
 #[unsafe(no_mangle)]
 pub extern "C" fn lion_opt_set_lr_scale(handle: i32, scale: f64) -> i32 {
-    with(|s| {
-        let r = s
-            .optimizer(handle)
-            .and_then(|opt| opt.set_lr_scale(scale).map_err(core_err).map(|()| 0));
-        s.finish(r)
+    call(|s| {
+        s.optimizer(handle)
+            .and_then(|opt| opt.set_lr_scale(scale).map_err(core_err).map(|()| 0))
     })
 }
 
@@ -1008,61 +976,41 @@ pub extern "C" fn lion_opt_info(handle: i32, what: u32) -> f64 {
 /// Adds a tensor (the spec in the args, see `State::opt_add`); returns its id.
 #[unsafe(no_mangle)]
 pub extern "C" fn lion_opt_add(handle: i32) -> i32 {
-    with(|s| {
-        let r = s.opt_add(handle);
-        s.finish(r)
-    })
+    call(|s| s.opt_add(handle))
 }
 
 /// The address of the momentum of tensor `id`: its elements, or its codes for 8-bit momentum
 /// (0 if there is no such tensor).
 #[unsafe(no_mangle)]
 pub extern "C" fn lion_opt_momentum(handle: i32, id: u32) -> u32 {
-    with(|s| {
-        let opt = s.optimizers.get(handle).ok();
-        opt.and_then(|o| o.momentum(TensorId::new(id as usize)).ok())
-            .map_or(0, momentum_address)
-    })
+    opt_momentum_address(handle, id, momentum_address)
 }
 
 /// The address of the block scales (f32, one per 256 elements) of tensor `id`'s 8-bit momentum
 /// (0 if it has none).
 #[unsafe(no_mangle)]
 pub extern "C" fn lion_opt_absmax(handle: i32, id: u32) -> u32 {
-    with(|s| {
-        let opt = s.optimizers.get(handle).ok();
-        opt.and_then(|o| o.momentum(TensorId::new(id as usize)).ok())
-            .map_or(0, absmax_address)
-    })
+    opt_momentum_address(handle, id, absmax_address)
 }
 
 /// One step of the optimizer (`Lion::step`, keyed by id): args = `count` × (tensor id, params
 /// handle, grads handle) (i32 each). Returns 0 (applied) or 1 (skipped).
 #[unsafe(no_mangle)]
 pub extern "C" fn lion_opt_step(handle: i32, count: u32) -> i32 {
-    with(|s| {
-        let r = s.opt_step(handle, count);
-        s.finish(r)
-    })
+    call(|s| s.opt_step(handle, count))
 }
 
 /// Writes the optimizer's compact checkpoint (`Lion::save_state`) into the out block; returns
 /// its length.
 #[unsafe(no_mangle)]
 pub extern "C" fn lion_opt_save(handle: i32) -> i32 {
-    with(|s| {
-        let r = s.opt_save(handle);
-        s.finish(r)
-    })
+    call(|s| s.opt_save(handle))
 }
 
 /// Loads a compact checkpoint of `len` bytes from the args block (`Lion::load_state`).
 #[unsafe(no_mangle)]
 pub extern "C" fn lion_opt_load(handle: i32, len: u32) -> i32 {
-    with(|s| {
-        let r = s.opt_load(handle, len);
-        s.finish(r)
-    })
+    call(|s| s.opt_load(handle, len))
 }
 
 #[cfg(test)]
