@@ -16,17 +16,25 @@ export async function instances() {
 const DTYPES = ['f32', 'f16', 'bf16'];
 const SIZE = { f32: 4, f16: 2, bf16: 2 };
 
-/** The cases of test/fixtures.bin (written by `cargo run -p lion-optim-wasm --bin fixtures`). */
-export function fixtures() {
-  const path = process.env.LION_FIXTURES ?? new URL('fixtures.bin', import.meta.url);
+/**
+ * A fixtures file (`path`, or `name` beside this file) whose first 8 bytes are `magic` (else:
+ * "not `what`"): its bytes, a view of them, and its case count (the u32 after the magic).
+ */
+function readFixtures(path, name, magic, what) {
+  path ??= new URL(name, import.meta.url);
   if (!existsSync(path)) {
     throw new Error(`${path} is missing: run \`cargo run --release -p lion-optim-wasm --bin fixtures -- bindings/wasm/test/fixtures.bin\` (ci/wasm-npm.sh does)`);
   }
   const buf = readFileSync(path);
   const bytes = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (new TextDecoder().decode(bytes.subarray(0, 8)) !== 'LIONFIX1') throw new Error('not a fixtures file');
-  const count = dv.getUint32(8, true);
+  if (new TextDecoder().decode(bytes.subarray(0, 8)) !== magic) throw new Error(`not ${what}`);
+  return { bytes, dv, count: dv.getUint32(8, true) };
+}
+
+/** The cases of test/fixtures.bin (written by `cargo run -p lion-optim-wasm --bin fixtures`). */
+export function fixtures() {
+  const { bytes, dv, count } = readFixtures(process.env.LION_FIXTURES, 'fixtures.bin', 'LIONFIX1', 'a fixtures file');
   let at = 12;
   const cases = [];
   for (let c = 0; c < count; c++) {
@@ -54,15 +62,7 @@ export function fixtures() {
  * last step the params, codes and block scales of lion_optim::Lion.
  */
 export function fixturesQ8() {
-  const path = process.env.LION_FIXTURES_Q8 ?? new URL('fixtures-q8.bin', import.meta.url);
-  if (!existsSync(path)) {
-    throw new Error(`${path} is missing: run \`cargo run --release -p lion-optim-wasm --bin fixtures -- bindings/wasm/test/fixtures.bin\` (ci/wasm-npm.sh does)`);
-  }
-  const buf = readFileSync(path);
-  const bytes = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (new TextDecoder().decode(bytes.subarray(0, 8)) !== 'LIONQ8F1') throw new Error('not an 8-bit fixtures file');
-  const count = dv.getUint32(8, true);
+  const { bytes, dv, count } = readFixtures(process.env.LION_FIXTURES_Q8, 'fixtures-q8.bin', 'LIONQ8F1', 'an 8-bit fixtures file');
   let at = 12;
   const cases = [];
   for (let c = 0; c < count; c++) {
