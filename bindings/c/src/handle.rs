@@ -18,7 +18,7 @@ use lion::{
     TensorId, TensorSpec,
 };
 
-use crate::stateless::{check_out, read_hp, read_options};
+use crate::stateless::{check_ptr, read_hp, read_options};
 use crate::status::{Failure, LionStatus, Outcome, guard};
 use crate::types::{
     LionHyperparams, LionStepOptions, LionTensorSpec, LionTensorUpdate, Options, Role, SPEC_SIZE,
@@ -118,6 +118,14 @@ unsafe fn handle<'a>(ptr: *const LionOptimizer) -> Result<&'a LionOptimizer, Fai
     Ok(unsafe { &*ptr })
 }
 
+/// An output pointer the caller may leave NULL (no output): `None`, or the pointer checked.
+fn optional_out<T>(p: *mut T, name: &str) -> Result<Option<*mut T>, Failure> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    check_ptr(p, name).map(|()| Some(p))
+}
+
 /// A core error of `opt`, with the names of the tensors it mentions (`Lion::describe`).
 fn described(opt: &Lion<Vec<Buffer>>, e: &Error) -> Failure {
     Failure::core(e, &opt.describe(e))
@@ -168,7 +176,7 @@ pub unsafe extern "C" fn lion_optimizer_create(
     out: *mut *mut LionOptimizer,
 ) -> LionStatus {
     guard("lion_optimizer_create", || {
-        check_out(out, "out")?;
+        check_ptr(out, "out")?;
         // SAFETY: the function's contract.
         let group = unsafe { read_group(hp, options) }?;
         let mut opt = Lion::new(group.hp).map_err(|e| Failure::plain(&e))?;
@@ -217,7 +225,7 @@ pub unsafe extern "C" fn lion_optimizer_add_group(
     guard("lion_optimizer_add_group", || {
         // SAFETY: the function's contract.
         let h = unsafe { handle(opt) }?;
-        check_out(group, "group")?;
+        check_ptr(group, "group")?;
         // SAFETY: the function's contract.
         let settings = unsafe { read_group(hp, options) }?;
         let mut opt = h.write()?;
@@ -266,23 +274,17 @@ pub unsafe extern "C" fn lion_optimizer_get_group(
     guard("lion_optimizer_get_group", || {
         // SAFETY: the function's contract.
         let h = unsafe { handle(opt) }?;
-        if !hp.is_null() {
-            check_out(hp, "hp")?;
-        }
-        if !options.is_null() {
-            check_out(options, "options")?;
-        }
+        let (hp, options) = (optional_out(hp, "hp")?, optional_out(options, "options")?);
         let opt = h.read()?;
         let g = opt
             .group(GroupId::new(group))
             .map_err(|e| Failure::plain(&e))?;
-        if !hp.is_null() {
-            // SAFETY: checked non-null and aligned; writable by the function's contract.
-            unsafe { hp.write(LionHyperparams::from_core(&g.hp)) };
+        // SAFETY (both writes): checked non-null and aligned; writable by the function's contract.
+        if let Some(p) = hp {
+            unsafe { p.write(LionHyperparams::from_core(&g.hp)) };
         }
-        if !options.is_null() {
-            // SAFETY: as above.
-            unsafe { options.write(LionStepOptions::from_core(&g.options)) };
+        if let Some(p) = options {
+            unsafe { p.write(LionStepOptions::from_core(&g.options)) };
         }
         Ok(LionStatus::Ok)
     })
@@ -314,14 +316,8 @@ pub unsafe extern "C" fn lion_optimizer_add_tensor(
     guard("lion_optimizer_add_tensor", || {
         // SAFETY: the function's contract.
         let h = unsafe { handle(opt) }?;
-        check_out(tensor, "tensor")?;
-        if spec.is_null() {
-            return Err(Failure::new(
-                LionStatus::NullPointer,
-                format_args!("spec is NULL"),
-            ));
-        }
-        check_out(spec.cast_mut(), "spec")?;
+        check_ptr(tensor, "tensor")?;
+        check_ptr(spec.cast_mut(), "spec")?;
         // SAFETY: non-null, aligned; its first field is readable (the function's contract).
         let size = unsafe { spec.cast::<u32>().read() };
         if size != SPEC_SIZE {
@@ -400,13 +396,8 @@ pub unsafe extern "C" fn lion_optimizer_tensor_id(
     guard("lion_optimizer_tensor_id", || {
         // SAFETY: the function's contract.
         let h = unsafe { handle(opt) }?;
-        check_out(tensor, "tensor")?;
-        if name.is_null() {
-            return Err(Failure::new(
-                LionStatus::NullPointer,
-                format_args!("name is NULL"),
-            ));
-        }
+        check_ptr(tensor, "tensor")?;
+        check_ptr(name.cast_mut(), "name")?; // (a char: never misaligned)
         // SAFETY: a NUL-terminated string (the function's contract).
         let name = unsafe { CStr::from_ptr(name) };
         let opt = h.read()?;
@@ -439,17 +430,11 @@ pub unsafe extern "C" fn lion_optimizer_counts(
     guard("lion_optimizer_counts", || {
         // SAFETY: the function's contract.
         let h = unsafe { handle(opt) }?;
-        fn checked<T>(p: *mut T, name: &str) -> Result<Option<*mut T>, Failure> {
-            if p.is_null() {
-                return Ok(None);
-            }
-            check_out(p, name).map(|()| Some(p))
-        }
         let outs = (
-            checked(tensors, "tensors")?,
-            checked(groups, "groups")?,
-            checked(steps, "steps")?,
-            checked(skipped, "skipped")?,
+            optional_out(tensors, "tensors")?,
+            optional_out(groups, "groups")?,
+            optional_out(steps, "steps")?,
+            optional_out(skipped, "skipped")?,
         );
         let opt = h.read()?;
         // SAFETY (each write): checked non-null and aligned; writable by the contract.
@@ -643,7 +628,7 @@ pub unsafe extern "C" fn lion_optimizer_state_size(
     guard("lion_optimizer_state_size", || {
         // SAFETY: the function's contract.
         let h = unsafe { handle(opt) }?;
-        check_out(size, "size")?;
+        check_ptr(size, "size")?;
         let opt = h.read()?;
         // SAFETY: checked non-null and aligned; writable by the function's contract.
         unsafe { size.write(opt.state_len()) };
@@ -669,31 +654,80 @@ pub unsafe extern "C" fn lion_optimizer_save_state(
 ) -> LionStatus {
     guard("lion_optimizer_save_state", || {
         // SAFETY: the function's contract.
-        let h = unsafe { handle(opt) }?;
-        check_out(size, "size")?;
-        check(buf.cast_const().cast(), cap, 1, 1, &"buf")?;
-        let opt = h.read()?;
-        let needed = opt.state_len();
-        // SAFETY: checked non-null and aligned; writable by the function's contract.
-        unsafe { size.write(needed) };
-        if buf.is_null() {
-            return Ok(LionStatus::Ok); // a size query
+        let opt = unsafe { saving(opt, buf, cap, size) }?.read()?;
+        // SAFETY: `size` and `buf` checked; writable and unshared by the function's contract.
+        unsafe {
+            write_sized(buf, cap, size, opt.state_len(), |out| {
+                opt.save_state(out).map_err(|e| Failure::plain(&e))?;
+                Ok(())
+            })
         }
-        if cap < needed {
-            return Err(too_small(needed, cap));
-        }
-        // SAFETY: checked for `cap` bytes; writable and unshared for the call (the contract).
-        let out = unsafe { raw_mut::<u8>(buf.cast(), cap) };
-        opt.save_state(out).map_err(|e| Failure::plain(&e))?;
-        Ok(LionStatus::Ok)
     })
 }
 
-fn too_small(needed: usize, cap: usize) -> Failure {
-    Failure::plain(&Error::BufferTooSmall {
-        needed,
-        available: cap,
-    })
+/// The handle of a call that saves a file into `buf[0..cap]` and its size into `*size`, with
+/// `size` and `buf` checked.
+///
+/// # Safety
+/// `opt` is NULL or a live handle.
+unsafe fn saving<'a>(
+    opt: *const LionOptimizer,
+    buf: *mut u8,
+    cap: usize,
+    size: *mut usize,
+) -> Result<&'a LionOptimizer, Failure> {
+    // SAFETY: the function's contract.
+    let h = unsafe { handle(opt) }?;
+    check_ptr(size, "size")?;
+    check(buf.cast_const().cast(), cap, 1, 1, &"buf")?;
+    Ok(h)
+}
+
+/// The end of a call that saves a file of `len` bytes into `buf[0..cap]`: `*size` gets `len`;
+/// then a size query (`buf` NULL) is done, a `cap` under `len` is LION_STATUS_BUFFER_TOO_SMALL
+/// (nothing written to `buf`), and otherwise `write` writes the file into `buf[0..cap]`.
+///
+/// # Safety
+/// `size` passed [`check_ptr`] and `buf` [`check`] for `cap` bytes; both are writable and
+/// unshared for the call.
+unsafe fn write_sized(
+    buf: *mut u8,
+    cap: usize,
+    size: *mut usize,
+    len: usize,
+    write: impl FnOnce(&mut [u8]) -> Result<(), Failure>,
+) -> Outcome {
+    // SAFETY: checked non-null and aligned; writable by the function's contract.
+    unsafe { size.write(len) };
+    if buf.is_null() {
+        return Ok(LionStatus::Ok); // a size query
+    }
+    if cap < len {
+        return Err(Failure::plain(&Error::BufferTooSmall {
+            needed: len,
+            available: cap,
+        }));
+    }
+    // SAFETY: checked for `cap` bytes; writable and unshared for the call (the contract).
+    write(unsafe { raw_mut::<u8>(buf.cast(), cap) })?;
+    Ok(LionStatus::Ok)
+}
+
+/// The handle and the file of a call that loads a state file from `buf[0..len]`.
+///
+/// # Safety
+/// `opt` is NULL or a live handle; `buf` is NULL (with `len == 0`) or points to `len` bytes
+/// readable for the call.
+unsafe fn loading<'a>(
+    opt: *const LionOptimizer,
+    buf: *const u8,
+    len: usize,
+) -> Result<(&'a LionOptimizer, &'a [u8]), Failure> {
+    // SAFETY: the function's contract.
+    let h = unsafe { handle(opt) }?;
+    check(buf.cast(), len, 1, 1, &"buf")?;
+    // SAFETY: checked for `len` bytes; readable for the call (the function's contract).
+    Ok((h, unsafe { raw_ref::<u8>(buf.cast(), len) }))
 }
 
 /// Loads a compact checkpoint (`lion_optimizer_save_state`, also the previous format version)
@@ -711,10 +745,7 @@ pub unsafe extern "C" fn lion_optimizer_load_state(
 ) -> LionStatus {
     guard("lion_optimizer_load_state", || {
         // SAFETY: the function's contract.
-        let h = unsafe { handle(opt) }?;
-        check(buf.cast(), len, 1, 1, &"buf")?;
-        // SAFETY: checked for `len` bytes; readable for the call (the contract).
-        let bytes = unsafe { raw_ref::<u8>(buf.cast(), len) };
+        let (h, bytes) = unsafe { loading(opt, buf, len) }?;
         let mut opt = h.write()?;
         opt.load_state(bytes).map_err(|e| described(&opt, &e))?;
         Ok(LionStatus::Ok)
@@ -739,23 +770,15 @@ pub unsafe extern "C" fn lion_optimizer_save_safetensors(
 ) -> LionStatus {
     guard("lion_optimizer_save_safetensors", || {
         // SAFETY: the function's contract.
-        let h = unsafe { handle(opt) }?;
-        check_out(size, "size")?;
-        check(buf.cast_const().cast(), cap, 1, 1, &"buf")?;
-        let opt = h.read()?;
+        let opt = unsafe { saving(opt, buf, cap, size) }?.read()?;
         let file = safetensors_bytes(&opt)?;
-        // SAFETY: checked non-null and aligned; writable by the function's contract.
-        unsafe { size.write(file.len()) };
-        if buf.is_null() {
-            return Ok(LionStatus::Ok); // a size query
+        // SAFETY: `size` and `buf` checked; writable and unshared by the function's contract.
+        unsafe {
+            write_sized(buf, cap, size, file.len(), |out| {
+                out[..file.len()].copy_from_slice(&file);
+                Ok(())
+            })
         }
-        if cap < file.len() {
-            return Err(too_small(file.len(), cap));
-        }
-        // SAFETY: checked for `cap` bytes; writable and unshared for the call (the contract).
-        let out = unsafe { raw_mut::<u8>(buf.cast(), cap) };
-        out[..file.len()].copy_from_slice(&file);
-        Ok(LionStatus::Ok)
     })
 }
 
@@ -791,10 +814,7 @@ pub unsafe extern "C" fn lion_optimizer_load_safetensors(
 ) -> LionStatus {
     guard("lion_optimizer_load_safetensors", || {
         // SAFETY: the function's contract.
-        let h = unsafe { handle(opt) }?;
-        check(buf.cast(), len, 1, 1, &"buf")?;
-        // SAFETY: checked for `len` bytes; readable for the call (the contract).
-        let bytes = unsafe { raw_ref::<u8>(buf.cast(), len) };
+        let (h, bytes) = unsafe { loading(opt, buf, len) }?;
         #[cfg(feature = "safetensors")]
         {
             let mut opt = h.write()?;

@@ -88,8 +88,9 @@ pub(crate) unsafe fn read_options(options: *const LionStepOptions) -> Result<Opt
     o.unwrap_or_else(LionStepOptions::default_c).to_core()
 }
 
-/// Checks an output pointer (not NULL, aligned).
-pub(crate) fn check_out<T>(ptr: *mut T, name: &str) -> Result<(), Failure> {
+/// Checks a pointer the call dereferences, an output or a struct or string it reads (not NULL,
+/// aligned).
+pub(crate) fn check_ptr<T>(ptr: *mut T, name: &str) -> Result<(), Failure> {
     if ptr.is_null() {
         return Err(Failure::new(
             LionStatus::NullPointer,
@@ -317,7 +318,7 @@ unsafe fn cautious_count(
     let m = momentum.typed()?;
     check_dtype(grads, len, gd, &"grads")?;
     m.check(len)?;
-    check_out(count, "count")?;
+    check_ptr(count, "count")?;
     // SAFETY: checked for their lengths and types; only read (shared reads of the same memory
     // are fine); valid for the call by the function's contract.
     let (g, m) = unsafe { (slice_ref(grads, len, gd), m.view_ref(len)?) };
@@ -466,7 +467,7 @@ pub unsafe extern "C" fn lion_all_finite(
         let o = unsafe { read_options(options) }?;
         let gd = element_dtype(g_dtype, &"g_dtype")?;
         check_dtype(grads, len, gd, &"grads")?;
-        check_out(finite, "finite")?;
+        check_ptr(finite, "finite")?;
         // The options' values (all_finite alone would say "not finite" for invalid ones).
         Group::new(Hyperparams::default())
             .with_options(o.options)
