@@ -79,6 +79,17 @@ static void run_case(const vcase *c) {
     free(g);
 }
 
+/* Cautious in two pieces: their counts n1 and n2 must add to the whole's; then both pieces (options
+ * a and b) are stepped as shards of the whole (len elements) with that count. */
+static void as_shards(lion_step_options *a, lion_step_options *b, uint64_t n1, uint64_t n2,
+                      uint64_t whole, size_t len, const char *label, const char *what) {
+    CHECK_MSG(n1 + n2 == whole, "%spieces count %" PRIu64 ", the whole %" PRIu64 " [%s]", label,
+              n1 + n2, whole, what);
+    a->cautious = b->cautious = LION_CAUTIOUS_SHARD;
+    a->cautious_agreeing = b->cautious_agreeing = n1 + n2;
+    a->cautious_numel = b->cautious_numel = len;
+}
+
 /* The same case in two pieces: [0, k) at offset o and [k, len) at offset o + k (cautious: both
  * stepped as shards with the added counts of the pieces) must give the bytes of the whole. */
 static void run_split(const vcase *c) {
@@ -98,11 +109,7 @@ static void run_split(const vcase *c) {
         CHECK_STATUS(lion_cautious_count(g + k * gs, c->gd, m + k * ms, c->md, c->len - k, &c->hp,
                                          &b, &n2),
                      LION_STATUS_OK);
-        CHECK_MSG(n1 + n2 == c->count, "pieces count %" PRIu64 ", the whole %" PRIu64 " [%s]",
-                  n1 + n2, c->count, what);
-        a.cautious = b.cautious = LION_CAUTIOUS_SHARD;
-        a.cautious_agreeing = b.cautious_agreeing = n1 + n2;
-        a.cautious_numel = b.cautious_numel = c->len;
+        as_shards(&a, &b, n1, n2, c->count, c->len, "", what);
     }
     b.offset = c->opt.offset + k;
     CHECK_STATUS(lion_step(p, c->pd, g, c->gd, m, c->md, k, &c->hp, &a), LION_STATUS_OK);
@@ -204,11 +211,7 @@ static int run_q8_split(const vq8case *c) {
         CHECK_STATUS(lion_cautious_count_q8(g + k * gs, c->gd, codes + k, absmax + kb, c->len - k,
                                             &c->hp, &b, &n2),
                      LION_STATUS_OK);
-        CHECK_MSG(n1 + n2 == c->count, "q8 pieces count %" PRIu64 ", the whole %" PRIu64 " [%s]",
-                  n1 + n2, c->count, what);
-        a.cautious = b.cautious = LION_CAUTIOUS_SHARD;
-        a.cautious_agreeing = b.cautious_agreeing = n1 + n2;
-        a.cautious_numel = b.cautious_numel = c->len;
+        as_shards(&a, &b, n1, n2, c->count, c->len, "q8 ", what);
     }
     CHECK_STATUS(lion_step_q8(p, c->pd, g, c->gd, codes, absmax, k, &c->hp, &a), LION_STATUS_OK);
     CHECK_STATUS(lion_step_q8(p + k * ps, c->pd, g + k * gs, c->gd, codes + k, absmax + kb,
