@@ -243,14 +243,33 @@ const COMBOS: [CaseFn; 27] = [
 
 fn stateless() -> Vec<u8> {
     let lens = [0usize, 1, 7, 16, 33, 100, 1000];
-    let settings = settings();
+    vectors(
+        b"LIONVEC1",
+        &COMBOS,
+        hyperparams(),
+        &settings(),
+        &lens,
+        0x00c0_ffee,
+    )
+}
+
+/// A vector file: `magic`, the case count, then one case for each combination, hyperparameter
+/// set and setting (in that nesting), with random values from `seed` and every length of `lens`
+/// for every combination, spread over the settings.
+fn vectors(
+    magic: &[u8; 8],
+    combos: &[CaseFn],
+    hps: &[Hyperparams],
+    settings: &[Settings],
+    lens: &[usize],
+    seed: u64,
+) -> Vec<u8> {
     let mut body = Out::default();
-    let mut rng = Rng::new(0x00c0_ffee);
+    let mut rng = Rng::new(seed);
     let mut n = 0u32;
-    for (ci, combo) in COMBOS.iter().enumerate() {
-        for (hi, hp) in hyperparams().iter().enumerate() {
+    for (ci, combo) in combos.iter().enumerate() {
+        for (hi, hp) in hps.iter().enumerate() {
             for (si, s) in settings.iter().enumerate() {
-                // Every length for every combination, spread over the settings.
                 let len = lens[(ci + hi + si) % lens.len()];
                 combo(&mut body, &mut rng, len, hp, s);
                 n += 1;
@@ -258,7 +277,7 @@ fn stateless() -> Vec<u8> {
         }
     }
     let mut out = Out::default();
-    out.0.extend_from_slice(b"LIONVEC1");
+    out.0.extend_from_slice(magic);
     out.u32(n);
     out.0.extend_from_slice(&body.0);
     out.0
@@ -334,10 +353,8 @@ fn q8_case<P: Element, G: Element>(
     out.elements(&a1);
 }
 
-type Q8CaseFn = fn(&mut Out, &mut Rng, usize, &Hyperparams, &Settings);
-
 /// The 9 parameter x gradient dtype combinations, P slowest.
-const Q8_COMBOS: [Q8CaseFn; 9] = [
+const Q8_COMBOS: [CaseFn; 9] = [
     q8_case::<f32, f32>,
     q8_case::<f32, f16>,
     q8_case::<f32, bf16>,
@@ -391,25 +408,15 @@ fn q8_settings() -> Vec<Settings> {
 /// The 8-bit vectors: "LIONQ8V1", the count, then the cases (see `q8_case`).
 fn q8_vectors() -> Vec<u8> {
     let lens = [0usize, 1, 255, 256, 300, 1000, 1031];
-    let settings = q8_settings();
-    let hps = hyperparams();
-    let mut body = Out::default();
-    let mut rng = Rng::new(0x0008_b175);
-    let mut n = 0u32;
-    for (ci, combo) in Q8_COMBOS.iter().enumerate() {
-        for (hi, hp) in hps.iter().take(3).enumerate() {
-            for (si, s) in settings.iter().enumerate() {
-                let len = lens[(ci + hi + si) % lens.len()];
-                combo(&mut body, &mut rng, len, hp, s);
-                n += 1;
-            }
-        }
-    }
-    let mut out = Out::default();
-    out.0.extend_from_slice(b"LIONQ8V1");
-    out.u32(n);
-    out.0.extend_from_slice(&body.0);
-    out.0
+    let hps = &hyperparams()[..3];
+    vectors(
+        b"LIONQ8V1",
+        &Q8_COMBOS,
+        hps,
+        &q8_settings(),
+        &lens,
+        0x0008_b175,
+    )
 }
 
 /// The handle's run: groups, tensors, steps, expectations.
