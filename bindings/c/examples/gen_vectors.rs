@@ -123,6 +123,30 @@ fn status(e: &lion::Error) -> i32 {
     LionStatus::of(e) as i32
 }
 
+/// `len` random values with special values among them.
+fn random_values<T: Element>(rng: &mut Rng, len: usize) -> Vec<T> {
+    (0..len)
+        .map(|_| support::value(rng, &SPECIAL_F32))
+        .collect()
+}
+
+/// One time in `one_in`: every gradient replaced by a finite one in [-1, 1).
+fn mostly_finite<G: Element>(rng: &mut Rng, g: &mut [G], one_in: usize) {
+    if rng.below(one_in) == 0 {
+        g.iter_mut()
+            .for_each(|x| *x = G::from_f32_rounded(rng.uniform() * 2.0 - 1.0));
+    }
+}
+
+/// A step's status as the vectors store it: 0 applied, 1 skipped, else the error's status.
+fn step_status(r: Result<lion::Outcome, lion::Error>) -> i32 {
+    match r {
+        Ok(lion::Outcome::Applied) => 0,
+        Ok(_) => 1,
+        Err(e) => status(&e),
+    }
+}
+
 /// One stateless case of types (P, G, M): random inputs with special values, the reference's
 /// step, count and finiteness.
 fn case<P: Element, G: Element, M: Element>(
@@ -132,20 +156,11 @@ fn case<P: Element, G: Element, M: Element>(
     hp: &Hyperparams,
     s: &Settings,
 ) {
-    let mut p: Vec<P> = (0..len)
-        .map(|_| support::value(rng, &SPECIAL_F32))
-        .collect();
-    let mut g: Vec<G> = (0..len)
-        .map(|_| support::value(rng, &SPECIAL_F32))
-        .collect();
-    if rng.below(3) == 0 {
-        // Mostly finite gradients too, so that skip_non_finite steps happen.
-        g.iter_mut()
-            .for_each(|x| *x = G::from_f32_rounded(rng.uniform() * 2.0 - 1.0));
-    }
-    let mut m: Vec<M> = (0..len)
-        .map(|_| support::value(rng, &SPECIAL_F32))
-        .collect();
+    let mut p: Vec<P> = random_values(rng, len);
+    let mut g: Vec<G> = random_values(rng, len);
+    // Mostly finite gradients too, so that skip_non_finite steps happen.
+    mostly_finite(rng, &mut g, 3);
+    let mut m: Vec<M> = random_values(rng, len);
     plant_cancellations(&g, &mut m, hp, rng);
     for d in [P::DTYPE, G::DTYPE, M::DTYPE] {
         out.i32(dtype_code(d));
@@ -154,11 +169,7 @@ fn case<P: Element, G: Element, M: Element>(
     out.settings(hp, s);
     let opts = reference_options(s);
     let (p0, m0) = (p.clone(), m.clone());
-    let st = match reference::step_with(&mut p, &g, &mut m, hp, &opts) {
-        Ok(lion::Outcome::Applied) => 0,
-        Ok(_) => 1,
-        Err(e) => status(&e),
-    };
+    let st = step_status(reference::step_with(&mut p, &g, &mut m, hp, &opts));
     out.i32(st);
     let (count_status, count) = match reference::cautious_count(&g, &m0, hp, &opts) {
         Ok(n) => (0, n),
@@ -293,17 +304,10 @@ fn q8_case<P: Element, G: Element>(
     hp: &Hyperparams,
     s: &Settings,
 ) {
-    let p: Vec<P> = (0..len)
-        .map(|_| support::value(rng, &SPECIAL_F32))
-        .collect();
-    let mut g: Vec<G> = (0..len)
-        .map(|_| support::value(rng, &SPECIAL_F32))
-        .collect();
-    if rng.below(2) == 0 {
-        // Mostly finite gradients too: steps that are not skipped, blocks that stay finite.
-        g.iter_mut()
-            .for_each(|x| *x = G::from_f32_rounded(rng.uniform() * 2.0 - 1.0));
-    }
+    let p: Vec<P> = random_values(rng, len);
+    let mut g: Vec<G> = random_values(rng, len);
+    // Mostly finite gradients too: steps that are not skipped, blocks that stay finite.
+    mostly_finite(rng, &mut g, 2);
     let codes: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
     let absmax: Vec<f32> = (0..len.div_ceil(Q8_BLOCK))
         .map(|b| if b == 1 { 0.0 } else { rng.uniform() * 3.0 })
@@ -314,13 +318,10 @@ fn q8_case<P: Element, G: Element>(
     out.settings(hp, s);
     let opts = reference_options(s);
     let (mut p1, mut c1, mut a1) = (p.clone(), codes.clone(), absmax.clone());
-    let st = match Q8Mut::new(&mut c1, &mut a1)
-        .and_then(|m| reference::step_q8_with(&mut p1, &g, m, hp, &opts))
-    {
-        Ok(lion::Outcome::Applied) => 0,
-        Ok(_) => 1,
-        Err(e) => status(&e),
-    };
+    let st = step_status(
+        Q8Mut::new(&mut c1, &mut a1)
+            .and_then(|m| reference::step_q8_with(&mut p1, &g, m, hp, &opts)),
+    );
     out.i32(st);
     // The count of the specification: the decoded momentum, counted as f32 momentum (the
     // 8-bit count also needs a block-aligned offset).
