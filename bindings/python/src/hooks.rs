@@ -82,29 +82,24 @@ fn _reference_step(
 fn decode(bytes: &[u8], dtype: &str) -> PyResult<Buffer> {
     let bad = || PyValueError::new_err(format!("{} bytes of {dtype}", bytes.len()));
     Ok(match dtype {
-        "float32" => Buffer::F32(
-            bytes
-                .chunks(4)
-                .map(|c| c.try_into().map(f32::from_ne_bytes))
-                .collect::<Result<_, _>>()
-                .map_err(|_| bad())?,
-        ),
-        "float16" => Buffer::F16(
-            bytes
-                .chunks(2)
-                .map(|c| c.try_into().map(|b| f16::from_bits(u16::from_ne_bytes(b))))
-                .collect::<Result<_, _>>()
-                .map_err(|_| bad())?,
-        ),
+        "float32" => Buffer::F32(from_ne(bytes, f32::from_ne_bytes).ok_or_else(bad)?),
+        "float16" => {
+            Buffer::F16(from_ne(bytes, |b| f16::from_bits(u16::from_ne_bytes(b))).ok_or_else(bad)?)
+        }
         "bfloat16" => Buffer::Bf16(
-            bytes
-                .chunks(2)
-                .map(|c| c.try_into().map(|b| bf16::from_bits(u16::from_ne_bytes(b))))
-                .collect::<Result<_, _>>()
-                .map_err(|_| bad())?,
+            from_ne(bytes, |b| bf16::from_bits(u16::from_ne_bytes(b))).ok_or_else(bad)?,
         ),
         _ => return Err(PyValueError::new_err(format!("unknown dtype {dtype}"))),
     })
+}
+
+/// The elements of `N` bytes each in `bytes`, each made by `element` (None if the length is not
+/// a multiple of `N`).
+fn from_ne<T, const N: usize>(bytes: &[u8], element: impl Fn([u8; N]) -> T) -> Option<Vec<T>> {
+    bytes
+        .chunks(N)
+        .map(|c| c.try_into().ok().map(&element))
+        .collect()
 }
 
 /// Elements of a float type, owned (for the 8-bit reference step).

@@ -16,9 +16,7 @@
 
 use std::ffi::{CStr, c_int, c_void};
 
-use lion_optim::{
-    Dtype, MomentumMut, MomentumRef, Q8_BLOCK, Q8Mut, Q8Ref, SliceMut, SliceRef, bf16, f16,
-};
+use lion_optim::{Dtype, MomentumMut, MomentumRef, Q8_BLOCK, Q8Mut, Q8Ref, SliceMut, SliceRef};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyDict, PyMemoryView, PyTuple};
@@ -125,6 +123,15 @@ pub(crate) struct Dims {
 
 impl Dims {
     const UNKNOWN: Dims = Dims { at: 0, n: u32::MAX };
+
+    /// These dimensions in `arena` (None if not known).
+    fn of(self, arena: &[i64]) -> Option<&[i64]> {
+        if self.n == u32::MAX {
+            return None;
+        }
+        let at = self.at as usize;
+        arena.get(at..at + self.n as usize)
+    }
 }
 
 /// A shape for messages: `(2, 3)`, `(3,)`, `()`.
@@ -215,31 +222,16 @@ impl View {
     /// written through any other reference (no other view of the same call overlaps it, and no
     /// other thread touches it).
     pub(crate) unsafe fn slice_mut<'a>(&self) -> SliceMut<'a> {
-        if self.len == 0 {
-            return match self.dtype {
-                Dtype::F32 => SliceMut::F32(&mut []),
-                Dtype::F16 => SliceMut::F16(&mut []),
-                Dtype::Bf16 => SliceMut::Bf16(&mut []),
-            };
-        }
-        // SAFETY: `addr` is non-null (len > 0) and aligned for the element type, and the byte
-        // length fits in isize (both checked when the view was made, see `finish`); every bit
-        // pattern is a valid f32/f16/bf16, and the memory is initialized (it is the contents
-        // of a tensor or array). Liveness and exclusivity for 'a are the caller's contract.
+        // SAFETY: unless `len == 0`, `addr` is non-null and aligned for the element type, and
+        // the byte length fits in isize (both checked when the view was made, see `finish`);
+        // every bit pattern is a valid f32/f16/bf16, and the memory is initialized (it is the
+        // contents of a tensor or array). Liveness and exclusivity for 'a are the caller's
+        // contract.
         unsafe {
             match self.dtype {
-                Dtype::F32 => SliceMut::F32(std::slice::from_raw_parts_mut(
-                    self.addr as *mut f32,
-                    self.len,
-                )),
-                Dtype::F16 => SliceMut::F16(std::slice::from_raw_parts_mut(
-                    self.addr as *mut f16,
-                    self.len,
-                )),
-                Dtype::Bf16 => SliceMut::Bf16(std::slice::from_raw_parts_mut(
-                    self.addr as *mut bf16,
-                    self.len,
-                )),
+                Dtype::F32 => SliceMut::F32(raw_mut(self.addr, self.len)),
+                Dtype::F16 => SliceMut::F16(raw_mut(self.addr, self.len)),
+                Dtype::Bf16 => SliceMut::Bf16(raw_mut(self.addr, self.len)),
             }
         }
     }
@@ -252,32 +244,48 @@ impl View {
     /// any other reference (no written view of the same call overlaps it, no other thread
     /// writes it).
     pub(crate) unsafe fn slice_ref<'a>(&self) -> SliceRef<'a> {
-        if self.len == 0 {
-            return match self.dtype {
-                Dtype::F32 => SliceRef::F32(&[]),
-                Dtype::F16 => SliceRef::F16(&[]),
-                Dtype::Bf16 => SliceRef::Bf16(&[]),
-            };
-        }
-        // SAFETY: as in `slice_mut` (non-null, aligned, initialized, size checked); liveness
-        // and the absence of writers for 'a are the caller's contract.
+        // SAFETY: as in `slice_mut` (non-null unless empty, aligned, initialized, size
+        // checked); liveness and the absence of writers for 'a are the caller's contract.
         unsafe {
             match self.dtype {
-                Dtype::F32 => SliceRef::F32(std::slice::from_raw_parts(
-                    self.addr as *const f32,
-                    self.len,
-                )),
-                Dtype::F16 => SliceRef::F16(std::slice::from_raw_parts(
-                    self.addr as *const f16,
-                    self.len,
-                )),
-                Dtype::Bf16 => SliceRef::Bf16(std::slice::from_raw_parts(
-                    self.addr as *const bf16,
-                    self.len,
-                )),
+                Dtype::F32 => SliceRef::F32(raw_ref(self.addr, self.len)),
+                Dtype::F16 => SliceRef::F16(raw_ref(self.addr, self.len)),
+                Dtype::Bf16 => SliceRef::Bf16(raw_ref(self.addr, self.len)),
             }
         }
     }
+}
+
+/// The `len` elements of `T` at `addr` as a mutable slice; an empty slice (of no memory) when
+/// `len == 0`, whatever `addr` is.
+///
+/// # Safety
+///
+/// Unless `len == 0`: `addr` is non-null and aligned for `T`, `len * size_of::<T>()` fits in
+/// isize, the memory holds `len` initialized values of `T`, and for the lifetime `'a` it stays
+/// allocated and is not read or written through any other reference.
+unsafe fn raw_mut<'a, T>(addr: usize, len: usize) -> &'a mut [T] {
+    if len == 0 {
+        return &mut [];
+    }
+    // SAFETY: len > 0, so the caller's contract covers every requirement of
+    // `from_raw_parts_mut`.
+    unsafe { std::slice::from_raw_parts_mut(addr as *mut T, len) }
+}
+
+/// The `len` elements of `T` at `addr` as a shared slice; an empty slice (of no memory) when
+/// `len == 0`, whatever `addr` is.
+///
+/// # Safety
+///
+/// As [`raw_mut`], except that for `'a` the memory must only not be written through any other
+/// reference.
+unsafe fn raw_ref<'a, T>(addr: usize, len: usize) -> &'a [T] {
+    if len == 0 {
+        return &[];
+    }
+    // SAFETY: len > 0, so the caller's contract covers every requirement of `from_raw_parts`.
+    unsafe { std::slice::from_raw_parts(addr as *const T, len) }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -368,22 +376,16 @@ impl MomView {
             // SAFETY: the caller's contract, as `slice_mut`'s.
             MomView::Elems(v) => Ok(unsafe { v.slice_mut() }.into()),
             MomView::Q8(q) => {
-                if q.len == 0 {
-                    return Ok(Q8Mut::new(&mut [], &mut [])?.into());
-                }
                 let blocks = q.len.div_ceil(Q8_BLOCK);
-                // SAFETY: `codes` and `absmax` are non-null (len > 0), `absmax` 4-aligned, both
-                // in range of their pinned buffers (checked by `Pinned::q8_view` and kept by
-                // `part`, which cuts whole blocks); every byte is a valid u8 and every bit
-                // pattern a valid f32, the memory initialized (bytearrays). Liveness and
-                // exclusivity for 'a are the caller's contract; the two ranges are disjoint
-                // (two bytearrays, or refused by `check_overlap`).
-                let (codes, absmax) = unsafe {
-                    (
-                        std::slice::from_raw_parts_mut(q.codes as *mut u8, q.len),
-                        std::slice::from_raw_parts_mut(q.absmax as *mut f32, blocks),
-                    )
-                };
+                // SAFETY: unless `len == 0` (then both are empty: no blocks), `codes` and
+                // `absmax` are non-null, `absmax` 4-aligned, both in range of their pinned
+                // buffers (checked by `Pinned::q8_view` and kept by `part`, which cuts whole
+                // blocks); every byte is a valid u8 and every bit pattern a valid f32, the
+                // memory initialized (bytearrays). Liveness and exclusivity for 'a are the
+                // caller's contract; the two ranges are disjoint (two bytearrays, or refused by
+                // `check_overlap`).
+                let (codes, absmax) =
+                    unsafe { (raw_mut(q.codes, q.len), raw_mut(q.absmax, blocks)) };
                 Ok(Q8Mut::new(codes, absmax)?.into())
             }
         }
@@ -399,18 +401,12 @@ impl MomView {
             // SAFETY: the caller's contract, as `slice_ref`'s.
             MomView::Elems(v) => Ok(unsafe { v.slice_ref() }.into()),
             MomView::Q8(q) => {
-                if q.len == 0 {
-                    return Ok(Q8Ref::new(&[], &[])?.into());
-                }
                 let blocks = q.len.div_ceil(Q8_BLOCK);
-                // SAFETY: as in `momentum_mut` (non-null, aligned, in range, initialized);
-                // liveness and the absence of writers for 'a are the caller's contract.
-                let (codes, absmax) = unsafe {
-                    (
-                        std::slice::from_raw_parts(q.codes as *const u8, q.len),
-                        std::slice::from_raw_parts(q.absmax as *const f32, blocks),
-                    )
-                };
+                // SAFETY: as in `momentum_mut` (non-null unless empty, aligned, in range,
+                // initialized); liveness and the absence of writers for 'a are the caller's
+                // contract.
+                let (codes, absmax) =
+                    unsafe { (raw_ref(q.codes, q.len), raw_ref(q.absmax, blocks)) };
                 Ok(Q8Ref::new(codes, absmax)?.into())
             }
         }
@@ -604,11 +600,7 @@ impl<'py> Exporter<'py> {
 
     /// A view's dimensions (None if not known).
     pub(crate) fn dims(&self, v: &View) -> Option<&[i64]> {
-        if v.dims.n == u32::MAX {
-            return None;
-        }
-        let at = v.dims.at as usize;
-        self.dims.get(at..at + v.dims.n as usize)
+        v.dims.of(&self.dims)
     }
 
     /// Whether two views have the same shape (unknown shapes never match).
@@ -618,11 +610,7 @@ impl<'py> Exporter<'py> {
 
     /// A view's normalized element strides (see [`View::strides`]); None: C-contiguous.
     pub(crate) fn layout(&self, v: &View) -> Option<&[i64]> {
-        if v.strides.n == u32::MAX {
-            return None;
-        }
-        let at = v.strides.at as usize;
-        self.dims.get(at..at + v.strides.n as usize)
+        v.strides.of(&self.dims)
     }
 
     /// Whether two views of the same shape lay out their elements alike in memory (both
