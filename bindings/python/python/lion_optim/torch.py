@@ -336,6 +336,17 @@ def _is_bitsandbytes(state_dict: Dict[str, Any]) -> bool:
     return any(isinstance(g, dict) and "eps" in g for g in state_dict["param_groups"])
 
 
+def _map_states(
+    state_dict: Dict[str, Any], where: Callable[[Any], str], convert: Callable[[Dict[str, Any], str], Any]
+) -> Dict[Any, Any]:
+    """The per-parameter states of ``state_dict``: each non-empty dict as ``convert(value,
+    where(sid))`` (``where`` names the state in errors), anything else as it is."""
+    return {
+        sid: convert(value, where(sid)) if isinstance(value, dict) and value else value
+        for sid, value in state_dict["state"].items()
+    }
+
+
 def _from_bitsandbytes(
     state_dict: Dict[str, Any], groups: List[Dict[str, Any]], labels: Dict[Any, str]
 ) -> Dict[str, Any]:
@@ -355,12 +366,8 @@ def _from_bitsandbytes(
         if "param_names" in sg:
             ng["param_names"] = sg["param_names"]
         new_groups.append(ng)
-    state: Dict[Any, Any] = {}
-    for sid, value in state_dict["state"].items():
-        where = f"loaded bitsandbytes state of {labels.get(sid, f'parameter id {sid!r}')}"
-        if not isinstance(value, dict) or not value:
-            state[sid] = value
-            continue
+
+    def convert(value: Dict[str, Any], where: str) -> Dict[str, Any]:
         value = dict(value)
         wrapped = value.pop(_BNB_WRAPPED, None)
         if wrapped is not None:
@@ -385,8 +392,12 @@ def _from_bitsandbytes(
             out["exp_avg_absmax"] = value["absmax1"]
         else:
             out["exp_avg"] = s1
-        state[sid] = out
-    return {**state_dict, "state": state, "param_groups": new_groups}
+        return out
+
+    def where(sid: Any) -> str:
+        return f"loaded bitsandbytes state of {labels.get(sid, f'parameter id {sid!r}')}"
+
+    return {**state_dict, "state": _map_states(state_dict, where, convert), "param_groups": new_groups}
 
 
 def to_bitsandbytes(state_dict: Dict[str, Any]) -> Dict[str, Any]:
@@ -434,12 +445,8 @@ def to_bitsandbytes(state_dict: Dict[str, Any]) -> Dict[str, Any]:
             ng["param_names"] = list(g["param_names"])
         groups.append(ng)
     qmap = _q8_map()
-    state: Dict[Any, Any] = {}
-    for sid, value in state_dict["state"].items():
-        where = f"state of parameter id {sid!r}"
-        if not isinstance(value, dict) or not value:
-            state[sid] = value
-            continue
+
+    def convert(value: Dict[str, Any], where: str) -> Dict[str, Any]:
         out: Dict[str, Any] = {"step": _step_count(value.get("step", 0), where)}
         tensors = [value.get(k) for k in ("exp_avg", "exp_avg_codes", "exp_avg_absmax")]
         if any(_is_dtensor(t) for t in tensors):
@@ -460,7 +467,9 @@ def to_bitsandbytes(state_dict: Dict[str, Any]) -> Dict[str, Any]:
             if not isinstance(ea, torch.Tensor) or ea.dtype not in _FLOATS:
                 raise ValueError(f"{where} has no float exp_avg or 8-bit exp_avg_codes")
             out["state1"] = ea.to(torch.float32)
-        state[sid] = out
+        return out
+
+    state = _map_states(state_dict, lambda sid: f"state of parameter id {sid!r}", convert)
     return {"state": state, "param_groups": groups}
 
 
