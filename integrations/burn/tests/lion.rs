@@ -30,32 +30,16 @@ fn tensor<const D: usize>(values: &[f32], shape: [usize; D], dtype: DType) -> Te
 /// A tensor's values widened to f32, as bits (widening is exact and keeps NaN payloads, so
 /// equal bits here are equal bits in the tensor's own dtype).
 fn bits<const D: usize>(t: &Tensor<D>) -> Vec<u32> {
+    fn widened<T: burn::tensor::Element>(data: &TensorData, to_f32: impl Fn(T) -> f32) -> Vec<u32> {
+        let values = data.as_slice::<T>().unwrap();
+        values.iter().map(|&x| to_f32(x).to_bits()).collect()
+    }
     let data = t.to_data();
     match data.dtype() {
-        DType::F32 => data
-            .as_slice::<f32>()
-            .unwrap()
-            .iter()
-            .map(|x| x.to_bits())
-            .collect(),
-        DType::BF16 => data
-            .as_slice::<bf16>()
-            .unwrap()
-            .iter()
-            .map(|x| x.to_f32().to_bits())
-            .collect(),
-        DType::F16 => data
-            .as_slice::<f16>()
-            .unwrap()
-            .iter()
-            .map(|x| x.to_f32().to_bits())
-            .collect(),
-        DType::F64 => data
-            .as_slice::<f64>()
-            .unwrap()
-            .iter()
-            .map(|x| (*x as f32).to_bits())
-            .collect(),
+        DType::F32 => widened(&data, |x: f32| x),
+        DType::BF16 => widened(&data, bf16::to_f32),
+        DType::F16 => widened(&data, f16::to_f32),
+        DType::F64 => widened(&data, |x: f64| x as f32),
         d => panic!("{d:?}"),
     }
 }
@@ -72,30 +56,31 @@ fn buffer_ptr<const D: usize>(t: &Tensor<D>) -> usize {
         .as_ptr() as usize
 }
 
-/// Six steps of `Optimizer::step` on one tensor (the scheduler changing `lr`), against the
-/// reference on the same data, and in place.
-fn check_against_reference<T: Element>(dtype: DType) {
-    let mut rng = Rng(0x1234 + dtype.size() as u64);
-    let optim = LionConfig::new().with_weight_decay(0.7).build();
-    let shape = [7, 29];
-    let n = 7 * 29;
+/// Six steps of `optim` (the scheduler changing `lr`) on a tensor of `shape` in `dtype` (values
+/// of `T`), in place, against a reference on the same data: `reference_step(p, g, m, lr)` steps
+/// the reference parameters `p` and momentum `m` (starting as `m`), `check_momentum(state, m,
+/// what)` compares the optimizer's momentum with it after every step. Returns the reference
+/// momentum.
+fn check_steps<T: Element, O: Optimizer, M>(
+    optim: &O,
+    dtype: DType,
+    seed: u64,
+    shape: [usize; 2],
+    mut m: M,
+    reference_step: impl Fn(&mut [T], &[T], &mut M, f64),
+    check_momentum: impl Fn(&O::State<2>, &M, &str),
+) -> M {
+    let mut rng = Rng(seed + dtype.size() as u64);
+    let n = shape[0] * shape[1];
     let init = random::<T>(&mut rng, n);
     let mut p: Vec<T> = init.iter().map(|&x| T::from_f32_rounded(x)).collect();
-    let mut m: Vec<T> = vec![T::from_f32_rounded(0.0); n]; // burn's momentum: the grad's dtype
     let mut t = tensor(&init, shape, dtype);
-    let mut state: Option<LionState<2>> = None;
+    let mut state: Option<O::State<2>> = None;
     for step in 0..6 {
         let lr = 0.01 * (step + 1) as f64;
         let g = random::<T>(&mut rng, n);
         let gt: Vec<T> = g.iter().map(|&x| T::from_f32_rounded(x)).collect();
-        reference::step_with(
-            &mut p,
-            &gt,
-            &mut m,
-            &optim.hyperparams(lr),
-            &StepOptions::default(),
-        )
-        .unwrap();
+        reference_step(&mut p, &gt, &mut m, lr);
         let before = buffer_ptr(&t);
         let (next, next_state) = optim.step(lr, t, tensor(&g, shape, dtype), state);
         let next_state = next_state.expect("a state");
@@ -106,13 +91,26 @@ fn check_against_reference<T: Element>(dtype: DType) {
             ref_bits(&p),
             "{dtype:?} params after step {step}"
         );
-        assert_eq!(
-            bits(&next_state.momentum),
-            ref_bits(&m),
-            "{dtype:?} momentum after step {step}"
-        );
+        check_momentum(&next_state, &m, &format!("{dtype:?} after step {step}"));
         (t, state) = (next, Some(next_state));
     }
+    m
+}
+
+/// [`check_steps`] of `Lion` on a 7 x 29 tensor.
+fn check_against_reference<T: Element>(dtype: DType) {
+    let optim = LionConfig::new().with_weight_decay(0.7).build();
+    check_steps::<T, _, _>(
+        &optim,
+        dtype,
+        0x1234,
+        [7, 29],
+        vec![T::from_f32_rounded(0.0); 7 * 29], // burn's momentum: the grad's dtype
+        |p, g, m, lr| {
+            reference::step_with(p, g, m, &optim.hyperparams(lr), &StepOptions::default()).unwrap();
+        },
+        |state, m, what| assert_eq!(bits(&state.momentum), ref_bits(m), "{what}: momentum"),
+    );
     assert_eq!(
         optim.stats(),
         Stats {
@@ -121,21 +119,6 @@ fn check_against_reference<T: Element>(dtype: DType) {
             fallback: 0
         }
     );
-}
-
-#[test]
-fn f32_is_bit_identical_to_the_reference_and_in_place() {
-    check_against_reference::<f32>(DType::F32);
-}
-
-#[test]
-fn bf16_is_bit_identical_to_the_reference_and_in_place() {
-    check_against_reference::<bf16>(DType::BF16);
-}
-
-#[test]
-fn f16_is_bit_identical_to_the_reference_and_in_place() {
-    check_against_reference::<f16>(DType::F16);
 }
 
 /// burn's own Lion on the same data: for f32 the parameters are bit-identical and the momentum
@@ -259,6 +242,22 @@ fn train(mut model: Net, optim: &mut ModuleOptimizer, steps: usize, rng: &mut Rn
     model
 }
 
+/// Training interrupted by a record: three steps from `start` with `first`, whose record (as
+/// bytes) `then` loads to take three more, on the batches of `Rng(seed)`. Returns the model and
+/// the number of entries of the record.
+fn resumed(
+    start: &Net,
+    seed: u64,
+    mut first: ModuleOptimizer,
+    then: ModuleOptimizer,
+) -> (Net, usize) {
+    let mut rng = Rng(seed);
+    let model = train(start.clone(), &mut first, 3, &mut rng);
+    let record_len = first.to_record().len();
+    let mut then = then.from_bytes(first.into_bytes().unwrap()).unwrap();
+    (train(model, &mut then, 3, &mut rng), record_len)
+}
+
 /// Through `ModuleOptimizer` with two parameter groups (no weight decay for biases), every
 /// parameter of a real backward pass against the reference.
 #[test]
@@ -355,26 +354,13 @@ fn records_load_into_burns_lion_and_back() {
     let ours = || LionConfig::new().with_weight_decay(0.1).init();
     let burns = || burn::optim::LionConfig::new().with_weight_decay(0.1).init();
 
-    let mut oa = ours();
-    let a = train(start.clone(), &mut oa, 6, &mut Rng(11));
-
-    let mut rng = Rng(11);
-    let mut ob = ours();
-    let b = train(start.clone(), &mut ob, 3, &mut rng);
-    let record_len = ob.to_record().len();
-    let mut ob2 = burns().from_bytes(ob.into_bytes().unwrap()).unwrap();
-    let b = train(b, &mut ob2, 3, &mut rng);
-
-    let mut rng = Rng(11);
-    let mut oc = burns();
-    let c = train(start.clone(), &mut oc, 3, &mut rng);
+    let a = train(start.clone(), &mut ours(), 6, &mut Rng(11));
+    let (b, record_len) = resumed(&start, 11, ours(), burns());
+    let (c, burns_record_len) = resumed(&start, 11, burns(), ours());
     assert_eq!(
-        oc.to_record().len(),
-        record_len,
+        burns_record_len, record_len,
         "the same record entries as burn's Lion"
     );
-    let mut oc2 = ours().from_bytes(oc.into_bytes().unwrap()).unwrap();
-    let c = train(c, &mut oc2, 3, &mut rng);
 
     assert_eq!(
         b.param_bits(),
@@ -505,49 +491,34 @@ fn q8_state<const D: usize>(s: &Lion8bitState<D>) -> (Vec<u8>, Vec<f32>) {
     }
 }
 
-/// Six steps of `Lion8bit` (the scheduler changing `lr`) on a tensor of 9 blocks (the last one
-/// partial), in place, against `reference::step_q8_with` on the same data.
+/// [`check_steps`] of `Lion8bit` on a tensor of 9 blocks (the last one partial), against
+/// `reference::step_q8_with`.
 fn check_8bit_against_reference<T: Element>(dtype: DType) {
-    let mut rng = Rng(0x8b17 + dtype.size() as u64);
     let optim = LionConfig::new().with_weight_decay(0.3).build_8bit();
-    let shape = [7, 300];
     let n = 7 * 300;
-    let init = random::<T>(&mut rng, n);
-    let mut p: Vec<T> = init.iter().map(|&x| T::from_f32_rounded(x)).collect();
-    let (mut codes, mut absmax) = (vec![127u8; n], vec![0.0f32; n.div_ceil(256)]);
-    let mut t = tensor(&init, shape, dtype);
-    let mut state: Option<Lion8bitState<2>> = None;
-    for step in 0..6 {
-        let lr = 0.01 * (step + 1) as f64;
-        let g = random::<T>(&mut rng, n);
-        let gt: Vec<T> = g.iter().map(|&x| T::from_f32_rounded(x)).collect();
-        let m = Q8Mut::new(&mut codes, &mut absmax).unwrap();
-        reference::step_q8_with(
-            &mut p,
-            &gt,
-            m,
-            &optim.hyperparams(lr),
-            &StepOptions::default(),
-        )
-        .unwrap();
-        let before = buffer_ptr(&t);
-        let (next, next_state) = optim.step(lr, t, tensor(&g, shape, dtype), state);
-        let next_state = next_state.expect("a state");
-        assert_eq!(buffer_ptr(&next), before, "{dtype:?} step {step}: in place");
-        assert_eq!(bits(&next), ref_bits(&p), "{dtype:?} params, step {step}");
-        assert_eq!(
-            q8_state(&next_state),
-            (codes.clone(), absmax.clone()),
-            "{dtype:?} 8-bit momentum, step {step}"
-        );
-        (t, state) = (next, Some(next_state));
-    }
+    let (codes, _) = check_steps::<T, _, _>(
+        &optim,
+        dtype,
+        0x8b17,
+        [7, 300],
+        (vec![127u8; n], vec![0.0f32; n.div_ceil(256)]),
+        |p, g, (codes, absmax), lr| {
+            let m = Q8Mut::new(codes, absmax).unwrap();
+            reference::step_q8_with(p, g, m, &optim.hyperparams(lr), &StepOptions::default())
+                .unwrap();
+        },
+        |state, m, what| assert_eq!(&q8_state(state), m, "{what}: 8-bit momentum"),
+    );
     assert!(codes.iter().any(|&c| c != 127));
     assert_eq!(optim.stats().in_place, 6);
 }
 
+/// `Lion` and `Lion8bit` in every dtype.
 #[test]
-fn lion8bit_is_bit_identical_to_the_reference_in_every_dtype() {
+fn lion_and_lion8bit_are_bit_identical_to_the_reference_in_every_dtype() {
+    check_against_reference::<f32>(DType::F32);
+    check_against_reference::<bf16>(DType::BF16);
+    check_against_reference::<f16>(DType::F16);
     check_8bit_against_reference::<f32>(DType::F32);
     check_8bit_against_reference::<bf16>(DType::BF16);
     check_8bit_against_reference::<f16>(DType::F16);
@@ -561,15 +532,8 @@ fn lion8bit_records_resume_bit_for_bit() {
     let start = Net::new(&dev);
     let ours = || LionConfig::new().with_weight_decay(0.1).init_8bit();
 
-    let mut oa = ours();
-    let a = train(start.clone(), &mut oa, 6, &mut Rng(12));
-
-    let mut rng = Rng(12);
-    let mut ob = ours();
-    let b = train(start.clone(), &mut ob, 3, &mut rng);
-    let bytes = ob.into_bytes().unwrap();
-    let mut ob2 = ours().from_bytes(bytes).unwrap();
-    let b = train(b, &mut ob2, 3, &mut rng);
+    let a = train(start.clone(), &mut ours(), 6, &mut Rng(12));
+    let (b, _) = resumed(&start, 12, ours(), ours());
     assert_eq!(b.param_bits(), a.param_bits(), "resumed from the record");
     assert_ne!(a.param_bits(), start.param_bits());
 
