@@ -47,6 +47,11 @@ import lion_optim
 from lion_optim import _lion_optim
 from lion_optim.torch import Lion
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "tests")]
+from plot import LABELS, write_svg  # noqa: E402 (every implementation's label)
+from reference_lion import ReferenceLion  # noqa: E402 (google/automl lion_pytorch.py, as the tests use it)
+
 LR, BETAS, WD = 1e-4, (0.9, 0.99), 0.1
 N16M = 1 << 24
 
@@ -68,30 +73,6 @@ def gpt2_shapes() -> List[Tuple[int, ...]]:
 
 # ------------------------------------------------------------------------------------------
 # The competitors
-
-
-class ReferenceLion(Optimizer):
-    """google/automl lion_pytorch.py, operation by operation."""
-
-    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                p.data.mul_(1 - group["lr"] * group["weight_decay"])
-                grad = p.grad
-                state = self.state[p]
-                if len(state) == 0:
-                    state["exp_avg"] = torch.zeros_like(p)
-                exp_avg = state["exp_avg"]
-                beta1, beta2 = group["betas"]
-                update = exp_avg * beta1 + grad * (1 - beta1)
-                p.add_(update.sign_(), alpha=-group["lr"])
-                exp_avg.mul_(beta2).add_(grad, alpha=1 - beta2)
 
 
 class ForeachLion(Optimizer):
@@ -132,13 +113,17 @@ _COMPILED: Dict[str, Callable] = {}
 
 class CompiledLion(Optimizer):
     """The reference step of one tensor, `torch.compile`d once (dynamic shapes, flat views),
-    called for every tensor."""
+    called for every tensor (the tensor that `local` gives of a parameter and its gradient)."""
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0):
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
         if "fn" not in _COMPILED:
             _COMPILED["fn"] = torch.compile(_lion_step, dynamic=True)
         self.fn = _COMPILED["fn"]
+
+    @staticmethod
+    def local(t: torch.Tensor) -> torch.Tensor:
+        return t
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -147,10 +132,12 @@ class CompiledLion(Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
+                local = self.local(p)
                 state = self.state[p]
                 if len(state) == 0:
-                    state["exp_avg"] = torch.zeros_like(p)
-                self.fn(p.view(-1), p.grad.view(-1), state["exp_avg"].view(-1), lr, beta1, beta2, wd)
+                    state["exp_avg"] = torch.zeros_like(local)
+                if local.numel():
+                    self.fn(local.view(-1), self.local(p.grad).view(-1), state["exp_avg"].view(-1), lr, beta1, beta2, wd)
 
 
 def make(impl: str, params: List[torch.Tensor], dtype: torch.dtype, threads: int) -> Any:
@@ -179,16 +166,6 @@ def make(impl: str, params: List[torch.Tensor], dtype: torch.dtype, threads: int
 
 
 IMPLS = ["lion_optim", "reference", "foreach", "compiled", "adamw_fused", "deepspeed", "lion_optim_q8", "bnb_lion8bit"]
-LABELS = {
-    "lion_optim": "lion_optim.torch.Lion",
-    "reference": "reference class",
-    "foreach": "_foreach Lion",
-    "compiled": "torch.compile Lion",
-    "adamw_fused": "AdamW(fused=True)",
-    "deepspeed": "DeepSpeedCPULion",
-    "lion_optim_q8": "lion_optim.torch.Lion, 8-bit momentum",
-    "bnb_lion8bit": "bitsandbytes Lion8bit",
-}
 
 
 # ------------------------------------------------------------------------------------------
@@ -402,10 +379,7 @@ def main(argv=None) -> int:
             json.dump(data, f, indent=1)
         log(f"wrote {args.json}")
     if args.svg:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        import plot
-
-        plot.write_svg(data, args.svg)
+        write_svg(data, args.svg)
         log(f"wrote {args.svg}")
     return 0
 

@@ -40,7 +40,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import BETAS, LR, WD, _lion_step, gpt2_shapes, machine  # noqa: E402
+from bench import BETAS, LR, WD, CompiledLion, gpt2_shapes, machine  # noqa: E402
 
 WORLD = 2
 IMPLS = ["lion_optim", "lion_optim_q8", "adamw_fused", "compiled"]
@@ -71,26 +71,12 @@ class Gpt2Shapes(torch.nn.Module):
         self.final = Unit(shapes[-2:], dtype, gen)
 
 
-class CompiledLocalLion(torch.optim.Optimizer):
+class CompiledLocalLion(CompiledLion):
     """The compiled reference step (bench.py's ``compiled``) on every local shard."""
 
-    def __init__(self, params, lr, betas, weight_decay):
-        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
-        self.fn = torch.compile(_lion_step, dynamic=True)
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            lr, wd, (b1, b2) = group["lr"], group["weight_decay"], group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                local = p._local_tensor
-                state = self.state[p]
-                if not state:
-                    state["exp_avg"] = torch.zeros_like(local)
-                if local.numel():
-                    self.fn(local.view(-1), p.grad._local_tensor.view(-1), state["exp_avg"].view(-1), lr, b1, b2, wd)
+    @staticmethod
+    def local(t):
+        return t._local_tensor
 
 
 def make(impl, params):

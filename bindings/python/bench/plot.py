@@ -21,6 +21,8 @@ LABELS = {
     "compiled": "torch.compile Lion",
     "adamw_fused": "AdamW(fused=True)",
     "deepspeed": "DeepSpeedCPULion",
+    "lion_optim_q8": "lion_optim.torch.Lion, 8-bit momentum",  # (bench.py's, not plotted)
+    "bnb_lion8bit": "bitsandbytes Lion8bit",
 }
 COLORS = {1: "#4e79a7", 2: "#f28e2b"}
 PANELS = [("16M", "float32", "16M elements, f32"), ("16M", "bfloat16", "16M elements, bf16"),
