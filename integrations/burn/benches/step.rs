@@ -83,26 +83,15 @@ impl Layers {
     /// A gradient for every parameter (fixed random values), registered anew for each step.
     fn grads(&self) -> Vec<(burn::module::ParamId, GradTensor)> {
         let dev = Device::flex();
+        let noise = Distribution::Normal(0.0, 1e-2);
         let mut out = Vec::new();
         for l in &self.layers {
             let w = &l.weight;
-            out.push((
-                w.id,
-                GradTensor::Two(Tensor::random(
-                    w.val().shape(),
-                    Distribution::Normal(0.0, 1e-2),
-                    &dev,
-                )),
-            ));
+            let g = Tensor::random(w.val().shape(), noise, &dev);
+            out.push((w.id, GradTensor::Two(g)));
             if let Some(b) = &l.bias {
-                out.push((
-                    b.id,
-                    GradTensor::One(Tensor::random(
-                        b.val().shape(),
-                        Distribution::Normal(0.0, 1e-2),
-                        &dev,
-                    )),
-                ));
+                let g = Tensor::random(b.val().shape(), noise, &dev);
+                out.push((b.id, GradTensor::One(g)));
             }
         }
         out
