@@ -6,40 +6,26 @@
 use lion_optim::{Element, bf16, f16};
 
 /// An integer of the width of an element.
-pub trait Word: bytemuck::Pod {
+pub trait Word: bytemuck::Pod + Send + Sync {
     fn widen(self) -> u32;
     fn mix(self, x: u32) -> Self;
 }
-impl Word for u16 {
-    #[inline(always)]
-    fn widen(self) -> u32 {
-        u32::from(self)
-    }
-    #[inline(always)]
-    fn mix(self, x: u32) -> Self {
-        self ^ x as u16
-    }
+/// `Word` for unsigned integers of at most 32 bits (a macro: `as` has no trait).
+macro_rules! word {
+    ($($t:ty),*) => {$(
+        impl Word for $t {
+            #[inline(always)]
+            fn widen(self) -> u32 {
+                u32::from(self)
+            }
+            #[inline(always)]
+            fn mix(self, x: u32) -> Self {
+                self ^ x as $t
+            }
+        }
+    )*};
 }
-impl Word for u8 {
-    #[inline(always)]
-    fn widen(self) -> u32 {
-        u32::from(self)
-    }
-    #[inline(always)]
-    fn mix(self, x: u32) -> Self {
-        self ^ x as u8
-    }
-}
-impl Word for u32 {
-    #[inline(always)]
-    fn widen(self) -> u32 {
-        self
-    }
-    #[inline(always)]
-    fn mix(self, x: u32) -> Self {
-        self ^ x
-    }
-}
+word!(u8, u16, u32);
 
 /// The bits of an element type.
 pub trait Bits: Element {
@@ -73,29 +59,32 @@ pub fn run_q8<P: Bits, G: Bits>(p: &mut [P], g: &[G], codes: &mut [u8]) {
 /// [`run_q8`] split across rayon's threads (see [`par_run`]).
 #[cfg(feature = "rayon")]
 pub fn par_run_q8<P: Bits, G: Bits>(p: &mut [P], g: &[G], codes: &mut [u8]) {
-    use rayon::prelude::*;
-    if p.len() < lion_optim::PAR_THRESHOLD {
-        return run_q8(p, g, codes);
-    }
-    let block = lion_optim::PAR_BLOCK;
-    p.par_chunks_mut(block)
-        .zip(g.par_chunks(block))
-        .zip(codes.par_chunks_mut(block))
-        .for_each(|((p, g), c)| run_q8(p, g, c));
+    par_run_bits::<P::W, G::W, u8>(bytemuck::cast_slice_mut(p), bytemuck::cast_slice(g), codes)
 }
 
 /// [`run`] split across rayon's threads as `par_step_with` splits a step: the roofline of `rayon`.
 #[cfg(feature = "rayon")]
 pub fn par_run<P: Bits, G: Bits, M: Bits>(p: &mut [P], g: &[G], m: &mut [M]) {
+    par_run_bits::<P::W, G::W, M::W>(
+        bytemuck::cast_slice_mut(p),
+        bytemuck::cast_slice(g),
+        bytemuck::cast_slice_mut(m),
+    )
+}
+
+/// [`run_bits`] over blocks of `PAR_BLOCK` elements on rayon's threads, from `PAR_THRESHOLD`
+/// elements on (below it, on this thread).
+#[cfg(feature = "rayon")]
+fn par_run_bits<P: Word, G: Word, M: Word>(p: &mut [P], g: &[G], m: &mut [M]) {
     use rayon::prelude::*;
     if p.len() < lion_optim::PAR_THRESHOLD {
-        return run(p, g, m);
+        return run_bits(p, g, m);
     }
     let block = lion_optim::PAR_BLOCK;
     p.par_chunks_mut(block)
         .zip(g.par_chunks(block))
         .zip(m.par_chunks_mut(block))
-        .for_each(|((p, g), m)| run(p, g, m));
+        .for_each(|((p, g), m)| run_bits(p, g, m));
 }
 
 fn run_bits<P: Word, G: Word, M: Word>(p: &mut [P], g: &[G], m: &mut [M]) {
