@@ -284,16 +284,9 @@ fn benches(c: &mut Criterion) {
     group::<f32, f32, f32>(c, "1000x1K", &small_tensors());
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(1000))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(20)
-}
-
 criterion_group! {
     name = model;
-    config = config();
+    config = common::config(Duration::from_millis(1000), Duration::from_secs(3), 20);
     targets = benches
 }
 criterion_main!(model);

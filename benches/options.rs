@@ -20,23 +20,15 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use common::label;
+use common::{HP, label};
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use lion_optim::{
-    Backend, Cautious, Element, Hyperparams, Rounding, StepOptions, WeightDecay, bf16, f16,
-};
+use lion_optim::{Backend, Cautious, Element, Rounding, StepOptions, WeightDecay, bf16, f16};
 use support::Rng;
 
 mod common;
 
-const HP: Hyperparams = Hyperparams {
-    lr: 1e-3,
-    beta1: 0.9,
-    beta2: 0.99,
-    weight_decay: 0.1,
-};
 const SIZES: [usize; 2] = [16 << 10, 16 << 20];
 
 /// `LION_BENCH_BACKEND` (or its former name `LION_BENCH_PATH`) if available, else the one
@@ -162,10 +154,7 @@ fn benches(c: &mut Criterion) {
 
 criterion_group! {
     name = options_benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_millis(1000))
-        .sample_size(20);
+    config = common::config(Duration::from_millis(300), Duration::from_millis(1000), 20);
     targets = benches
 }
 criterion_main!(options_benches);

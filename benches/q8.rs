@@ -15,25 +15,15 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use common::label;
+use common::{HP, label};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use lion_optim::{
-    Backend, Element, Group, Hyperparams, Q8_BLOCK, Q8Mut, StepOptions, Update, bf16, reference,
-};
+use lion_optim::{Backend, Element, Group, Q8_BLOCK, Q8Mut, StepOptions, Update, bf16, reference};
 use support::Rng;
 
 mod common;
 
 /// L1 (4K) to DRAM (16M).
 const SIZES: &[usize] = &[4 << 10, 64 << 10, 1 << 20, 16 << 20];
-
-/// Typical Lion hyperparameters (lr 1e-3, weight decay 0.1, betas 0.9 / 0.99).
-const HP: Hyperparams = Hyperparams {
-    lr: 1e-3,
-    beta1: 0.9,
-    beta2: 0.99,
-    weight_decay: 0.1,
-};
 
 fn benches(c: &mut Criterion) {
     let sizes = common::sizes(SIZES);
@@ -152,16 +142,9 @@ fn self_check<T: Element>(backends: &[Backend]) {
     }
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_millis(1500))
-        .sample_size(30)
-}
-
 criterion_group! {
     name = q8;
-    config = config();
+    config = common::config(Duration::from_millis(500), Duration::from_millis(1500), 30);
     targets = benches
 }
 criterion_main!(q8);

@@ -42,8 +42,8 @@ use std::cmp::Ordering;
 use std::hint::black_box;
 use std::time::Duration;
 
-use common::label;
 use common::roofline::{self, Bits};
+use common::{HP, label};
 use criterion::{
     BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group,
     criterion_main, measurement::WallTime,
@@ -59,14 +59,6 @@ const SIZES: &[usize] = &[4 << 10, 16 << 10, 64 << 10, 1 << 20, 16 << 20];
 /// From this size on, fewer samples of one iteration each (one 16M naive step is ~0.1 s).
 const LARGE: usize = 4 << 20;
 
-/// Typical Lion hyperparameters (lr 1e-3, weight decay 0.1, betas 0.9 / 0.99).
-const HP: Hyperparams = Hyperparams {
-    lr: 1e-3,
-    beta1: 0.9,
-    beta2: 0.99,
-    weight_decay: 0.1,
-};
-
 fn benches(c: &mut Criterion) {
     let sizes = common::sizes(SIZES);
     // Each group is one dtype combination: <params, grads, momentum, promote(momentum, grads)>.
@@ -77,17 +69,9 @@ fn benches(c: &mut Criterion) {
     group::<f32, f32, bf16, f32>(c, &sizes); // f32 weights and grads, bf16 momentum
 }
 
-fn config() -> Criterion {
-    // Command-line options (--warm-up-time, --measurement-time, --sample-size) override these.
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_millis(1500))
-        .sample_size(30)
-}
-
 criterion_group! {
     name = step;
-    config = config();
+    config = common::config(Duration::from_millis(500), Duration::from_millis(1500), 30);
     targets = benches
 }
 criterion_main!(step);

@@ -1,10 +1,30 @@
 //! What the benchmarks share (each bench target compiles it as its own `mod common`; a target
-//! may use only some of it): the roofline probe and the labels of sizes.
+//! may use only some of it): criterion's settings, the roofline probe and the labels of sizes.
 #![allow(dead_code)]
 
 pub mod roofline;
 
-use lion_optim::Element;
+use std::time::Duration;
+
+use criterion::Criterion;
+use lion_optim::{Element, Hyperparams};
+
+/// Typical Lion hyperparameters (lr 1e-3, weight decay 0.1, betas 0.9 / 0.99).
+pub const HP: Hyperparams = Hyperparams {
+    lr: 1e-3,
+    beta1: 0.9,
+    beta2: 0.99,
+    weight_decay: 0.1,
+};
+
+/// Criterion with this warm-up time, measurement time and number of samples (the command-line
+/// options --warm-up-time, --measurement-time and --sample-size override them).
+pub fn config(warm_up: Duration, measurement: Duration, samples: usize) -> Criterion {
+    Criterion::default()
+        .warm_up_time(warm_up)
+        .measurement_time(measurement)
+        .sample_size(samples)
+}
 
 /// The bytes a fused step moves per element: read and write the parameters and the momentum,
 /// read the gradient.
