@@ -18,7 +18,7 @@ use lion_optim::{
     reference,
 };
 
-use super::step::{Bytes, assert_same, bytes_equal, options, param, value};
+use super::step::{Bytes, assert_same, bytes_equal, misalignments, options, padded, param, value};
 
 /// Decodes `data` and checks every backend against the reference (see the module docs).
 pub fn check(data: &[u8]) {
@@ -93,17 +93,11 @@ fn combo<P: Element, G: Element>(r: &mut Bytes) {
     if shape & 0x80 != 0 && r.u8() & 3 == 0 {
         blocks = (blocks + usize::from(r.u8() % 3)).saturating_sub(1);
     }
-    let starts = [
-        usize::from(r.u8() % 4),
-        usize::from(r.u8() % 4),
-        usize::from(r.u8() % 4),
-        usize::from(r.u8() % 4),
-    ];
-    let pad = 3;
-    let p0: Vec<P> = (0..starts[0] + lens[0] + pad).map(|_| value(r)).collect();
-    let g: Vec<G> = (0..starts[1] + lens[1] + pad).map(|_| value(r)).collect();
-    let c0: Vec<u8> = (0..starts[2] + lens[2] + pad).map(|_| r.u8()).collect();
-    let a0: Vec<f32> = (0..starts[3] + blocks + pad).map(|_| scale(r)).collect();
+    let starts: [usize; 4] = misalignments(r);
+    let p0: Vec<P> = padded(r, starts[0] + lens[0], value);
+    let g: Vec<G> = padded(r, starts[1] + lens[1], value);
+    let c0: Vec<u8> = padded(r, starts[2] + lens[2], Bytes::u8);
+    let a0: Vec<f32> = padded(r, starts[3] + blocks, scale);
     let rp = starts[0]..starts[0] + lens[0];
     let rg = starts[1]..starts[1] + lens[1];
     let rc = starts[2]..starts[2] + lens[2];

@@ -52,6 +52,21 @@ impl Bytes<'_> {
     }
 }
 
+/// Where each slice starts in its padded buffer: 0 to 3 elements in (one byte each, in order).
+pub fn misalignments<const N: usize>(r: &mut Bytes) -> [usize; N] {
+    core::array::from_fn(|_| usize::from(r.u8() % 4))
+}
+
+/// A buffer of `len` elements and 3 more (the padding a step must not write), each read with
+/// `read`.
+pub fn padded<'a, T>(
+    r: &mut Bytes<'a>,
+    len: usize,
+    mut read: impl FnMut(&mut Bytes<'a>) -> T,
+) -> Vec<T> {
+    (0..len + 3).map(|_| read(r)).collect()
+}
+
 /// Hyperparameter values at and around the edges of every domain.
 const PARAMS: [f64; 32] = [
     0.0,
@@ -364,15 +379,10 @@ fn combo<P: Element, G: Element, M: Element>(r: &mut Bytes) {
         let which = 1 + usize::from(shape & 1);
         lens[which] = (len + usize::from(r.u8() % 5)).saturating_sub(2);
     }
-    let starts = [
-        usize::from(r.u8() % 4),
-        usize::from(r.u8() % 4),
-        usize::from(r.u8() % 4),
-    ];
-    let pad = 3;
-    let p0: Vec<P> = (0..starts[0] + lens[0] + pad).map(|_| value(r)).collect();
-    let g: Vec<G> = (0..starts[1] + lens[1] + pad).map(|_| value(r)).collect();
-    let mut m0: Vec<M> = (0..starts[2] + lens[2] + pad).map(|_| value(r)).collect();
+    let starts: [usize; 3] = misalignments(r);
+    let p0: Vec<P> = padded(r, starts[0] + lens[0], value);
+    let g: Vec<G> = padded(r, starts[1] + lens[1], value);
+    let mut m0: Vec<M> = padded(r, starts[2] + lens[2], value);
     if shape & 0x08 != 0 {
         plant_cancellations(&g, &mut m0, &hp, r);
     }
@@ -389,14 +399,13 @@ fn combo<P: Element, G: Element, M: Element>(r: &mut Bytes) {
         )
     };
 
-    let (mut p_want, mut m_want) = (p0.clone(), m0.clone());
-    let want = reference::step_with(
-        &mut p_want[rp.clone()],
-        gs,
-        &mut m_want[rm.clone()],
-        &hp,
-        &o,
-    );
+    // The reference on copies of the buffers: its result and the buffers as it leaves them.
+    let on_copies = |opts: &StepOptions| {
+        let (mut p, mut m) = (p0.clone(), m0.clone());
+        let got = reference::step_with(&mut p[rp.clone()], gs, &mut m[rm.clone()], &hp, opts);
+        (got, p, m)
+    };
+    let (want, p_want, m_want) = on_copies(&o);
     assert_eq!(
         want.is_ok(),
         expect_valid(&hp, &o, lens),
@@ -438,14 +447,7 @@ fn combo<P: Element, G: Element, M: Element>(r: &mut Bytes) {
         skip_non_finite: true,
         ..o
     };
-    let (mut p_skip, mut m_skip) = (p0.clone(), m0.clone());
-    let want_guarded = reference::step_with(
-        &mut p_skip[rp.clone()],
-        gs,
-        &mut m_skip[rm.clone()],
-        &hp,
-        &guarded,
-    );
+    let (want_guarded, p_skip, m_skip) = on_copies(&guarded);
     match (&want, &want_guarded) {
         (Err(_), g) => {
             assert_eq!(format!("{g:?}"), format!("{want:?}"), "skipping: {}", ctx());
