@@ -32,37 +32,44 @@ use support::same;
 
 use super::step::{Bytes, expect_valid, options, param, value};
 
-/// An owned buffer of a run-time dtype.
-#[derive(Clone, Debug)]
-enum Buf {
+/// An owned buffer of a run-time dtype (tests/suite/model.rs uses it too).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Buf {
+    /// f32 elements.
     F32(Vec<f32>),
+    /// f16 elements.
     F16(Vec<f16>),
+    /// bf16 elements.
     Bf16(Vec<bf16>),
 }
 
 impl Buf {
-    fn decode(dtype: Dtype, len: usize, r: &mut Bytes) -> Buf {
+    /// `len` elements of `dtype`, each read with `value`.
+    pub fn decode(dtype: Dtype, len: usize, r: &mut Bytes) -> Buf {
         match dtype {
             Dtype::F32 => Buf::F32((0..len).map(|_| value(r)).collect()),
             Dtype::F16 => Buf::F16((0..len).map(|_| value(r)).collect()),
             Dtype::Bf16 => Buf::Bf16((0..len).map(|_| value(r)).collect()),
         }
     }
-    fn copy_of(s: SliceRef<'_>) -> Buf {
+    /// An owned copy of `s`.
+    pub fn copy_of(s: SliceRef<'_>) -> Buf {
         match s {
             SliceRef::F32(s) => Buf::F32(s.to_vec()),
             SliceRef::F16(s) => Buf::F16(s.to_vec()),
             SliceRef::Bf16(s) => Buf::Bf16(s.to_vec()),
         }
     }
-    fn slice_mut(&mut self) -> SliceMut<'_> {
+    /// The elements, to write.
+    pub fn slice_mut(&mut self) -> SliceMut<'_> {
         match self {
             Buf::F32(v) => SliceMut::from(&mut v[..]),
             Buf::F16(v) => SliceMut::from(&mut v[..]),
             Buf::Bf16(v) => SliceMut::from(&mut v[..]),
         }
     }
-    fn slice_ref(&self) -> SliceRef<'_> {
+    /// The elements, to read.
+    pub fn slice_ref(&self) -> SliceRef<'_> {
         match self {
             Buf::F32(v) => SliceRef::from(&v[..]),
             Buf::F16(v) => SliceRef::from(&v[..]),
@@ -91,8 +98,8 @@ fn same_slices(a: SliceRef<'_>, b: SliceRef<'_>, nan_ok: bool) -> bool {
     }
 }
 
-/// `reference::step_with` on run-time-typed slices.
-fn reference_dyn(
+/// `reference::step_with` on run-time-typed slices (tests/suite/model.rs uses it too).
+pub fn reference_dyn(
     p: SliceMut<'_>,
     g: SliceRef<'_>,
     m: SliceMut<'_>,

@@ -4,7 +4,7 @@
 //! step on every backend, of `step_many`'s groups), the documented stochastic-rounding bits of
 //! `Lion::step`, and the deprecated names, which still compile and do what replaced them.
 
-use crate::common::{available_backends, backends_under_test};
+use crate::common::{HyperparamsExt, available_backends, backends_under_test};
 use lion_optim::{
     Backend, Buffer, Cautious, Dtype, Element, Error, Group, GroupId, Hyperparams, Lion,
     MomentumDtype, Outcome, Rounding, SliceMut, SliceRef, StepOptions, Tensor, TensorId,
@@ -19,6 +19,13 @@ fn random(dtype: Dtype, len: usize, rng: &mut Rng) -> Buffer {
         Dtype::F16 => Buffer::F16((0..len).map(|_| value(rng, &SPECIAL_F32)).collect()),
         Dtype::Bf16 => Buffer::Bf16((0..len).map(|_| value(rng, &SPECIAL_F32)).collect()),
     }
+}
+
+/// `len` values of `Rng::range(lo, hi)`, each rounded to `T`.
+fn uniform<T: Element>(rng: &mut Rng, len: usize, lo: f32, hi: f32) -> Vec<T> {
+    (0..len)
+        .map(|_| T::from_f32_rounded(rng.range(lo, hi)))
+        .collect()
 }
 
 /// An owned copy of a momentum buffer.
@@ -53,18 +60,10 @@ fn groups_of(opt: &Opt) -> Vec<Group> {
 
 #[test]
 fn update_groups_is_all_or_nothing() {
-    let mut opt = Lion::new(Hyperparams {
-        lr: 1e-3,
-        weight_decay: 0.1,
-        ..Hyperparams::default()
-    })
-    .unwrap();
+    let mut opt = Lion::new(Hyperparams::default().lr(1e-3).weight_decay(0.1)).unwrap();
     let one = opt.add_group(Group::default()).unwrap();
     let two = opt
-        .add_group(Group::new(Hyperparams {
-            lr: 1e30,
-            ..Hyperparams::default()
-        }))
+        .add_group(Group::new(Hyperparams::default().lr(1e30)))
         .unwrap();
     opt.add(TensorSpec::new(3).group(one)).unwrap();
     opt.set_lr_scale(0.5).unwrap();
@@ -255,11 +254,7 @@ fn tensor_describes_every_tensor() {
 
 /// The groups of the many-tensor tests: every option, including a cautious shard.
 fn many_groups() -> Vec<Group> {
-    let hp = Hyperparams {
-        lr: 1e-2,
-        weight_decay: 0.1,
-        ..Hyperparams::default()
-    };
+    let hp = Hyperparams::default().lr(1e-2).weight_decay(0.1);
     let mut groups: Vec<Group> = option_sets()
         .iter()
         .map(|o| Group::new(hp).with_options(*o))
@@ -391,9 +386,7 @@ fn slice_checks<G: Element, M: Element>() {
     for len in [0, 1, 7, 16, 33, 100, 1000] {
         // Random values (mostly non-finite somewhere), all-ordinary values, one overflow.
         let mut g: Vec<G> = (0..len).map(|_| value(&mut rng, &SPECIAL_F32)).collect();
-        let ordinary: Vec<G> = (0..len)
-            .map(|_| G::from_f32_rounded(rng.range(-2.0, 2.0)))
-            .collect();
+        let ordinary: Vec<G> = uniform(&mut rng, len, -2.0, 2.0);
         let m: Vec<M> = (0..len).map(|_| value(&mut rng, &SPECIAL_F32)).collect();
         for grads in [&g[..], &ordinary[..]] {
             let dyn_g = SliceRef::from(grads);
@@ -437,9 +430,7 @@ fn slice_ref_checks_agree_with_the_typed_ones() {
             slice_checks::<G, M>();
         }
     }
-    for f in all_combos!(pair, fn()) {
-        f();
-    }
+    all_combos!(pair, fn()).iter().for_each(|f| f());
 }
 
 fn skipping_on<P: Element, G: Element, M: Element>() {
@@ -457,13 +448,9 @@ fn skipping_on<P: Element, G: Element, M: Element>() {
             };
             // Ordinary gradients; then one non-finite at the start, the middle, the end.
             for bad_at in [None, Some(0), Some(len / 2), Some(len - 1)] {
-                let p0: Vec<P> = (0..len)
-                    .map(|_| P::from_f32_rounded(rng.range(-2.0, 2.0)))
-                    .collect();
+                let p0: Vec<P> = uniform(&mut rng, len, -2.0, 2.0);
                 let m0: Vec<M> = (0..len).map(|_| value(&mut rng, &SPECIAL_F32)).collect();
-                let mut g: Vec<G> = (0..len)
-                    .map(|_| G::from_f32_rounded(rng.range(-2.0, 2.0)))
-                    .collect();
+                let mut g: Vec<G> = uniform(&mut rng, len, -2.0, 2.0);
                 if let Some(at) = bad_at {
                     let x = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][k % 3];
                     g[at] = G::from_f32_rounded(x);
@@ -500,17 +487,12 @@ fn skipping_on<P: Element, G: Element, M: Element>() {
 
 #[test]
 fn skipping_non_finite_steps_on_every_backend_is_the_reference() {
-    for f in all_combos!(skipping_on, fn()) {
-        f();
-    }
+    all_combos!(skipping_on, fn()).iter().for_each(|f| f());
 }
 
 #[test]
 fn step_many_skips_the_whole_step_only_for_a_skipping_group() {
-    let hp = Hyperparams {
-        lr: 0.5,
-        ..Hyperparams::default()
-    };
+    let hp = Hyperparams::default().lr(0.5);
     let skip = StepOptions {
         skip_non_finite: true,
         grad_unscale: Some(1e30),
@@ -584,27 +566,19 @@ fn step_many_skips_the_whole_step_only_for_a_skipping_group() {
 /// group's seed mixed with the tensor's stream: `seed ^ stream * 0x9e3779b97f4a7c15`.
 #[test]
 fn lion_stochastic_rounding_is_reference_step_with_as_documented() {
-    let hp0 = Hyperparams {
-        lr: 0.05,
-        weight_decay: 0.5,
-        ..Hyperparams::default()
-    };
+    let hp0 = Hyperparams::default().lr(0.05).weight_decay(0.5);
     let o0 = StepOptions {
         rounding: Rounding::Stochastic { seed: 0x1234_5678 },
         skip_non_finite: true,
         ..StepOptions::default()
     };
-    let g1 = Group::new(Hyperparams {
-        lr: 0.02,
-        weight_decay: 2.0,
-        ..Hyperparams::default()
-    })
-    .with_options(StepOptions {
-        rounding: Rounding::Stochastic { seed: u64::MAX },
-        weight_decay: WeightDecay::FullyDecoupled { max_lr: 0.1 },
-        cautious: Cautious::Whole,
-        ..StepOptions::default()
-    });
+    let g1 =
+        Group::new(Hyperparams::default().lr(0.02).weight_decay(2.0)).with_options(StepOptions {
+            rounding: Rounding::Stochastic { seed: u64::MAX },
+            weight_decay: WeightDecay::FullyDecoupled { max_lr: 0.1 },
+            cautious: Cautious::Whole,
+            ..StepOptions::default()
+        });
     let mut opt = Lion::new(hp0).unwrap();
     opt.set_group(GroupId::DEFAULT, Group::new(hp0).with_options(o0))
         .unwrap();
@@ -627,15 +601,9 @@ fn lion_stochastic_rounding_is_reference_step_with_as_documented() {
     let group_of = [0, 1, 0];
 
     let mut rng = Rng::new(17);
-    let mut a: Vec<bf16> = (0..300)
-        .map(|_| bf16::from_f32(rng.range(-2.0, 2.0)))
-        .collect();
-    let mut b: Vec<f16> = (0..77)
-        .map(|_| f16::from_f32(rng.range(-2.0, 2.0)))
-        .collect();
-    let mut c: Vec<bf16> = (0..50)
-        .map(|_| bf16::from_f32(rng.range(-2.0, 2.0)))
-        .collect();
+    let mut a: Vec<bf16> = uniform(&mut rng, 300, -2.0, 2.0);
+    let mut b: Vec<f16> = uniform(&mut rng, 77, -2.0, 2.0);
+    let mut c: Vec<bf16> = uniform(&mut rng, 50, -2.0, 2.0);
     // The documented settings of tensor `i` at a step with `steps` applied before (variant 0),
     // and the alternatives the docs rule out: the step count after the increment (1), the
     // decay from the unscaled learning rate (2), the group's seed not mixed with the stream (3).
@@ -666,13 +634,9 @@ fn lion_stochastic_rounding_is_reference_step_with_as_documented() {
     };
     let mut discriminated = [false; 4];
     for t in 0..5 {
-        let ga: Vec<f32> = (0..300).map(|_| rng.range(-1.0, 1.0)).collect();
-        let mut gb: Vec<bf16> = (0..77)
-            .map(|_| bf16::from_f32(rng.range(-1.0, 1.0)))
-            .collect();
-        let mut gc: Vec<f16> = (0..50)
-            .map(|_| f16::from_f32(rng.range(-1.0, 1.0)))
-            .collect();
+        let ga: Vec<f32> = uniform(&mut rng, 300, -1.0, 1.0);
+        let mut gb: Vec<bf16> = uniform(&mut rng, 77, -1.0, 1.0);
+        let mut gc: Vec<f16> = uniform(&mut rng, 50, -1.0, 1.0);
         if t == 2 {
             // A NaN in group 0 (which skips) skips the whole step; the step count stays.
             gc[10] = f16::NAN;
@@ -756,11 +720,7 @@ fn deprecated_aliases_compile_and_behave_as_their_replacements() {
     // `Path` is `Backend`; its methods are `step_with` with the default or skipping options.
     let path: Path = Path::detect();
     assert_eq!(path, Backend::detect());
-    let hp = Hyperparams {
-        lr: 0.1,
-        weight_decay: 0.1,
-        ..Hyperparams::default()
-    };
+    let hp = Hyperparams::default().lr(0.1).weight_decay(0.1);
     let d = StepOptions::default();
     let skip = StepOptions {
         skip_non_finite: true,

@@ -8,13 +8,10 @@
 //! * every input that once made a fuzz target fail (fuzz/regressions/<target>/), kept as a
 //!   regression test. None has so far: the directories hold only a README.
 
-#[path = "../oracle/mod.rs"]
-#[allow(dead_code)]
-mod oracle;
-
 use std::path::Path;
 
 use crate::common::fixture;
+use crate::oracle;
 
 type Oracle = fn(&[u8]);
 

@@ -12,6 +12,11 @@ mod legacy;
 mod model;
 mod optimizer;
 mod options;
+// The fuzz targets' oracles: replayed by `fuzz_regressions`; `model` uses the `optimizer`
+// oracle's run-time-typed buffer and reference step.
+#[path = "../oracle/mod.rs"]
+#[allow(dead_code)]
+mod oracle;
 #[cfg(feature = "rayon")]
 mod parallel;
 mod platform;

@@ -1,22 +1,15 @@
 //! Whole models: parameter groups, names and keyed steps, per-tensor random streams, resuming
 //! with every option set, the parallel many-tensor step, `step_many`, and the safetensors state.
 
-use crate::common::assert_same;
+use crate::common::{HyperparamsExt, assert_same};
+use crate::oracle::optimizer::{Buf, reference_dyn};
 use lion_optim::{
-    Buffer, Cautious, Dtype, Element, Error, Group, GroupId, Hyperparams, Lion, Outcome, Rounding,
-    SliceMut, SliceRef, StepOptions, Tensor, TensorId, TensorSpec, Update, WeightDecay, bf16, f16,
-    reference,
+    Buffer, Cautious, Dtype, Error, Group, GroupId, Hyperparams, Lion, Outcome, Rounding,
+    StepOptions, Tensor, TensorId, TensorSpec, Update, WeightDecay, bf16, f16, reference,
 };
 use support::{Rng, SPECIAL_F32, value};
 
-/// An owned buffer of a run-time dtype.
-#[derive(Clone, Debug, PartialEq)]
-enum Buf {
-    F32(Vec<f32>),
-    F16(Vec<f16>),
-    Bf16(Vec<bf16>),
-}
-
+/// The `optimizer` oracle's buffer of a run-time dtype, with the constructors these tests use.
 impl Buf {
     fn random(dtype: Dtype, len: usize, rng: &mut Rng, specials: &[f32]) -> Buf {
         match dtype {
@@ -40,29 +33,8 @@ impl Buf {
             Dtype::Bf16 => Buf::Bf16(vec![bf16::ZERO; len]),
         }
     }
-    fn of(s: SliceRef<'_>) -> Buf {
-        match s {
-            SliceRef::F32(s) => Buf::F32(s.to_vec()),
-            SliceRef::F16(s) => Buf::F16(s.to_vec()),
-            SliceRef::Bf16(s) => Buf::Bf16(s.to_vec()),
-        }
-    }
     fn len(&self) -> usize {
-        self.r().len()
-    }
-    fn m(&mut self) -> SliceMut<'_> {
-        match self {
-            Buf::F32(v) => SliceMut::from(&mut v[..]),
-            Buf::F16(v) => SliceMut::from(&mut v[..]),
-            Buf::Bf16(v) => SliceMut::from(&mut v[..]),
-        }
-    }
-    fn r(&self) -> SliceRef<'_> {
-        match self {
-            Buf::F32(v) => SliceRef::from(&v[..]),
-            Buf::F16(v) => SliceRef::from(&v[..]),
-            Buf::Bf16(v) => SliceRef::from(&v[..]),
-        }
+        self.slice_ref().len()
     }
 }
 
@@ -73,36 +45,6 @@ fn assert_bufs(a: &Buf, b: &Buf, what: &dyn Fn() -> String) {
         (Buf::F16(a), Buf::F16(b)) => assert_same(a, b, what),
         (Buf::Bf16(a), Buf::Bf16(b)) => assert_same(a, b, what),
         _ => panic!("{}: different dtypes", what()),
-    }
-}
-
-/// `reference::step_with` on run-time-typed slices.
-fn reference_dyn(p: &mut Buf, g: &Buf, m: &mut Buf, hp: &Hyperparams, o: &StepOptions) {
-    fn with_g<P: Element>(p: &mut [P], g: &Buf, m: &mut Buf, hp: &Hyperparams, o: &StepOptions) {
-        match g {
-            Buf::F32(g) => with_m(p, g, m, hp, o),
-            Buf::F16(g) => with_m(p, g, m, hp, o),
-            Buf::Bf16(g) => with_m(p, g, m, hp, o),
-        }
-    }
-    fn with_m<P: Element, G: Element>(
-        p: &mut [P],
-        g: &[G],
-        m: &mut Buf,
-        hp: &Hyperparams,
-        o: &StepOptions,
-    ) {
-        match m {
-            Buf::F32(m) => reference::step_with(p, g, m, hp, o),
-            Buf::F16(m) => reference::step_with(p, g, m, hp, o),
-            Buf::Bf16(m) => reference::step_with(p, g, m, hp, o),
-        }
-        .unwrap();
-    }
-    match p {
-        Buf::F32(p) => with_g(p, g, m, hp, o),
-        Buf::F16(p) => with_g(p, g, m, hp, o),
-        Buf::Bf16(p) => with_g(p, g, m, hp, o),
     }
 }
 
@@ -125,11 +67,7 @@ fn per_tensor(group: &StepOptions, step: u64, stream: u64) -> StepOptions {
 /// Three groups: decay; no decay with stochastic rounding and maximize; cautious with
 /// gradient unscaling and the fully decoupled decay.
 fn groups() -> [Group; 3] {
-    let hp = Hyperparams {
-        lr: 1e-2,
-        weight_decay: 0.1,
-        ..Hyperparams::default()
-    };
+    let hp = Hyperparams::default().lr(1e-2).weight_decay(0.1);
     [
         Group::new(hp),
         Group::new(Hyperparams {
@@ -236,7 +174,7 @@ impl Model {
                 .zip(grads)
                 .zip(&names)
                 .map(|((p, g), name)| {
-                    let t = Tensor::from_slices(p.m(), g.r());
+                    let t = Tensor::from_slices(p.slice_mut(), g.slice_ref());
                     if keyed { t.named(name) } else { t }
                 })
                 .collect();
@@ -269,7 +207,8 @@ impl Model {
                     ..g.hp
                 };
                 let o = per_tensor(&g.options, step, i as u64);
-                reference_dyn(&mut self.want_p[i], &grads[i], &mut self.want_m[i], &hp, &o);
+                let (p, m) = (self.want_p[i].slice_mut(), self.want_m[i].slice_mut());
+                reference_dyn(p, grads[i].slice_ref(), m, &hp, &o).unwrap();
             }
         }
         outcome
@@ -285,7 +224,7 @@ impl Model {
             };
             assert_bufs(&self.params[i], &self.want_p[i], &ctx);
             assert_bufs(
-                &Buf::of(self.opt.momentum(i).unwrap().as_slice_ref().unwrap()),
+                &Buf::copy_of(self.opt.momentum(i).unwrap().as_slice_ref().unwrap()),
                 &self.want_m[i],
                 &ctx,
             );
@@ -345,11 +284,7 @@ fn groups_step_every_tensor_like_the_reference() {
 
 #[test]
 fn keyed_steps_leave_the_tensors_not_passed_alone() {
-    let mut opt = Lion::new(Hyperparams {
-        lr: 0.5,
-        ..Hyperparams::default()
-    })
-    .unwrap();
+    let mut opt = Lion::new(Hyperparams::default().lr(0.5)).unwrap();
     let a = opt
         .add(TensorSpec::new(3).name("a").params(Dtype::F32))
         .unwrap();
@@ -367,7 +302,7 @@ fn keyed_steps_leave_the_tensors_not_passed_alone() {
     .unwrap();
     assert_eq!((wa, wb, wc), ([0.5; 3], [bf16::ONE; 3], [1.5; 2]));
     assert_eq!(
-        Buf::of(opt.momentum(b).unwrap().as_slice_ref().unwrap()),
+        Buf::copy_of(opt.momentum(b).unwrap().as_slice_ref().unwrap()),
         Buf::zeros(Dtype::F32, 3)
     );
     assert_eq!(opt.steps(), 1);
@@ -431,17 +366,11 @@ fn keyed_steps_leave_the_tensors_not_passed_alone() {
 fn settings_are_validated_and_a_refusal_changes_nothing() {
     let mut opt = Lion::new(Hyperparams::default()).unwrap();
     let g = opt
-        .add_group(Group::new(Hyperparams {
-            lr: 1.0,
-            ..Hyperparams::default()
-        }))
+        .add_group(Group::new(Hyperparams::default().lr(1.0)))
         .unwrap();
     opt.add(TensorSpec::new(2).name("w")).unwrap();
     let before = opt.state_to_vec();
-    let bad = Hyperparams {
-        beta2: 1.0,
-        ..Hyperparams::default()
-    };
+    let bad = Hyperparams::default().beta2(1.0);
     assert!(opt.add_group(Group::new(bad)).is_err());
     assert!(opt.set_group(g, Group::new(bad)).is_err());
     assert!(matches!(
@@ -490,10 +419,7 @@ fn every_tensor_draws_its_own_random_stream() {
         rounding: Rounding::Stochastic { seed: 3 },
         ..StepOptions::default()
     };
-    let hp = Hyperparams {
-        lr: 1e-3,
-        ..Hyperparams::default()
-    };
+    let hp = Hyperparams::default().lr(1e-3);
     let run = |streams: [Option<u64>; 2]| {
         let mut opt = Lion::new(hp).unwrap();
         opt.set_group(GroupId::DEFAULT, Group::new(hp).with_options(sr))
@@ -591,7 +517,7 @@ fn resume(save: fn(&Lion<Vec<Buffer>>) -> Vec<u8>, load: fn(&mut Lion<Vec<Buffer
         let mut tensors: Vec<Tensor<'_>> = params
             .iter_mut()
             .zip(g)
-            .map(|(p, g)| Tensor::from_slices(p.m(), g.r()))
+            .map(|(p, g)| Tensor::from_slices(p.slice_mut(), g.slice_ref()))
             .collect();
         fresh.step(&mut tensors).unwrap();
     }
@@ -600,8 +526,8 @@ fn resume(save: fn(&Lion<Vec<Buffer>>) -> Vec<u8>, load: fn(&mut Lion<Vec<Buffer
         let ctx = || format!("resumed tensor {i}");
         assert_bufs(&params[i], &m.params[i], &ctx);
         assert_bufs(
-            &Buf::of(fresh.momentum(i).unwrap().as_slice_ref().unwrap()),
-            &Buf::of(m.opt.momentum(i).unwrap().as_slice_ref().unwrap()),
+            &Buf::copy_of(fresh.momentum(i).unwrap().as_slice_ref().unwrap()),
+            &Buf::copy_of(m.opt.momentum(i).unwrap().as_slice_ref().unwrap()),
             &ctx,
         );
     }
@@ -659,11 +585,7 @@ fn cautious_shards_in_step_many_give_the_whole_tensor() {
     let g: Vec<bf16> = (0..n).map(|_| value(&mut rng, specials)).collect();
     let p0: Vec<bf16> = (0..n).map(|_| value(&mut rng, specials)).collect();
     let m0: Vec<f32> = (0..n).map(|_| rng.uniform() - 0.5).collect();
-    let hp = Hyperparams {
-        lr: 1e-2,
-        beta1: 0.5,
-        ..Hyperparams::default()
-    };
+    let hp = Hyperparams::default().lr(1e-2).beta1(0.5);
     let sr = StepOptions {
         rounding: Rounding::Stochastic { seed: 1 },
         step: 4,
@@ -864,64 +786,44 @@ mod safetensors {
                 "not safetensors".into(),
                 b"LIONOPT2 and more bytes".to_vec(),
             ),
+        ];
+        // What is edited: (what, find, with).
+        let edits = [
+            ("version", r#""version":"2""#, r#""version":"3""#),
             (
-                "version".into(),
-                edited(&file, "\"version\":\"2\"", "\"version\":\"3\""),
+                "version 1 (with a checksum, without the global skip flag)",
+                r#""version":"2""#,
+                r#""version":"1""#,
             ),
+            ("the checksum's key", r#""checksum""#, r#""checksuM""#),
             (
-                "version 1 (with a checksum, without the global skip flag)".into(),
-                edited(&file, "\"version\":\"2\"", "\"version\":\"1\""),
+                "a skip flag",
+                r#""group.1.skip_non_finite":"false""#,
+                r#""group.1.skip_non_finite":"fals3""#,
             ),
+            ("format", "lion-optim", "lion-optiX"),
+            ("steps", r#""steps":"2""#, r#""steps":"x""#),
             (
-                "the checksum's key".into(),
-                edited(&file, "\"checksum\"", "\"checksuM\""),
+                "a group's lr",
+                r#""group.0.lr":"0.01""#,
+                r#""group.0.lr":"-0.1""#,
             ),
+            ("rounding", r#""stochastic""#, r#""stochastiq""#),
+            ("group count", r#""groups":"3""#, r#""groups":"2""#),
+            ("a name", "layer.3.weight.exp_avg", "layer.9.weight.exp_avg"),
+            ("a dtype", r#""dtype":"F16""#, r#""dtype":"I16""#),
+            ("a shape", r#""shape":[17]"#, r#""shape":[16]"#),
             (
-                "a skip flag".into(),
-                edited(
-                    &file,
-                    "\"group.1.skip_non_finite\":\"false\"",
-                    "\"group.1.skip_non_finite\":\"fals3\"",
-                ),
-            ),
-            ("format".into(), edited(&file, "lion-optim", "lion-optiX")),
-            (
-                "steps".into(),
-                edited(&file, "\"steps\":\"2\"", "\"steps\":\"x\""),
-            ),
-            (
-                "a group's lr".into(),
-                edited(&file, "\"group.0.lr\":\"0.01\"", "\"group.0.lr\":\"-0.1\""),
-            ),
-            (
-                "rounding".into(),
-                edited(&file, "\"stochastic\"", "\"stochastiq\""),
-            ),
-            (
-                "group count".into(),
-                edited(&file, "\"groups\":\"3\"", "\"groups\":\"2\""),
-            ),
-            (
-                "a name".into(),
-                edited(&file, "layer.3.weight.exp_avg", "layer.9.weight.exp_avg"),
-            ),
-            (
-                "a dtype".into(),
-                edited(&file, "\"dtype\":\"F16\"", "\"dtype\":\"I16\""),
-            ),
-            (
-                "a shape".into(),
-                edited(&file, "\"shape\":[17]", "\"shape\":[16]"),
-            ),
-            (
-                "a tensor's group".into(),
-                edited(
-                    &file,
-                    "\"tensor.layer.4.weight.group\":\"1\"",
-                    "\"tensor.layer.4.weight.group\":\"0\"",
-                ),
+                "a tensor's group",
+                r#""tensor.layer.4.weight.group":"1""#,
+                r#""tensor.layer.4.weight.group":"0""#,
             ),
         ];
+        bad.extend(
+            edits
+                .iter()
+                .map(|&(what, find, with)| (what.to_string(), edited(&file, find, with))),
+        );
         // Every edit as it is (the checksum refuses it) and sealed again (the loader's own
         // checks refuse it).
         let sealed: Vec<(String, Vec<u8>)> = bad[2..]

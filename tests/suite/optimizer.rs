@@ -3,6 +3,7 @@
 
 mod damage;
 
+use crate::common::{HyperparamsExt, same_bits};
 use lion_optim::{
     CheckpointError, Dtype, Element, Error, GroupId, Hyperparams, Lion, SliceMut, SliceRef, Tensor,
     TensorSpec, bf16, f16, reference,
@@ -13,10 +14,6 @@ fn random<T: Element>(rng: &mut Rng, n: usize) -> Vec<T> {
     (0..n)
         .map(|_| T::from_f32_rounded(rng.uniform() * 2.0 - 1.0))
         .collect()
-}
-
-fn same_bits<T: Element>(a: &[T], b: &[T]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| bits(*x) == bits(*y))
 }
 
 fn momentum_bits(opt: &Lion<Vec<lion_optim::Buffer>>, i: usize) -> Vec<u64> {
@@ -43,11 +40,7 @@ fn lion_equals_plain_steps_over_a_schedule() {
         vec![f32::default(); n3],
     );
 
-    let hp = Hyperparams {
-        lr: 1e-2,
-        weight_decay: 0.1,
-        ..Hyperparams::default()
-    };
+    let hp = Hyperparams::default().lr(1e-2).weight_decay(0.1);
     let mut opt = Lion::new(hp).unwrap();
     assert_eq!(opt.add(TensorSpec::new(n1)).unwrap().index(), 0);
     let spec = TensorSpec::new(n2).momentum(Dtype::Bf16);
@@ -90,10 +83,7 @@ fn caller_provided_buffers_give_the_same_result() {
     let mut rng = Rng(5);
     let w0 = random::<f32>(&mut rng, 100);
     let g = random::<f32>(&mut rng, 100);
-    let hp = Hyperparams {
-        lr: 3e-3,
-        ..Hyperparams::default()
-    };
+    let hp = Hyperparams::default().lr(3e-3);
 
     let mut owned = Lion::new(hp).unwrap();
     owned
@@ -123,11 +113,7 @@ fn caller_provided_buffers_give_the_same_result() {
 
 #[test]
 fn a_failing_step_changes_nothing() {
-    let mut opt = Lion::new(Hyperparams {
-        lr: 0.1,
-        ..Hyperparams::default()
-    })
-    .unwrap();
+    let mut opt = Lion::new(Hyperparams::default().lr(0.1)).unwrap();
     opt.add(TensorSpec::new(4)).unwrap();
     opt.add(TensorSpec::new(3).momentum(Dtype::F32)).unwrap();
     let (mut a, mut b) = ([1.0f32; 4], [1.0f32; 3]);
@@ -172,19 +158,10 @@ fn a_failing_step_changes_nothing() {
     // Invalid hyperparameters are refused and the old ones stay.
     assert!(opt.update_groups(|_, g| g.hp.lr = -1.0).is_err());
     let mut group = *opt.group(GroupId::DEFAULT).unwrap();
-    group.hp = Hyperparams {
-        beta1: 1.5,
-        ..Hyperparams::default()
-    };
+    group.hp = Hyperparams::default().beta1(1.5);
     assert!(opt.set_group(GroupId::DEFAULT, group).is_err());
     assert_eq!(opt.group(GroupId::DEFAULT).unwrap().hp.lr, 0.1);
-    assert!(
-        Lion::new(Hyperparams {
-            weight_decay: f64::NAN,
-            ..Hyperparams::default()
-        })
-        .is_err()
-    );
+    assert!(Lion::new(Hyperparams::default().weight_decay(f64::NAN)).is_err());
     // And a good step still works afterwards.
     opt.step(&mut [
         Tensor::new(&mut a, &[1.0f32; 4]),
@@ -202,12 +179,7 @@ fn add_two(opt: &mut Lion<Vec<lion_optim::Buffer>>) {
 
 fn trained() -> (Lion<Vec<lion_optim::Buffer>>, Vec<f32>, Vec<bf16>) {
     let mut rng = Rng(11);
-    let mut opt = Lion::new(Hyperparams {
-        lr: 1e-2,
-        weight_decay: 0.01,
-        ..Hyperparams::default()
-    })
-    .unwrap();
+    let mut opt = Lion::new(Hyperparams::default().lr(1e-2).weight_decay(0.01)).unwrap();
     add_two(&mut opt);
     let (mut a, mut b) = (random::<f32>(&mut rng, 50), random::<bf16>(&mut rng, 9));
     for _ in 0..3 {
@@ -394,11 +366,7 @@ fn bad_checkpoints_are_refused_and_change_nothing() {
 
 #[test]
 fn tensors_from_runtime_typed_slices() {
-    let mut opt = Lion::new(Hyperparams {
-        lr: 0.5,
-        ..Hyperparams::default()
-    })
-    .unwrap();
+    let mut opt = Lion::new(Hyperparams::default().lr(0.5)).unwrap();
     opt.add(TensorSpec::new(2).momentum(Dtype::F32)).unwrap();
     let mut w = [f16::ONE; 2];
     let g = [bf16::ONE, bf16::NEG_ONE];

@@ -1,11 +1,11 @@
 //! Per-call options and the non-finite guard: semantics, validation, and `Lion`'s use of them.
 
-use crate::common::{available_backends, backends_under_test};
+use crate::common::{HyperparamsExt, available_backends, backends_under_test, same_bits};
 use lion_optim::{
     Dtype, Element, Error, Group, GroupId, Hyperparams, Lion, Outcome, Rounding, StepOptions,
     Tensor, TensorSpec, WeightDecay, bf16, f16, reference,
 };
-use support::{Rng, all_combos, bits};
+use support::{Rng, all_combos};
 
 #[test]
 fn maximize_steps_along_plus_sign_c() {
@@ -32,11 +32,7 @@ fn maximize_steps_along_plus_sign_c() {
 
 #[test]
 fn unscaling_is_multiplying_the_gradient_first() {
-    let hp = Hyperparams {
-        lr: 1e-2,
-        weight_decay: 0.1,
-        ..Hyperparams::default()
-    };
+    let hp = Hyperparams::default().lr(1e-2).weight_decay(0.1);
     let mut rng = Rng(9);
     let g: Vec<f32> = (0..333).map(|_| (rng.uniform() - 0.5) * 4096.0).collect();
     let p0: Vec<f32> = (0..333).map(|_| rng.uniform()).collect();
@@ -62,11 +58,7 @@ fn unscaling_is_multiplying_the_gradient_first() {
 
 #[test]
 fn weight_decay_variants() {
-    let hp = Hyperparams {
-        lr: 2e-3,
-        weight_decay: 0.5,
-        ..Hyperparams::default()
-    };
+    let hp = Hyperparams::default().lr(2e-3).weight_decay(0.5);
     let cases = [
         (WeightDecay::Paper, (1.0f64 - 2e-3 * 0.5) as f32),
         (
@@ -310,10 +302,7 @@ fn all_finite_finds_every_non_finite_gradient() {
 }
 
 fn guarded_on<P: Element, G: Element, M: Element>() {
-    let hp = Hyperparams {
-        lr: 0.1,
-        ..Hyperparams::default()
-    };
+    let hp = Hyperparams::default().lr(0.1);
     let d = StepOptions {
         skip_non_finite: true,
         ..StepOptions::default()
@@ -333,16 +322,10 @@ fn guarded_on<P: Element, G: Element, M: Element>() {
             reference::step_with(&mut pr, &g, &mut mr, &hp, &d),
             Ok(Outcome::SkippedNonFinite)
         );
-        assert!(pr.iter().zip(&p0).all(|(a, b)| bits(*a) == bits(*b)));
-        assert!(mr.iter().zip(&m0).all(|(a, b)| bits(*a) == bits(*b)));
-        assert!(
-            p.iter().zip(&p0).all(|(a, b)| bits(*a) == bits(*b)),
-            "{backend}: params written"
-        );
-        assert!(
-            m.iter().zip(&m0).all(|(a, b)| bits(*a) == bits(*b)),
-            "{backend}: momentum written"
-        );
+        assert!(same_bits(&pr, &p0));
+        assert!(same_bits(&mr, &m0));
+        assert!(same_bits(&p, &p0), "{backend}: params written");
+        assert!(same_bits(&m, &m0), "{backend}: momentum written");
         g[40] = G::from_f32_rounded(1.0);
         assert_eq!(
             backend.step_with(&mut p, &g, &mut m, &hp, &d),
@@ -350,31 +333,19 @@ fn guarded_on<P: Element, G: Element, M: Element>() {
         );
         let (mut pw, mut mw) = (p0.clone(), m0.clone());
         reference::step(&mut pw, &g, &mut mw, &hp).unwrap();
-        assert!(
-            p.iter().zip(&pw).all(|(a, b)| bits(*a) == bits(*b)),
-            "{backend}"
-        );
-        assert!(
-            m.iter().zip(&mw).all(|(a, b)| bits(*a) == bits(*b)),
-            "{backend}"
-        );
+        assert!(same_bits(&p, &pw), "{backend}");
+        assert!(same_bits(&m, &mw), "{backend}");
     }
 }
 
 #[test]
 fn a_guarded_step_writes_nothing_when_a_gradient_is_not_finite() {
-    for combo in all_combos!(guarded_on, fn()) {
-        combo();
-    }
+    all_combos!(guarded_on, fn()).iter().for_each(|f| f());
 }
 
 #[test]
 fn lion_skips_non_finite_steps_and_counts_them() {
-    let mut opt = Lion::new(Hyperparams {
-        lr: 0.1,
-        ..Hyperparams::default()
-    })
-    .unwrap();
+    let mut opt = Lion::new(Hyperparams::default().lr(0.1)).unwrap();
     opt.add(TensorSpec::new(3)).unwrap();
     opt.add(TensorSpec::new(2).momentum(Dtype::Bf16)).unwrap();
     opt.update_groups(|_, g| {
@@ -431,11 +402,7 @@ fn lion_skips_non_finite_steps_and_counts_them() {
 #[test]
 fn lion_with_stochastic_rounding_matches_step_with_its_streams_and_is_reproducible() {
     let run = || {
-        let mut opt = Lion::new(Hyperparams {
-            lr: 1e-3,
-            ..Hyperparams::default()
-        })
-        .unwrap();
+        let mut opt = Lion::new(Hyperparams::default().lr(1e-3)).unwrap();
         let group = *opt.group(GroupId::DEFAULT).unwrap();
         opt.set_group(
             GroupId::DEFAULT,

@@ -1,17 +1,13 @@
 //! `par_step_with` (feature `rayon`) is bit-identical to `step_with` on every backend and dtype
 //! combination.
 
-use crate::common::{assert_same, available_backends, backends_under_test};
+use crate::common::{HyperparamsExt, assert_same, available_backends, backends_under_test};
 use lion_optim::{Backend, Element, Hyperparams, Outcome, PAR_BLOCK, PAR_THRESHOLD, StepOptions};
 use support::{Rng, SPECIAL_F32, all_combos, value};
 
 fn check<P: Element, G: Element, M: Element>(backend: Backend, len: usize) {
     let (specials, mut rng) = (&SPECIAL_F32, Rng(len as u64 * 31 + 7));
-    let hp = Hyperparams {
-        lr: 3e-3,
-        weight_decay: 0.05,
-        ..Hyperparams::default()
-    };
+    let hp = Hyperparams::default().lr(3e-3).weight_decay(0.05);
     let p: Vec<P> = (0..len).map(|_| value(&mut rng, specials)).collect();
     let g: Vec<G> = (0..len).map(|_| value(&mut rng, specials)).collect();
     let m: Vec<M> = (0..len).map(|_| value(&mut rng, specials)).collect();
@@ -82,11 +78,7 @@ fn a_parallel_step_skips_a_non_finite_gradient_in_any_block() {
 fn par_step_with_stochastic_rounding_is_bit_identical_to_step_with() {
     use lion_optim::{Rounding, bf16};
     let n = 2 * PAR_THRESHOLD + 77;
-    let hp = Hyperparams {
-        lr: 1e-3,
-        weight_decay: 0.1,
-        ..Hyperparams::default()
-    };
+    let hp = Hyperparams::default().lr(1e-3).weight_decay(0.1);
     let mut rng = Rng(4);
     let p0: Vec<bf16> = (0..n).map(|_| bf16::from_f32(rng.uniform())).collect();
     let g: Vec<f32> = (0..n).map(|_| rng.uniform() - 0.5).collect();

@@ -2,13 +2,13 @@
 //! public many-tensor step), shards equal to the whole tensor, `Lion` with 8-bit tensors
 //! (sequential, parallel, both state formats), the format's edge cases, and bad input.
 
-use crate::common::backends_under_test;
+use crate::common::{HyperparamsExt, assert_same, backends_under_test};
 use lion_optim::{
     Backend, Cautious, Element, Error, Group, Hyperparams, Lion, MomentumDtype, MomentumRef,
     Q8_BLOCK, Q8_MAP, Q8Mut, Q8Ref, Rounding, SliceRef, StepOptions, Tensor, TensorSpec, Update,
     bf16, f16, reference,
 };
-use support::{Rng, SPECIAL_F32, bits, hyperparams, option_sets, same, value};
+use support::{Rng, SPECIAL_F32, hyperparams, option_sets, value};
 
 /// The dtype pairs of parameters and gradients.
 macro_rules! pairs {
@@ -83,13 +83,8 @@ fn check_pair<P: Element, G: Element>(backend: Backend, seed: u64) {
                 let blocks = len.div_ceil(Q8_BLOCK);
                 let absmax: Vec<f32> = (0..blocks + 2).map(|_| scale(&mut rng)).collect();
                 let r = at..at + len;
-                let ctx = || {
-                    format!(
-                        "{backend}, P={:?} G={:?}, len {len}, {hp:?}, {opts:?}",
-                        P::DTYPE,
-                        G::DTYPE
-                    )
-                };
+                let (pd, gd) = (P::DTYPE, G::DTYPE);
+                let ctx = || format!("{backend}, P={pd:?} G={gd:?}, len {len}, {hp:?}, {opts:?}");
 
                 let (mut p1, mut c1, mut a1) = (p.clone(), codes.clone(), absmax.clone());
                 let m = Q8Mut::new(&mut c1[r.clone()], &mut a1[1..1 + blocks]).unwrap();
@@ -103,19 +98,9 @@ fn check_pair<P: Element, G: Element>(backend: Backend, seed: u64) {
                 let m = Q8Mut::new(&mut c2[r.clone()], &mut a2[1..1 + blocks]).unwrap();
                 let want = reference::step_q8_with(&mut p2[r.clone()], &g[r.clone()], m, hp, &opts);
                 assert_eq!(got, want, "outcome, {}", ctx());
-                for (i, (x, y)) in p1.iter().zip(&p2).enumerate() {
-                    assert!(
-                        same(*x, *y),
-                        "param {i}: {:#x} vs {:#x}, {}",
-                        bits(*x),
-                        bits(*y),
-                        ctx()
-                    );
-                }
+                assert_same(&p1, &p2, &|| format!("params, {}", ctx()));
                 assert_eq!(c1, c2, "codes, {}", ctx());
-                for (i, (x, y)) in a1.iter().zip(&a2).enumerate() {
-                    assert!(same(*x, *y), "absmax {i}: {x} vs {y}, {}", ctx());
-                }
+                assert_same(&a1, &a2, &|| format!("absmax, {}", ctx()));
             }
         }
     }
@@ -137,11 +122,7 @@ fn every_backend_matches_the_reference() {
 fn shards_equal_the_whole() {
     let n: usize = if cfg!(miri) { 600 } else { 5000 };
     let mut rng = Rng(5);
-    let hp = Hyperparams {
-        lr: 1e-2,
-        weight_decay: 0.1,
-        ..Hyperparams::default()
-    };
+    let hp = Hyperparams::default().lr(1e-2).weight_decay(0.1);
     let p: Vec<bf16> = (0..n)
         .map(|_| bf16::from_f32(rng.range(-1.0, 1.0)))
         .collect();
@@ -292,11 +273,7 @@ fn edge_cases_of_the_format() {
 #[test]
 fn lion_with_8bit_tensors() {
     let n = if cfg!(miri) { 300 } else { 3000 };
-    let hp = Hyperparams {
-        lr: 1e-2,
-        weight_decay: 0.05,
-        ..Hyperparams::default()
-    };
+    let hp = Hyperparams::default().lr(1e-2).weight_decay(0.05);
     let sr = StepOptions {
         rounding: Rounding::Stochastic { seed: 21 },
         ..StepOptions::default()

@@ -1,7 +1,7 @@
 //! Stochastic rounding: unbiased, deterministic, split-invariant, never moves representable
 //! values — on every backend.
 
-use crate::common::{assert_same, backends_under_test};
+use crate::common::{HyperparamsExt, assert_same, backends_under_test};
 use lion_optim::{
     Backend, Element, Hyperparams, Rounding, StepOptions, bf16, f16, reference,
     reference::random_bits,
@@ -78,10 +78,7 @@ fn representable_values_are_never_changed() {
 #[test]
 fn the_mean_of_many_roundings_converges_to_the_value() {
     let n = 1 << 20;
-    let hp = Hyperparams {
-        lr: 0.25,
-        ..Hyperparams::default()
-    };
+    let hp = Hyperparams::default().lr(0.25);
     let grads = vec![1.0f32; n];
     for backend in backends_under_test() {
         let mut p = vec![bf16::from_f32(300.0); n];
@@ -124,11 +121,7 @@ fn the_mean_of_many_roundings_converges_to_the_value() {
 #[test]
 fn deterministic_and_keyed_by_seed_step_and_index() {
     assert_eq!(random_bits(1, 2, 3), random_bits(1, 2, 3));
-    let hp = Hyperparams {
-        lr: 1e-3,
-        weight_decay: 0.1,
-        ..Hyperparams::default()
-    };
+    let hp = Hyperparams::default().lr(1e-3).weight_decay(0.1);
     let mut rng = Rng(5);
     let p0: Vec<bf16> = (0..5000)
         .map(|_| bf16::from_f32(rng.uniform() * 4.0 - 2.0))
@@ -156,11 +149,7 @@ fn deterministic_and_keyed_by_seed_step_and_index() {
 /// it whole — also when the pieces straddle a multiple of 2^32 (where the key changes).
 #[test]
 fn split_invariance() {
-    let hp = Hyperparams {
-        lr: 3e-3,
-        weight_decay: 0.05,
-        ..Hyperparams::default()
-    };
+    let hp = Hyperparams::default().lr(3e-3).weight_decay(0.05);
     let n = 3000;
     let mut rng = Rng(77);
     let p0: Vec<bf16> = (0..n)

@@ -38,6 +38,43 @@ pub fn assert_same<T: Element>(got: &[T], want: &[T], ctx: &dyn Fn() -> String) 
     }
 }
 
+/// Hyperparameters written as a test states them: the defaults (`lr = 1e-4`, betas 0.9 and
+/// 0.99, no weight decay) with the fields it names set, `Hyperparams::default().lr(0.1)`. Each
+/// method sets its field and nothing else: no validation (tests build invalid ones on purpose).
+pub trait HyperparamsExt {
+    /// With the learning rate `lr`.
+    fn lr(self, lr: f64) -> Self;
+    /// With `beta1`.
+    fn beta1(self, beta1: f64) -> Self;
+    /// With `beta2`.
+    fn beta2(self, beta2: f64) -> Self;
+    /// With the weight decay `weight_decay`.
+    fn weight_decay(self, weight_decay: f64) -> Self;
+}
+
+impl HyperparamsExt for Hyperparams {
+    fn lr(self, lr: f64) -> Self {
+        Hyperparams { lr, ..self }
+    }
+    fn beta1(self, beta1: f64) -> Self {
+        Hyperparams { beta1, ..self }
+    }
+    fn beta2(self, beta2: f64) -> Self {
+        Hyperparams { beta2, ..self }
+    }
+    fn weight_decay(self, weight_decay: f64) -> Self {
+        Hyperparams {
+            weight_decay,
+            ..self
+        }
+    }
+}
+
+/// Whether `a` and `b` are the same bits, element for element (and of one length).
+pub fn same_bits<T: Element>(a: &[T], b: &[T]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| bits(*x) == bits(*y))
+}
+
 /// Runs `backend` and the reference on the same inputs (`len` elements at element offset
 /// `offset` of padded buffers) and asserts identical outputs, padding included.
 pub fn run_case<P: Element, G: Element, M: Element>(

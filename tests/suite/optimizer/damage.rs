@@ -5,6 +5,7 @@
 //! formats. The intact file loads and the run resumes bit for bit. (Under Miri, a sample of the
 //! positions, values and lengths.)
 
+use crate::common::HyperparamsExt;
 use lion_optim::{
     Buffer, Dtype, Error, Group, GroupId, Hyperparams, Lion, Rounding, SliceMut, SliceRef,
     StepOptions, Tensor, TensorSpec, WeightDecay, bf16, f16,
@@ -63,11 +64,9 @@ fn trained(seed: u64, steps: usize) -> (Opt, Params) {
     let mut rng = Rng::new(seed);
     let lr = [1e-2, 3e-3, 0.1][seed as usize % 3];
     opt.update_groups(|id, g| {
-        g.hp = Hyperparams {
-            lr: lr * (1 + id.index()) as f64,
-            weight_decay: 0.1 * id.index() as f64,
-            ..Hyperparams::default()
-        };
+        g.hp = Hyperparams::default()
+            .lr(lr * (1 + id.index()) as f64)
+            .weight_decay(0.1 * id.index() as f64);
         g.options = StepOptions {
             rounding: Rounding::Stochastic {
                 seed: seed + id.index() as u64,
@@ -308,10 +307,7 @@ fn every_damaged_safetensors_file_is_refused() {
 #[test]
 fn every_damaged_checkpoint_into_borrowed_buffers_is_refused() {
     let mut rng = Rng::new(3);
-    let hp = Hyperparams {
-        lr: 1e-2,
-        ..Hyperparams::default()
-    };
+    let hp = Hyperparams::default().lr(1e-2);
     let sr = StepOptions {
         rounding: Rounding::Stochastic { seed: 4 },
         ..StepOptions::default()
