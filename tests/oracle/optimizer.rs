@@ -161,10 +161,8 @@ fn dtype(r: &mut Bytes) -> Dtype {
 
 /// The documented rules of a group of a `Lion` (with the learning-rate scale applied).
 fn group_valid(g: &Group, lr_scale: f64) -> bool {
-    let hp = Hyperparams {
-        lr: g.hp.lr * lr_scale,
-        ..g.hp
-    };
+    let mut hp = g.hp;
+    hp.lr *= lr_scale;
     let o = StepOptions {
         step: 0,
         offset: 0,
