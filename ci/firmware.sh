@@ -9,16 +9,11 @@
 # Usage: ci/firmware.sh [--setup | --build]      Env: FW_TIMEOUT (seconds, default 300)
 . "$(dirname "$0")/lib.sh"
 T=thumbv7em-none-eabihf
-ci_target "$T"
-ci_apt_qemu qemu-system-arm
+ci_qemu_setup "$T"
 ci_end_of_setup
 
 TD="$(ci_target_dir)"
-export CARGO_TARGET_THUMBV7EM_NONE_EABIHF_RUNNER="timeout ${FW_TIMEOUT:-300} qemu-system-arm -cpu cortex-m4 -machine mps2-an386 -nographic -monitor none -serial none -semihosting-config enable=on,target=native -kernel"
-# The firmware gets its own target dir (host RUSTFLAGS must not reach it).
-export CARGO_TARGET_DIR="${FW_TARGET_DIR:-$TD/examples/firmware}"
-unset RUSTFLAGS
-cd "$ROOT/examples/firmware"
+ci_firmware_env "$ROOT/examples/firmware" "${FW_TARGET_DIR:-$TD/examples/firmware}" "${FW_TIMEOUT:-300}" "$T"
 ci_time "build the training firmware (Cortex-M4F)" cargo build --release --locked --target "$T"
 ci_time "clippy (the training firmware)" cargo clippy --release --locked --target "$T" -- -D warnings
 elf="$CARGO_TARGET_DIR/$T/release/lion-optim-firmware"
@@ -32,10 +27,6 @@ else
 fi
 ci_end_of_build
 
-log="$CARGO_TARGET_DIR/firmware-run.log"; mkdir -p "$CARGO_TARGET_DIR"
-rc=0
-ci_time "train on the Cortex-M4F (qemu-system-arm mps2-an386)" \
-  cargo run --release --locked --target "$T" 2>&1 | tee "$log" || rc=$?
-[ "$rc" = 0 ] || ci_die "the training firmware failed (exit $rc)"
-grep -q '^fw: PASS' "$log" || ci_die "the firmware did not report PASS"
+ci_firmware_run "the training firmware" '^fw: PASS' "$CARGO_TARGET_DIR/firmware-run.log" \
+  "train on the Cortex-M4F (qemu-system-arm mps2-an386)" --release --locked --target "$T"
 ci_log "firmware: on-device training passed"

@@ -63,8 +63,7 @@
 TARGETS=(thumbv7em-none-eabihf thumbv6m-none-eabi riscv32imac-unknown-none-elf)
 # api-momentum: the baseline of each momentum dtype first.
 VARIANTS=(none-f32 step-f32 lion-f32 none-bf16 step-bf16 lion-bf16 none-q8 lion-q8)
-ci_target "${TARGETS[@]}"
-ci_apt_qemu qemu-system-arm qemu-system-misc
+ci_qemu_setup "${TARGETS[@]}"
 command -v cc >/dev/null || ci_apt gcc libc6-dev
 [ "${FOOTPRINT_C:-1}" = 0 ] || ci_apt make gcc-arm-none-eabi libnewlib-arm-none-eabi
 HOST="$(rustc -vV | sed -n 's/^host: //p')"
@@ -88,23 +87,8 @@ unset RUSTFLAGS
 OUT="$CARGO_TARGET_DIR/footprint"
 rm -rf "$OUT"; mkdir -p "$OUT"
 TO="timeout ${FOOTPRINT_TIMEOUT:-300}"
-SEMI="-nographic -monitor none -serial none -semihosting-config enable=on,target=native"
-# The QEMU command of each target, as ci/thumbv7em.sh and ci/mcu-cores.sh run the firmware
-# (followed by -kernel ELF).
-qemu_of() {
-  case "$1" in
-    thumbv7em-none-eabihf) echo "qemu-system-arm -cpu cortex-m4 -machine mps2-an386 $SEMI" ;;
-    thumbv6m-none-eabi) echo "qemu-system-arm -machine microbit -global nrf51-soc.flash-size=4194304 -global nrf51-soc.sram-size=4194304 $SEMI" ;;
-    riscv32imac-unknown-none-elf) echo "qemu-system-riscv32 -machine virt -cpu sifive-e31 -bios none $SEMI" ;;
-  esac
-}
-core_of() {
-  case "$1" in
-    thumbv7em-none-eabihf) echo "Cortex-M4F" ;;
-    thumbv6m-none-eabi) echo "Cortex-M0" ;;
-    riscv32imac-unknown-none-elf) echo "RV32IMAC" ;;
-  esac
-}
+# The core of each target's QEMU machine (CI_QEMU, ci/lib.sh), for the messages.
+declare -A CORE=([thumbv7em-none-eabihf]=Cortex-M4F [thumbv6m-none-eabi]=Cortex-M0 [riscv32imac-unknown-none-elf]=RV32IMAC)
 features_of() { echo "fp-${1%-*},fp-m-${1#*-}"; }   # step-bf16 -> fp-step,fp-m-bf16
 
 # The instruction-count plugin. Its API version: QEMU 9.0 and later accept 2 to their own,
@@ -154,8 +138,8 @@ mark_of() { printf '0x%x' $(( 0x$("$NM" "$1" | awk '$3 == "footprint_mark" {prin
 run_variant() {
   local t="$1" v="$2" elf="$OUT/$1/$2.elf" log="$OUT/$1/$2.log" mark rc=0
   mark="$(mark_of "$elf")"
-  # shellcheck disable=SC2046
-  $TO $(qemu_of "$t") -plugin "$PLUGIN,mark=$mark" -kernel "$elf" >"$log" 2>&1 || rc=$?
+  # shellcheck disable=SC2086 # the QEMU command is words
+  $TO ${CI_QEMU[$t]} -plugin "$PLUGIN,mark=$mark" -kernel "$elf" >"$log" 2>&1 || rc=$?
   [ "$rc" = 0 ] || { cat "$log" >&2; ci_die "$t $v: qemu exited with $rc"; }
   grep -q '^fp: done' "$log" || ci_die "$t $v: the program did not finish ($log)"
   local text data; read -r text data _ < <("$SIZE" "$elf" | tail -1)
@@ -184,7 +168,7 @@ EOF
 }
 run_target() { local v; for v in "${VARIANTS[@]}"; do run_variant "$1" "$v"; done; }
 for t in "${TARGETS[@]}"; do
-  ci_time "run the footprint variants on $(core_of "$t") with the instruction counter" run_target "$t"
+  ci_time "run the footprint variants on ${CORE[$t]} with the instruction counter" run_target "$t"
 done
 
 # The counter against QEMU's execution log (one "Trace" line per executed instruction).
@@ -197,8 +181,8 @@ for tv in ${FOOTPRINT_TRACE:-thumbv7em-none-eabihf/step-bf16}; do
     mark="$(mark_of "$elf")"; pc="$(printf '/%016x/' "$mark")"
     # Without the symbol table QEMU's log lines are shorter (no function names).
     if [ -n "$STRIP" ]; then kernel="$OUT/trace.elf"; "$STRIP" -o "$kernel" "$elf"; fi
-    # shellcheck disable=SC2046
-    got="$($TO $(qemu_of "$t") -accel tcg,one-insn-per-tb=on -d exec,nochain -D /dev/fd/3 -kernel "$kernel" \
+    # shellcheck disable=SC2086 # the QEMU command is words
+    got="$($TO ${CI_QEMU[$t]} -accel tcg,one-insn-per-tb=on -d exec,nochain -D /dev/fd/3 -kernel "$kernel" \
              3>&1 >/dev/null 2>/dev/null \
            | awk -v pc="$pc" '/^Trace /{n++; if (index($0, pc)) printf "%d ", n - 1} END{print "total", n}')"
     want="$(sed -n 's/^insn-count: mark \(.*\)/\1 /p; s/^insn-count: total \(.*\)/total \1/p' "$OUT/$t/$v.log" | tr -d '\n')"
@@ -256,8 +240,8 @@ fi
 # 3. The table.
 export TARGETS_LIST="${TARGETS[*]}" RES OUT C_FLASH C_LIB C_BUILD CARGO_TARGET_DIR SIZE NM PLUGIN
 C_TOTAL="$(( ${c_text:-0} + ${c_data:-0} ))" PLUGIN_CMD="${PLUGIN_CC[*]}"
-QEMU_M4="$(qemu_of thumbv7em-none-eabihf)" QEMU_M0="$(qemu_of thumbv6m-none-eabi)"
-QEMU_RV="$(qemu_of riscv32imac-unknown-none-elf)"
+QEMU_M4="${CI_QEMU[thumbv7em-none-eabihf]}" QEMU_M0="${CI_QEMU[thumbv6m-none-eabi]}"
+QEMU_RV="${CI_QEMU[riscv32imac-unknown-none-elf]}"
 CPU="$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
 QEMU_VERSION="$(qemu-system-arm --version | head -1)" RUSTC_VERSION="$(rustc --version)"
 export C_TOTAL C_STACK PLUGIN_CMD QEMU_M4 QEMU_M0 QEMU_RV CPU QEMU_VERSION RUSTC_VERSION

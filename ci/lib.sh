@@ -73,12 +73,18 @@ ci_target_dir() {
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'
 }
 
+# ci_apt_missing PKG... : those of the Debian packages PKG... that are not installed (one a line).
+ci_apt_missing() {
+  local p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"
+  done
+}
+
 # apt-get install the packages that are missing (apt-get update first if the lists are old).
 ci_apt() {
-  local missing=() p
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
+  local missing
+  mapfile -t missing < <(ci_apt_missing "$@")
   [ ${#missing[@]} -eq 0 ] && return 0
   local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -360 2>/dev/null | head -1)" ]; then
@@ -94,10 +100,8 @@ ci_apt() {
 # backports QEMU is installed, the packages come from backports too, through a temporary apt
 # configuration derived from the machine's own Debian source (/etc/apt is not modified).
 ci_apt_qemu() {
-  local missing=() p
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
+  local missing
+  mapfile -t missing < <(ci_apt_missing "$@")
   [ ${#missing[@]} -eq 0 ] && return 0
   if ! dpkg-query -W -f='${Version}\n' 'qemu-*' 2>/dev/null | grep -q '~bpo'; then
     ci_apt "${missing[@]}"; return
@@ -153,6 +157,61 @@ ci_target() {
     ci_time "rustup target add $t ${tc[*]}" ci_locked rustup target add "${tc[@]}" "$t" \
       || ci_die "rustup could not add $t"
   done
+}
+
+# The QEMU command that runs each bare-metal target's firmware (followed by -kernel ELF): the
+# firmware talks through semihosting (its output, its exit status), so no display, monitor or
+# serial. ci/thumbv7em.sh, ci/firmware.sh, ci/mcu-cores.sh (which says why these machines) and
+# ci/footprint.sh run them.
+#   thumbv7em-none-eabihf         a Cortex-M4F: the mps2-an386 board,
+#   thumbv6m-none-eabi            QEMU's Cortex-M0: the micro:bit, its nRF51 enlarged to 4 MiB of
+#                                 flash and 4 MiB of SRAM, as ci/mcu/memory-microbit.x expects,
+#   riscv32imac-unknown-none-elf  RV32IMAC: the SiFive E31 on the virt board, machine mode.
+CI_SEMIHOSTING="-nographic -monitor none -serial none -semihosting-config enable=on,target=native"
+declare -A CI_QEMU=(
+  [thumbv7em-none-eabihf]="qemu-system-arm -cpu cortex-m4 -machine mps2-an386 $CI_SEMIHOSTING"
+  [thumbv6m-none-eabi]="qemu-system-arm -machine microbit -global nrf51-soc.flash-size=4194304 -global nrf51-soc.sram-size=4194304 $CI_SEMIHOSTING"
+  [riscv32imac-unknown-none-elf]="qemu-system-riscv32 -machine virt -cpu sifive-e31 -bios none $CI_SEMIHOSTING"
+)
+
+# ci_qemu_setup TARGET... : the rustup targets and the QEMU packages that run their firmware.
+ci_qemu_setup() {
+  ci_target "$@"
+  local pkgs=() t p
+  for t in "$@"; do
+    case "${CI_QEMU[$t]}" in
+      qemu-system-arm*) p=qemu-system-arm ;;
+      # qemu-system-misc has qemu-system-riscv32 (bookworm: in the package; backports: a dependency).
+      qemu-system-riscv32*) p=qemu-system-misc ;;
+    esac
+    [[ " ${pkgs[*]} " == *" $p "* ]] || pkgs+=("$p")
+  done
+  ci_apt_qemu "${pkgs[@]}"
+}
+
+# ci_firmware_env CRATE_DIR TARGET_DIR TIMEOUT TARGET... : makes `cargo run --target TARGET` in
+# the firmware crate CRATE_DIR (the current directory from here on) run the firmware under its
+# QEMU machine (CI_QEMU), killed after TIMEOUT seconds. The firmware gets its own target dir,
+# TARGET_DIR (host RUSTFLAGS must not reach it).
+ci_firmware_env() {
+  local crate="$1" target_dir="$2" timeout="$3" t; shift 3
+  for t in "$@"; do
+    export "CARGO_TARGET_$(tr 'a-z-' 'A-Z_' <<<"$t")_RUNNER=timeout $timeout ${CI_QEMU[$t]} -kernel"
+  done
+  export CARGO_TARGET_DIR="$target_dir"
+  unset RUSTFLAGS
+  cd "$crate"
+}
+
+# ci_firmware_run WHAT PASS LOG LABEL ARG... : runs a firmware (`cargo run ARG...` under the
+# runner of ci_firmware_env), its output teed to LOG; fails unless it exits 0 and prints a line
+# that matches the pattern PASS.
+ci_firmware_run() {
+  local what="$1" pass="$2" log="$3" label="$4" rc=0; shift 4
+  mkdir -p "$(dirname "$log")"
+  ci_time "$label" cargo run "$@" 2>&1 | tee "$log" || rc=$?
+  [ "$rc" = 0 ] || ci_die "$what failed (exit $rc)"
+  grep -q "$pass" "$log" || ci_die "the firmware did not report PASS"
 }
 
 # The test executables a `cargo test --no-run ARGS...` build produced (one path a line).

@@ -27,21 +27,12 @@
 . "$(dirname "$0")/lib.sh"
 V6M=thumbv6m-none-eabi
 RV32=riscv32imac-unknown-none-elf
-ci_target "$V6M" "$RV32"
-# qemu-system-misc has qemu-system-riscv32 (bookworm: in the package; backports: a dependency).
-ci_apt_qemu qemu-system-arm qemu-system-misc
+ci_qemu_setup "$V6M" "$RV32"
 ci_end_of_setup
 
 TD="$(ci_target_dir)"
-# The firmware's own target dir, shared with ci/thumbv7em.sh (host RUSTFLAGS must not reach it).
-export CARGO_TARGET_DIR="$TD/ci/mcu"
-unset RUSTFLAGS
-SEMI="-nographic -monitor none -serial none -semihosting-config enable=on,target=native"
-TO="timeout ${MCU_TIMEOUT:-600}"
-# 4 MiB of flash and 4 MiB of SRAM, as ci/mcu/memory-microbit.x expects.
-export CARGO_TARGET_THUMBV6M_NONE_EABI_RUNNER="$TO qemu-system-arm -machine microbit -global nrf51-soc.flash-size=4194304 -global nrf51-soc.sram-size=4194304 $SEMI -kernel"
-export CARGO_TARGET_RISCV32IMAC_UNKNOWN_NONE_ELF_RUNNER="$TO qemu-system-riscv32 -machine virt -cpu sifive-e31 -bios none $SEMI -kernel"
-cd "$ROOT/ci/mcu"
+# The firmware's own target dir is shared with ci/thumbv7em.sh.
+ci_firmware_env "$ROOT/ci/mcu" "$TD/ci/mcu" "${MCU_TIMEOUT:-600}" "$V6M" "$RV32"
 
 # elf_size ELF TOOL... : text/data/bss of ELF with the first size tool found (the target's GNU
 # binutils, llvm-size on PATH, or rustup's llvm-tools). The RV32 bss includes riscv-rt's .stack

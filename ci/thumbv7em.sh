@@ -8,25 +8,16 @@
 # Usage: ci/thumbv7em.sh [--setup | --build]      Env: MCU_TIMEOUT (seconds, default 600)
 . "$(dirname "$0")/lib.sh"
 T=thumbv7em-none-eabihf
-ci_target "$T"
-ci_apt_qemu qemu-system-arm
+ci_qemu_setup "$T"
 ci_end_of_setup
 
 TD="$(ci_target_dir)"
-export CARGO_TARGET_THUMBV7EM_NONE_EABIHF_RUNNER="timeout ${MCU_TIMEOUT:-600} qemu-system-arm -cpu cortex-m4 -machine mps2-an386 -nographic -monitor none -serial none -semihosting-config enable=on,target=native -kernel"
-# The firmware gets its own target dir (host RUSTFLAGS must not reach it).
-export CARGO_TARGET_DIR="$TD/ci/mcu"
-unset RUSTFLAGS
-cd "$ROOT/ci/mcu"
+ci_firmware_env "$ROOT/ci/mcu" "$TD/ci/mcu" "${MCU_TIMEOUT:-600}" "$T"
 ci_time "build the Cortex-M4F firmware" cargo build --release --target "$T"
 size="$(du -k "$CARGO_TARGET_DIR/$T/release/lion-optim-mcu" | cut -f1)"
 ci_log "firmware ELF: ${size} KiB with debug info"
 ci_end_of_build
 
-log="$TD/ci/mcu-run.log"; mkdir -p "$(dirname "$log")"
-rc=0
-ci_time "run the Cortex-M4F firmware on qemu-system-arm mps2-an386" \
-  cargo run --release --target "$T" 2>&1 | tee "$log" || rc=$?
-[ "$rc" = 0 ] || ci_die "the Cortex-M4F firmware failed (exit $rc)"
-grep -q '^mcu: PASS' "$log" || ci_die "the firmware did not report PASS"
+ci_firmware_run "the Cortex-M4F firmware" '^mcu: PASS' "$TD/ci/mcu-run.log" \
+  "run the Cortex-M4F firmware on qemu-system-arm mps2-an386" --release --target "$T"
 ci_log "thumbv7em: all checks passed"
