@@ -17,21 +17,58 @@ macro_rules! println {
 
 pub use imp::*;
 
+use core::fmt::Write;
+#[cfg(target_arch = "arm")]
+use cortex_m_semihosting::{debug, hio};
+#[cfg(target_arch = "riscv32")]
+use riscv_semihosting::{debug, hio};
+
+/// The entry point: the including crate's `run()`, then exit 0.
+#[cfg_attr(target_arch = "arm", cortex_m_rt::entry)]
+#[cfg_attr(target_arch = "riscv32", riscv_rt::entry)]
+fn main() -> ! {
+    crate::run();
+    exit(debug::EXIT_SUCCESS)
+}
+
+/// Exits qemu with `status` (semihosting).
+fn exit(status: debug::ExitStatus) -> ! {
+    debug::exit(status);
+    #[allow(clippy::empty_loop)]
+    loop {}
+}
+
+/// As panic-semihosting does (the panic handler on Arm): the message on a fresh stdout handle,
+/// then exit 1.
+fn fail(args: core::fmt::Arguments) -> ! {
+    #[cfg(target_arch = "riscv32")]
+    riscv::interrupt::disable();
+    if let Ok(mut stdout) = hio::hstdout() {
+        stdout.write_fmt(args).ok();
+    }
+    exit(debug::EXIT_FAILURE)
+}
+
+/// The stack pointer (on Arm the main stack: the firmware runs in thread mode on MSP).
+#[allow(dead_code)]
+#[inline(always)]
+pub fn stack_pointer() -> usize {
+    let sp: usize;
+    // SAFETY: reads a register, touches no memory.
+    unsafe {
+        #[cfg(target_arch = "arm")]
+        core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags));
+        #[cfg(target_arch = "riscv32")]
+        core::arch::asm!("mv {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags));
+    }
+    sp
+}
+
 #[cfg(target_arch = "arm")]
 mod imp {
-    use core::fmt::Write;
-    use cortex_m_rt::{entry, exception, ExceptionFrame};
+    use cortex_m_rt::{exception, ExceptionFrame};
     pub use cortex_m_semihosting::hprintln;
-    use cortex_m_semihosting::{debug, hio};
     use panic_semihosting as _;
-
-    #[entry]
-    fn main() -> ! {
-        crate::run();
-        debug::exit(debug::EXIT_SUCCESS);
-        #[allow(clippy::empty_loop)]
-        loop {}
-    }
 
     /// The core's CPUID register (part number 0xc20: Cortex-M0, 0xc24: Cortex-M4).
     pub fn print_core() {
@@ -41,44 +78,17 @@ mod imp {
         println!("mcu: core: Arm CPUID {cpuid:#010x}, part number {part:#05x}");
     }
 
-    /// The stack pointer (the main stack: the firmware runs in thread mode on MSP).
-    #[allow(dead_code)]
-    #[inline(always)]
-    pub fn stack_pointer() -> usize {
-        let sp: usize;
-        // SAFETY: reads a register, touches no memory.
-        unsafe {
-            core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags))
-        };
-        sp
-    }
-
-    /// As panic-semihosting does: the frame on a fresh stdout handle, then exit 1.
+    /// The frame, then exit 1.
     #[exception]
     unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
-        if let Ok(mut stdout) = hio::hstdout() {
-            writeln!(stdout, "mcu: HardFault: {frame:?}").ok();
-        }
-        debug::exit(debug::EXIT_FAILURE);
-        #[allow(clippy::empty_loop)]
-        loop {}
+        super::fail(format_args!("mcu: HardFault: {frame:?}\n"))
     }
 }
 
 #[cfg(target_arch = "riscv32")]
 mod imp {
-    use core::fmt::Write;
     use riscv::register::{mcause, mepc, misa, mtval};
     pub use riscv_semihosting::hprintln;
-    use riscv_semihosting::{debug, hio};
-
-    #[riscv_rt::entry]
-    fn main() -> ! {
-        crate::run();
-        debug::exit(debug::EXIT_SUCCESS);
-        #[allow(clippy::empty_loop)]
-        loop {}
-    }
 
     /// The core's misa register: its base ISA and extensions (one letter each).
     pub fn print_core() {
@@ -95,38 +105,15 @@ mod imp {
         println!("mcu: core: RISC-V misa {misa:#010x}, extensions {letters}");
     }
 
-    /// The stack pointer.
-    #[allow(dead_code)]
-    #[inline(always)]
-    pub fn stack_pointer() -> usize {
-        let sp: usize;
-        // SAFETY: reads a register, touches no memory.
-        unsafe {
-            core::arch::asm!("mv {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags))
-        };
-        sp
-    }
-
-    /// As panic-semihosting does on Arm: the message on a fresh stdout handle, then exit 1.
-    fn fail(args: core::fmt::Arguments) -> ! {
-        riscv::interrupt::disable();
-        if let Ok(mut stdout) = hio::hstdout() {
-            stdout.write_fmt(args).ok();
-        }
-        debug::exit(debug::EXIT_FAILURE);
-        #[allow(clippy::empty_loop)]
-        loop {}
-    }
-
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo) -> ! {
-        fail(format_args!("{info}\n"))
+        super::fail(format_args!("{info}\n"))
     }
 
     /// Every exception (riscv-rt's default would park the hart in `abort`).
     #[export_name = "ExceptionHandler"]
     fn exception(_frame: &riscv_rt::TrapFrame) -> ! {
-        fail(format_args!(
+        super::fail(format_args!(
             "mcu: exception: mcause {:#x}, mepc {:#x}, mtval {:#x}\n",
             mcause::read().bits(),
             mepc::read(),
