@@ -22,7 +22,8 @@
 //! everywhere, the f32 arithmetic on the Cortex-M4F's FPv4-SP unit and in software (compiler
 //! builtins) on the Cortex-M0 and the RV32IMAC: all of it must give the reference's bits.
 
-use lion_optim::{reference, Backend, Element, Outcome, StepOptions};
+use lion_optim::{Backend, Element, Outcome, StepOptions};
+use lion_optim_nostd_probe::Entry;
 use lion_optim_test_support::{
     all_combos, bits, hyperparams, option_sets, plant_cancellations, same, value, Rng, SPECIAL_F32,
 };
@@ -86,14 +87,10 @@ struct Totals {
     finite_checks: u32,
 }
 
-/// Every available backend but the reference itself, then `lion_optim::step_with` (`None`).
-fn entries() -> impl Iterator<Item = Option<Backend>> {
-    Backend::ALL
-        .iter()
-        .copied()
-        .filter(|b| b.is_available() && *b != Backend::Scalar)
-        .map(Some)
-        .chain([None])
+/// What is compared with `reference::step_with`: every available backend but the scalar one (the
+/// reference itself), then `lion_optim::step_with`.
+fn entries() -> impl Iterator<Item = Entry> {
+    Entry::all().filter(|e| !matches!(e, Entry::Backend(Backend::Scalar) | Entry::Reference))
 }
 
 fn combo<P: Element, G: Element, M: Element>(seed: u64, t: &mut Totals) {
@@ -108,23 +105,16 @@ fn combo<P: Element, G: Element, M: Element>(seed: u64, t: &mut Totals) {
                     let mut m0: [M; MAX] = core::array::from_fn(|_| value(&mut rng, &SPECIAL_F32));
                     plant_cancellations(&g, &mut m0, hp, &mut rng);
                     let r = off..off + len;
-                    let (mut p_want, mut m_want) = (p0, m0);
-                    let want = reference::step_with(
-                        &mut p_want[r.clone()],
-                        &g[r.clone()],
-                        &mut m_want[r.clone()],
-                        hp,
-                        opts,
-                    )
-                    .unwrap();
-                    for entry in entries() {
+                    // A step of `entry` over `r` of copies of the buffers: the outcome, the copies.
+                    let run = |entry: Entry| {
                         let (mut p, mut m) = (p0, m0);
                         let (ps, gs, ms) = (&mut p[r.clone()], &g[r.clone()], &mut m[r.clone()]);
-                        let got = match entry {
-                            Some(backend) => backend.step_with(ps, gs, ms, hp, opts),
-                            None => lion_optim::step_with(ps, gs, ms, hp, opts),
-                        }
-                        .unwrap();
+                        let outcome = entry.step_with(ps, gs, ms, hp, opts).unwrap();
+                        (outcome, p, m)
+                    };
+                    let (want, p_want, m_want) = run(Entry::Reference);
+                    for entry in entries() {
+                        let (got, p, m) = run(entry);
                         assert!(
                             got == want,
                             "{entry:?} P={:?} G={:?} M={:?} len {len} offset {off} {hp:?} \

@@ -9,16 +9,17 @@
 //! It must stay free of std and alloc. A failed check panics, and the binary's panic handler
 //! makes the run fail.
 //!
-//! Every check runs on every available `Backend`, on `lion_optim::step` and on
-//! `reference::step`, over misaligned sub-slices (start 0, 1, 2) of 37 elements: more than two
+//! Every check runs on every [`Entry`] (every available `Backend`, `lion_optim::step` and
+//! `reference::step`), over misaligned sub-slices (start 0, 1, 2) of 37 elements: more than two
 //! 16-lane chunks plus a tail, so the vector body and the tail handling both run.
 #![no_std]
+#![deny(missing_docs)]
 
 use lion_optim::{
     bf16, reference, Backend, Cautious, Element, Error, Group, GroupId, Hyperparams, Lion,
     MomentumRef, Outcome, SliceMut, StepOptions, Tensor, Update,
 };
-use lion_optim_test_support::{same, SPECIAL_F32};
+use lion_optim_test_support::{bits, same, SPECIAL_F32};
 
 const N: usize = 37;
 
@@ -69,58 +70,85 @@ fn many_tensors_in_groups() {
     .unwrap();
     reference::step_with(&mut r1, &g1, &mut rm1, &groups[1].hp, &cautious).unwrap();
     reference::step(&mut r2, &g2, &mut rm2, &hp).unwrap();
-    for i in 0..N {
-        assert!(
-            same(w1[i], r1[i]) && same(m1[i], rm1[i]),
-            "step_many tensor 0, {i}"
-        );
-    }
-    for i in 0..5 {
-        assert!(
-            same(w2[i], r2[i]) && same(m2[i], rm2[i]),
-            "step_many tensor 1, {i}"
-        );
-    }
+    assert_same("step_many tensor 0", (&w1, &m1), (&r1, &rm1));
+    assert_same("step_many tensor 1", (&w2, &m2), (&r2, &rm2));
     // Cautious: some elements moved by lr_c, the others only decayed (by 1 - 0.125).
-    assert!(w1.iter().any(|&w| w == 0.875) && w1.iter().any(|&w| w != 0.875));
+    assert!(w1.contains(&0.875) && w1.iter().any(|&w| w != 0.875));
 }
 
-/// The entries that must all give the expected values: every available backend, the detected
-/// one (`lion_optim::step`) and the specification (`reference::step`). `Backend::ALL.len() + 2`
-/// of them; `None` for an unavailable backend. (`same` from the test-support crate: bit-identical,
-/// or both NaN, since NaN payloads may differ among instruction sets.)
-fn entry<P: Element, G: Element, M: Element>(
-    which: usize,
-    p: &mut [P],
-    g: &[G],
-    m: &mut [M],
-    hp: &Hyperparams,
-) -> Option<Result<(), Error>> {
-    entry_with(which, p, g, m, hp, &StepOptions::default()).map(|r| {
-        r.map(|outcome| assert!(outcome == Outcome::Applied, "entry {which} skipped a step"))
-    })
+/// Asserts that every parameter and momentum element is [`same`] as the wanted one (`same` from
+/// the test-support crate: bit-identical, or both NaN, since NaN payloads may differ among
+/// instruction sets).
+fn assert_same<P: Element, M: Element>(what: &str, got: (&[P], &[M]), want: (&[P], &[M])) {
+    let ((p, m), (want_p, want_m)) = (got, want);
+    assert!(
+        p.len() == want_p.len() && m.len() == want_m.len(),
+        "{what}: lengths"
+    );
+    for i in 0..p.len() {
+        assert!(
+            same(p[i], want_p[i]) && same(m[i], want_m[i]),
+            "{what}, {i}"
+        );
+    }
 }
 
-/// [`entry`] with options, returning the [`Outcome`].
-fn entry_with<P: Element, G: Element, M: Element>(
-    which: usize,
-    p: &mut [P],
-    g: &[G],
-    m: &mut [M],
-    hp: &Hyperparams,
-    opts: &StepOptions,
-) -> Option<Result<Outcome, Error>> {
-    let backends = Backend::ALL;
-    if which < backends.len() {
-        let backend = backends[which];
-        if !backend.is_available() {
-            return None;
+/// Bit-identical slices (a NaN only equals the same NaN).
+fn identical<T: Element>(a: &[T], b: &[T]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| bits(x) == bits(y))
+}
+
+/// What runs a step: a backend, the detected one (`lion_optim::step_with`) or the specification
+/// (`reference::step_with`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Entry {
+    /// [`Backend::step_with`] on this backend.
+    Backend(Backend),
+    /// [`lion_optim::step_with`]: the backend the crate detects.
+    Detected,
+    /// [`reference::step_with`]: the specification.
+    Reference,
+}
+
+impl Entry {
+    /// The entries that must all give the expected values: every available backend, the detected
+    /// one and the specification.
+    pub fn all() -> impl Iterator<Item = Entry> {
+        Backend::ALL
+            .iter()
+            .copied()
+            .filter(|b| b.is_available())
+            .map(Entry::Backend)
+            .chain([Entry::Detected, Entry::Reference])
+    }
+
+    /// One step with `opts` through this entry.
+    pub fn step_with<P: Element, G: Element, M: Element>(
+        self,
+        p: &mut [P],
+        g: &[G],
+        m: &mut [M],
+        hp: &Hyperparams,
+        opts: &StepOptions,
+    ) -> Result<Outcome, Error> {
+        match self {
+            Entry::Backend(backend) => backend.step_with(p, g, m, hp, opts),
+            Entry::Detected => lion_optim::step_with(p, g, m, hp, opts),
+            Entry::Reference => reference::step_with(p, g, m, hp, opts),
         }
-        Some(backend.step_with(p, g, m, hp, opts))
-    } else if which == backends.len() {
-        Some(lion_optim::step_with(p, g, m, hp, opts))
-    } else {
-        Some(reference::step_with(p, g, m, hp, opts))
+    }
+
+    /// One plain step (the default options), which must be applied.
+    fn step<P: Element, G: Element, M: Element>(
+        self,
+        p: &mut [P],
+        g: &[G],
+        m: &mut [M],
+        hp: &Hyperparams,
+    ) -> Result<(), Error> {
+        let outcome = self.step_with(p, g, m, hp, &StepOptions::default())?;
+        assert!(outcome == Outcome::Applied, "{self:?} skipped a step");
+        Ok(())
     }
 }
 
@@ -140,16 +168,13 @@ fn check<P: Element, G: Element, M: Element>(
     let cycle_g: [G; N] = core::array::from_fn(|i| g0[i % k]);
     let cycle_m: [M; N] = core::array::from_fn(|i| m0[i % k]);
     let mut ran = 0;
-    for which in 0..Backend::ALL.len() + 2 {
+    for entry in Entry::all() {
         for start in 0..3 {
             let (mut p, mut m) = (cycle_p, cycle_m);
             let g = core::hint::black_box(cycle_g);
-            let Some(result) = entry(which, &mut p[start..], &g[start..], &mut m[start..], hp)
-            else {
-                continue;
-            };
+            let result = entry.step(&mut p[start..], &g[start..], &mut m[start..], hp);
             ran += 1;
-            assert!(result.is_ok(), "{what}: entry {which} refused valid input");
+            assert!(result.is_ok(), "{what}: {entry:?} refused valid input");
             for i in 0..N {
                 // Elements before `start` were not part of the call and must be untouched.
                 let (wp, wm) = if i < start {
@@ -159,13 +184,13 @@ fn check<P: Element, G: Element, M: Element>(
                 };
                 assert!(
                     same(p[i], wp),
-                    "{what}: entry {which}, start {start}: param {i} is {:#x}, expected {:#x}",
+                    "{what}: {entry:?}, start {start}: param {i} is {:#x}, expected {:#x}",
                     p[i].to_f32_exact().to_bits(),
                     wp.to_f32_exact().to_bits()
                 );
                 assert!(
                     same(m[i], wm),
-                    "{what}: entry {which}, start {start}: momentum {i} is {:#x}, expected {:#x}",
+                    "{what}: {entry:?}, start {start}: momentum {i} is {:#x}, expected {:#x}",
                     m[i].to_f32_exact().to_bits(),
                     wm.to_f32_exact().to_bits()
                 );
@@ -372,46 +397,34 @@ fn bad_input_is_refused_and_nothing_written() {
     let p0: [bf16; N] = core::array::from_fn(|i| bf16::from_f32(i as f32 - 9.5));
     let g: [f32; N] = core::array::from_fn(|i| 1.0 - i as f32 * 0.25);
     let m0: [f32; N] = core::array::from_fn(|i| i as f32 * 0.125);
-    let untouched = |p: &[bf16], m: &[f32]| {
-        p.iter().zip(&p0).all(|(a, b)| a.to_bits() == b.to_bits())
-            && m.iter().zip(&m0).all(|(a, b)| a.to_bits() == b.to_bits())
+    let untouched = |p: &[bf16], m: &[f32]| identical(p, &p0) && identical(m, &m0);
+    let mismatch = |what, found| {
+        Err(Error::LengthMismatch {
+            what,
+            expected: N,
+            found,
+        })
     };
-    for which in 0..Backend::ALL.len() + 2 {
+    for entry in Entry::all() {
         for (hp, field) in &bad {
             let (mut p, mut m) = (p0, m0);
-            let Some(r) = entry(which, &mut p, &g, &mut m, hp) else {
-                continue;
-            };
-            match r {
+            match entry.step(&mut p, &g, &mut m, hp) {
                 Err(Error::InvalidHyperparameter { name, .. }) => {
-                    assert!(name == *field, "entry {which}: {field} reported as {name}")
+                    assert!(name == *field, "{entry:?}: {field} reported as {name}")
                 }
-                _ => panic!("entry {which}: invalid {field} was not refused"),
+                _ => panic!("{entry:?}: invalid {field} was not refused"),
             }
-            assert!(untouched(&p, &m), "entry {which}: invalid {field} wrote");
+            assert!(untouched(&p, &m), "{entry:?}: invalid {field} wrote");
         }
         let (mut p, mut m) = (p0, m0);
-        let Some(r) = entry(which, &mut p, &g[..N - 1], &mut m, &d) else {
-            continue;
-        };
+        let r = entry.step(&mut p, &g[..N - 1], &mut m, &d);
+        assert!(r == mismatch("grads", N - 1), "{entry:?}: short grads");
+        let r = entry.step(&mut p, &g, &mut m[..N - 2], &d);
         assert!(
-            r == Err(Error::LengthMismatch {
-                what: "grads",
-                expected: N,
-                found: N - 1
-            }),
-            "entry {which}: short grads"
+            r == mismatch("momentum", N - 2),
+            "{entry:?}: short momentum"
         );
-        let r = entry(which, &mut p, &g, &mut m[..N - 2], &d).unwrap();
-        assert!(
-            r == Err(Error::LengthMismatch {
-                what: "momentum",
-                expected: N,
-                found: N - 2
-            }),
-            "entry {which}: short momentum"
-        );
-        assert!(untouched(&p, &m), "entry {which}: a length mismatch wrote");
+        assert!(untouched(&p, &m), "{entry:?}: a length mismatch wrote");
     }
 }
 
@@ -439,20 +452,17 @@ fn non_finite_gradients_are_skipped() {
         } else {
             Outcome::SkippedNonFinite
         };
-        for which in 0..Backend::ALL.len() + 2 {
+        for entry in Entry::all() {
             let (mut p, mut m) = (p0, m0);
-            let Some(r) = entry_with(which, &mut p, &g, &mut m, &hp, &opts) else {
-                continue;
-            };
+            let r = entry.step_with(&mut p, &g, &mut m, &hp, &opts);
             assert!(
                 r == Ok(want),
-                "entry {which}, gradient {x:e}: {r:?}, want {want:?}"
+                "{entry:?}, gradient {x:e}: {r:?}, want {want:?}"
             );
-            let untouched = p.iter().zip(&p0).all(|(a, b)| a.to_bits() == b.to_bits())
-                && m.iter().zip(&m0).all(|(a, b)| a.to_bits() == b.to_bits());
+            let untouched = identical(&p, &p0) && identical(&m, &m0);
             assert!(
                 untouched == (want == Outcome::SkippedNonFinite),
-                "entry {which}, gradient {x:e}: written {}",
+                "{entry:?}, gradient {x:e}: written {}",
                 !untouched
             );
             skipped += usize::from(untouched);
@@ -473,7 +483,6 @@ fn non_finite_gradients_are_skipped() {
     g[N - 1] = 0.25;
     let r = opt.step(&mut [Tensor::new(&mut w, &g)]);
     assert!(r == Ok(Outcome::Applied) && opt.steps() == 1, "Lion: {r:?}");
-    drop(opt);
     assert!(w.iter().zip(&p0).all(|(a, b)| a.to_bits() != b.to_bits()));
 }
 
@@ -514,18 +523,8 @@ fn optimizer_over_caller_buffers_and_checkpoint() {
         assert!(opt.load_state(&saved[..saved_len - 1]).is_err());
         assert!(opt.steps() == 3);
     }
-    for i in 0..N {
-        assert!(
-            same(w1[i], r1[i]) && same(m1[i], rm1[i]),
-            "Lion tensor 0, {i}"
-        );
-    }
-    for i in 0..5 {
-        assert!(
-            same(w2[i], r2[i]) && same(m2[i], rm2[i]),
-            "Lion tensor 1, {i}"
-        );
-    }
+    assert_same("Lion tensor 0", (&w1, &m1), (&r1, &rm1));
+    assert_same("Lion tensor 1", (&w2, &m2), (&r2, &rm2));
     // Restore into fresh buffers: the momentum comes back bit for bit.
     let (mut n1, mut n2) = ([0.0f32; N], [bf16::ZERO; 5]);
     let mut opt = Lion::with_buffers(
@@ -536,9 +535,8 @@ fn optimizer_over_caller_buffers_and_checkpoint() {
     opt.load_state(&saved[..saved_len]).unwrap();
     assert!(opt.steps() == 3 && opt.group(GroupId::DEFAULT).unwrap().hp == hp);
     match opt.momentum(1).unwrap() {
-        MomentumRef::Bf16(s) => assert!(s.iter().zip(&m2).all(|(a, b)| a.to_bits() == b.to_bits())),
+        MomentumRef::Bf16(s) => assert!(identical(s, &m2)),
         _ => panic!("tensor 1 lost its dtype"),
     }
-    drop(opt);
-    assert!(n1.iter().zip(&m1).all(|(a, b)| a.to_bits() == b.to_bits()));
+    assert!(identical(&n1, &m1));
 }
