@@ -270,38 +270,26 @@ pub fn option_sets() -> [StepOptions; 4] {
 /// let combos = all_combos!(dtypes, fn() -> [Dtype; 3]);
 /// assert_eq!(combos.len(), 27);
 /// assert_eq!(combos[5](), [Dtype::F32, Dtype::F16, Dtype::Bf16]);
+/// for (i, combo) in combos.iter().enumerate() {
+///     assert_eq!(combo(), [Dtype::ALL[i / 9], Dtype::ALL[i / 3 % 3], Dtype::ALL[i % 3]]);
+/// }
 /// ```
 #[macro_export]
 macro_rules! all_combos {
-    ($f:ident, $t:ty) => {
+    ($f:ident, $t:ty) => {{
+        let by_p_g_m: [[[$t; 3]; 3]; 3] = $crate::all_combos!(@next $f, $t;);
+        ::core::array::from_fn::<$t, 27, _>(|i| by_p_g_m[i / 9][i / 3 % 3][i % 3])
+    }};
+    // P, G and M chosen: the instance.
+    (@next $f:ident, $t:ty; $p:ty, $g:ty, $m:ty) => {
+        $f::<$p, $g, $m> as $t
+    };
+    // The next of P, G, M: one entry for each dtype.
+    (@next $f:ident, $t:ty; $($chosen:ty),*) => {
         [
-            $f::<f32, f32, f32> as $t,
-            $f::<f32, f32, ::lion_optim::f16> as $t,
-            $f::<f32, f32, ::lion_optim::bf16> as $t,
-            $f::<f32, ::lion_optim::f16, f32> as $t,
-            $f::<f32, ::lion_optim::f16, ::lion_optim::f16> as $t,
-            $f::<f32, ::lion_optim::f16, ::lion_optim::bf16> as $t,
-            $f::<f32, ::lion_optim::bf16, f32> as $t,
-            $f::<f32, ::lion_optim::bf16, ::lion_optim::f16> as $t,
-            $f::<f32, ::lion_optim::bf16, ::lion_optim::bf16> as $t,
-            $f::<::lion_optim::f16, f32, f32> as $t,
-            $f::<::lion_optim::f16, f32, ::lion_optim::f16> as $t,
-            $f::<::lion_optim::f16, f32, ::lion_optim::bf16> as $t,
-            $f::<::lion_optim::f16, ::lion_optim::f16, f32> as $t,
-            $f::<::lion_optim::f16, ::lion_optim::f16, ::lion_optim::f16> as $t,
-            $f::<::lion_optim::f16, ::lion_optim::f16, ::lion_optim::bf16> as $t,
-            $f::<::lion_optim::f16, ::lion_optim::bf16, f32> as $t,
-            $f::<::lion_optim::f16, ::lion_optim::bf16, ::lion_optim::f16> as $t,
-            $f::<::lion_optim::f16, ::lion_optim::bf16, ::lion_optim::bf16> as $t,
-            $f::<::lion_optim::bf16, f32, f32> as $t,
-            $f::<::lion_optim::bf16, f32, ::lion_optim::f16> as $t,
-            $f::<::lion_optim::bf16, f32, ::lion_optim::bf16> as $t,
-            $f::<::lion_optim::bf16, ::lion_optim::f16, f32> as $t,
-            $f::<::lion_optim::bf16, ::lion_optim::f16, ::lion_optim::f16> as $t,
-            $f::<::lion_optim::bf16, ::lion_optim::f16, ::lion_optim::bf16> as $t,
-            $f::<::lion_optim::bf16, ::lion_optim::bf16, f32> as $t,
-            $f::<::lion_optim::bf16, ::lion_optim::bf16, ::lion_optim::f16> as $t,
-            $f::<::lion_optim::bf16, ::lion_optim::bf16, ::lion_optim::bf16> as $t,
+            $crate::all_combos!(@next $f, $t; $($chosen,)* f32),
+            $crate::all_combos!(@next $f, $t; $($chosen,)* ::lion_optim::f16),
+            $crate::all_combos!(@next $f, $t; $($chosen,)* ::lion_optim::bf16),
         ]
     };
 }
