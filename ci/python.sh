@@ -3,7 +3,8 @@
 # and crates.io needed): makes a venv (reused when present), installs maturin, pytest, numpy,
 # safetensors, ml_dtypes, torch and bitsandbytes (the 8-bit momentum's interchange tests) from
 # PyPI, builds and installs the package once in release
-# (`pip install ./bindings/python`), lints the extension, and runs pytest. Fails on any failure.
+# (`pip install ./bindings/python`), lints the extension, runs its Rust unit tests, and runs
+# pytest. Fails on any failure.
 #
 #   bash ci/python.sh [--setup] [pytest arguments]      (--setup: the venv and the PyPI tools only)
 #
@@ -35,6 +36,10 @@ for features in "" "--features test-hooks"; do
     env PYO3_PYTHON="$venv/bin/python" CARGO_TARGET_DIR="$target/python-wheel" \
       cargo clippy --quiet -p lion-optim-python --all-targets $features -- -D warnings
 done
+# The extension's own Rust unit tests (its layouts and shapes, without Python).
+ci_time "cargo test (the extension's unit tests)" \
+  env PYO3_PYTHON="$venv/bin/python" CARGO_TARGET_DIR="$target/python-wheel" \
+    cargo test --quiet -p lion-optim-python --lib
 # (The sources are in python/lion_optim: what `import lion_optim` finds is the installed package.)
 cd "$PY_DIR"
 # LION_OPTIM_TEST_HOOKS=1: a build without the hooks stops pytest instead of skipping their tests.

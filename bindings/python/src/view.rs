@@ -1324,7 +1324,9 @@ mod tests {
             layout(&[1, 3, 4, 5], &[7, 1, 15, 3], 1),
             Layout::Dense(vec![0, 1, 15, 3])
         );
-        assert_eq!(layout(&[2, 3], &[8, 24], 4), Layout::Dense(vec![2, 6]));
+        // byte strides: a transposed f32 matrix; every other f32 of one (gaps)
+        assert_eq!(layout(&[2, 3], &[4, 8], 4), Layout::Dense(vec![1, 2]));
+        assert_eq!(layout(&[2, 3], &[8, 24], 4), Layout::NotDense);
         assert_eq!(layout(&[4], &[0], 1), Layout::NotDense); // expanded
         assert_eq!(layout(&[4, 3], &[6, 1], 1), Layout::NotDense); // gaps
         assert_eq!(layout(&[4, 3], &[1, 2], 1), Layout::NotDense); // overlap
