@@ -49,6 +49,10 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
 // The memory functions the compiler calls (a freestanding binary has no libc to provide them,
 // and the host's compiler_builtins leaves them to libc). `rep movsb` / `rep stosb` cannot be
 // turned back into calls of themselves by the optimizer.
+/// `memcpy`.
+///
+/// # Safety
+/// `src` and `dst` are valid for `n` bytes of reading and of writing, and do not overlap.
 #[no_mangle]
 pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
     // SAFETY: the caller passes valid, non-overlapping ranges of n bytes.
@@ -59,6 +63,10 @@ pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut 
     dst
 }
 
+/// `memmove`.
+///
+/// # Safety
+/// `src` and `dst` are valid for `n` bytes of reading and of writing (they may overlap).
 #[no_mangle]
 pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
     if (dst as usize).wrapping_sub(src as usize) >= n {
@@ -73,6 +81,10 @@ pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut
     dst
 }
 
+/// `memset`.
+///
+/// # Safety
+/// `dst` is valid for `n` bytes of writing.
 #[no_mangle]
 pub unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
     // SAFETY: the caller passes a valid range of n bytes.
@@ -83,6 +95,10 @@ pub unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
     dst
 }
 
+/// `memcmp`.
+///
+/// # Safety
+/// `a` and `b` are valid for `n` bytes of reading.
 #[no_mangle]
 pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     for i in 0..n {
@@ -95,6 +111,10 @@ pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     0
 }
 
+/// `bcmp`.
+///
+/// # Safety
+/// As [`memcmp`].
 #[no_mangle]
 pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     // SAFETY: as memcmp.
